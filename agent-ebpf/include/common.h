@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Maps and helpers every Osprey program shares: the per-CPU ring buffers, the loss and
+ * filter counters, the settings user space writes, and the record scratch space.
+ */
+#ifndef OSPREY_COMMON_H
+#define OSPREY_COMMON_H
+
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "osprey.h"
+
+#define OSPREY_MAX_CPUS 512
+
+/* The inner ring buffer type; user space creates one per possible CPU at the configured size. */
+struct ringbuf_tmpl {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+};
+
+/* One ring buffer per possible CPU, indexed by CPU id. max_entries is set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct ringbuf_tmpl);
+} rings SEC(".maps");
+
+/* Records that found their ring buffer full, per CPU and record type. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OSPREY_REC_TYPE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} loss SEC(".maps");
+
+/* Events dropped on purpose by an in-kernel filter, per CPU and record type. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OSPREY_REC_TYPE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} filtered SEC(".maps");
+
+/* Settings from user space (one entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct osprey_config);
+} config SEC(".maps");
+
+/*
+ * Scratch space to build a variable-length record before copying the used part into the ring
+ * buffer. Too large for a per-CPU array (32 KiB limit), so a plain array indexed by CPU id:
+ * programs run with migration disabled, and tracepoint programs of one CPU do not nest.
+ */
+#define SCRATCH_DATA 32768
+#define SCRATCH_MASK (SCRATCH_DATA / 2 - 1) /* every write starts below SCRATCH_DATA / 2 */
+
+struct scratch {
+	const unsigned char *names[OSPREY_PATH_DEPTH_MAX];
+	__u32 lens[OSPREY_PATH_DEPTH_MAX];
+	/* a struct osprey_exec followed by its trailing data */
+	__u8 buf[sizeof(struct osprey_exec) + SCRATCH_DATA];
+};
+
+/* The record under construction, and byte `i` of its trailing data. */
+#define SCRATCH_REC(s) ((struct osprey_exec *)(s)->buf)
+#define SCRATCH_DATA_AT(s, i) ((s)->buf[sizeof(struct osprey_exec) + (i)])
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, OSPREY_MAX_CPUS);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+static __always_inline void count(void *map, __u32 type)
+{
+	__u64 *n = bpf_map_lookup_elem(map, &type);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline struct osprey_config *settings(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline void *ring_of_this_cpu(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&rings, &cpu);
+}
+
+/* Copies a finished record into this CPU's ring buffer; a full buffer is counted, never silent. */
+static __always_inline void emit(void *rec, __u64 size, __u32 type)
+{
+	void *rb = ring_of_this_cpu();
+	if (!rb || bpf_ringbuf_output(rb, rec, size, 0) != 0)
+		count(&loss, type);
+}
+
+static __always_inline __u64 process_start_ns(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, group_leader, start_boottime);
+}
+
+/* Fills the common header from `task`, which must be the current task. */
+static __always_inline void fill_hdr(struct osprey_hdr *h, struct task_struct *task, __u32 type,
+				     __u32 size)
+{
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+
+	h->type = type;
+	h->size = size;
+	h->ktime_ns = bpf_ktime_get_boot_ns();
+	h->cpu = bpf_get_smp_processor_id();
+	h->pid = BPF_CORE_READ(task, tgid);
+	h->tid = BPF_CORE_READ(task, pid);
+	h->ppid = BPF_CORE_READ(parent, tgid);
+	h->start_ns = process_start_ns(task);
+	h->parent_start_ns = process_start_ns(parent);
+	h->uid = BPF_CORE_READ(cred, uid.val);
+	h->gid = BPF_CORE_READ(cred, gid.val);
+	h->euid = BPF_CORE_READ(cred, euid.val);
+	h->egid = BPF_CORE_READ(cred, egid.val);
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+#endif /* OSPREY_COMMON_H */

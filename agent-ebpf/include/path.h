@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Absolute path of a (dentry, vfsmount) pair, resolved in the kernel with a bounded walk — the
+ * job bpf_d_path() does, which tracepoint programs may not call.
+ */
+#ifndef OSPREY_PATH_H
+#define OSPREY_PATH_H
+
+#include "common.h"
+
+#define NAME_MAX_BYTES 255
+
+static __always_inline struct mount *real_mount(struct vfsmount *vmnt)
+{
+	return (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
+}
+
+/*
+ * Field offsets the walk needs. CO-RE relocations are resolved in the calling program and
+ * handed to the bpf_loop callbacks, because the loader does not relocate field accesses inside
+ * callback subprograms (they come out poisoned).
+ */
+struct path_offsets {
+	__u32 mnt_root;       /* vfsmount.mnt_root */
+	__u32 d_parent;       /* dentry.d_parent */
+	__u32 d_name_name;    /* dentry.d_name.name */
+	__u32 d_name_len;     /* dentry.d_name.len */
+	__u32 mnt_parent;     /* mount.mnt_parent */
+	__u32 mnt_mountpoint; /* mount.mnt_mountpoint */
+	__u32 mnt;            /* mount.mnt */
+};
+
+static __always_inline void *read_ptr(void *base, __u32 off)
+{
+	void *v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), base + off);
+	return v;
+}
+
+static __always_inline __u32 read_u32(void *base, __u32 off)
+{
+	__u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), base + off);
+	return v;
+}
+
+struct walk_ctx {
+	struct path_offsets o;
+	struct scratch *s;
+	struct dentry *dentry;
+	struct vfsmount *vmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 depth;
+	bool done;
+};
+
+/* One step up the tree: records the current component's name, or crosses a mount. */
+static long walk_up(__u64 i, struct walk_ctx *c)
+{
+	struct dentry *dentry = c->dentry;
+	if (dentry == c->root_dentry && c->vmnt == c->root_mnt) {
+		c->done = true;
+		return 1;
+	}
+	struct dentry *mnt_root = read_ptr(c->vmnt, c->o.mnt_root);
+	struct dentry *parent = read_ptr(dentry, c->o.d_parent);
+	__u32 at = c->depth & (OSPREY_PATH_DEPTH_MAX - 1);
+	if (dentry == mnt_root || dentry == parent) {
+		if (dentry != mnt_root) {
+			/* pseudo or disconnected dentry: its own name is the path */
+			c->s->names[at] = read_ptr(dentry, c->o.d_name_name);
+			c->s->lens[at] = read_u32(dentry, c->o.d_name_len);
+			c->depth++;
+			c->done = true;
+			return 1;
+		}
+		struct mount *mparent = read_ptr(c->mnt, c->o.mnt_parent);
+		if (mparent == c->mnt) {
+			c->done = true; /* the namespace's root mount */
+			return 1;
+		}
+		c->dentry = read_ptr(c->mnt, c->o.mnt_mountpoint);
+		c->mnt = mparent;
+		c->vmnt = (void *)mparent + c->o.mnt;
+		return 0;
+	}
+	c->s->names[at] = read_ptr(dentry, c->o.d_name_name);
+	c->s->lens[at] = read_u32(dentry, c->o.d_name_len);
+	c->depth++;
+	c->dentry = parent;
+	return 0;
+}
+
+struct write_ctx {
+	struct scratch *s;
+	__u32 off;
+	__u32 len;
+	__u32 depth;
+	bool trunc;
+};
+
+/* Appends "/<name>" for the i-th component counted from the top. */
+static long write_down(__u64 i, struct write_ctx *c)
+{
+	__u32 at = (c->depth - 1 - (__u32)i) & (OSPREY_PATH_DEPTH_MAX - 1);
+	__u32 n = c->s->lens[at];
+	if (n > NAME_MAX_BYTES)
+		n = NAME_MAX_BYTES;
+	if (c->len + 1 + n > OSPREY_PATH_MAX) {
+		c->trunc = true;
+		return 1;
+	}
+	SCRATCH_DATA_AT(c->s, (c->off + c->len) & SCRATCH_MASK) = '/';
+	c->len++;
+	__u32 pos = (c->off + c->len) & SCRATCH_MASK;
+	barrier_var(n);
+	if (n > NAME_MAX_BYTES)
+		return 1;
+	bpf_probe_read_kernel(&SCRATCH_DATA_AT(c->s, pos), n, c->s->names[at]);
+	c->len += n;
+	return 0;
+}
+
+/*
+ * Writes the path of (dentry, vmnt) as seen from the root (root_dentry, root_mnt) into the
+ * scratch record's trailing data starting at `off`, without a NUL. Returns the number of bytes
+ * written and sets *trunc when the path was deeper than OSPREY_PATH_DEPTH_MAX or longer than
+ * OSPREY_PATH_MAX. A pseudo dentry (memfd, pipe, anonymous inode) yields "/<its name>", as d_path
+ * does. Both walks run under bpf_loop so the verifier checks each step once.
+ */
+static __always_inline __u32 resolve_path(struct scratch *s, __u32 off, struct dentry *dentry,
+					  struct vfsmount *vmnt, struct dentry *root_dentry,
+					  struct vfsmount *root_mnt, bool *trunc)
+{
+	struct walk_ctx w = {
+		.o = {
+			.mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root),
+			.d_parent = bpf_core_field_offset(struct dentry, d_parent),
+			.d_name_name = bpf_core_field_offset(struct dentry, d_name.name),
+			.d_name_len = bpf_core_field_offset(struct dentry, d_name.len),
+			.mnt_parent = bpf_core_field_offset(struct mount, mnt_parent),
+			.mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint),
+			.mnt = bpf_core_field_offset(struct mount, mnt),
+		},
+		.s = s,
+		.dentry = dentry,
+		.vmnt = vmnt,
+		.mnt = real_mount(vmnt),
+		.root_dentry = root_dentry,
+		.root_mnt = root_mnt,
+	};
+	bpf_loop(OSPREY_PATH_DEPTH_MAX, walk_up, &w, 0);
+	if (!w.done)
+		*trunc = true;
+
+	struct write_ctx c = {.s = s, .off = off, .depth = w.depth};
+	bpf_loop(w.depth, write_down, &c, 0);
+	if (c.trunc)
+		*trunc = true;
+	if (c.len == 0) {
+		SCRATCH_DATA_AT(s, off & SCRATCH_MASK) = '/';
+		c.len = 1;
+	}
+	return c.len;
+}
+
+/* The same for a `struct path` the kernel holds. */
+static __always_inline __u32 resolve_kpath(struct scratch *s, __u32 off, const struct path *p,
+					   struct task_struct *task, bool *trunc)
+{
+	struct dentry *dentry = BPF_CORE_READ(p, dentry);
+	struct vfsmount *vmnt = BPF_CORE_READ(p, mnt);
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct dentry *root_dentry = BPF_CORE_READ(fs, root.dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(fs, root.mnt);
+	return resolve_path(s, off, dentry, vmnt, root_dentry, root_mnt, trunc);
+}
+
+#endif /* OSPREY_PATH_H */

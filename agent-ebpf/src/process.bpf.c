@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Process lifecycle: exec, fork/clone, exit.
+ *
+ * Hooks: tp_btf sched_prepare_exec (6.10+; credentials before the exec), sched_process_exec,
+ * sched_process_fork, sched_process_exit. No syscall tracepoints: they would put every syscall
+ * of every task on the tracing slow path.
+ */
+#include "common.h"
+#include "path.h"
+
+/* Credentials of a process between sched_prepare_exec and sched_process_exec, keyed by tgid. */
+struct old_creds {
+	__u32 uid;
+	__u32 euid;
+	__u32 gid;
+	__u32 egid;
+	__u64 cap_effective;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct old_creds);
+} exec_creds SEC(".maps");
+
+static __always_inline bool is_kthread(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, flags) & PF_KTHREAD;
+}
+
+SEC("tp_btf/sched_prepare_exec")
+int BPF_PROG(osprey_prepare_exec, struct task_struct *task, struct linux_binprm *bprm)
+{
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	struct old_creds old = {
+		.uid = BPF_CORE_READ(cred, uid.val),
+		.euid = BPF_CORE_READ(cred, euid.val),
+		.gid = BPF_CORE_READ(cred, gid.val),
+		.egid = BPF_CORE_READ(cred, egid.val),
+		.cap_effective = BPF_CORE_READ(cred, cap_effective.val),
+	};
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_update_elem(&exec_creds, &tgid, &old, BPF_ANY);
+	return 0;
+}
+
+static __always_inline __u64 inode_ctime_ns(struct inode *inode)
+{
+	if (bpf_core_field_exists(inode->i_ctime_sec))
+		return BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL +
+		       BPF_CORE_READ(inode, i_ctime_nsec);
+	struct inode___timespec *its = (void *)inode;
+	if (bpf_core_field_exists(its->__i_ctime))
+		return BPF_CORE_READ(its, __i_ctime.tv_sec) * 1000000000ULL +
+		       BPF_CORE_READ(its, __i_ctime.tv_nsec);
+	struct inode___old *iold = (void *)inode;
+	return BPF_CORE_READ(iold, i_ctime.tv_sec) * 1000000000ULL +
+	       BPF_CORE_READ(iold, i_ctime.tv_nsec);
+}
+
+/* A memfd's file is a pseudo dentry named "memfd:..." on tmpfs or hugetlbfs. */
+static __always_inline bool is_memfd(struct file *file)
+{
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	if (BPF_CORE_READ(d, d_parent) != d)
+		return false;
+	unsigned long magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
+	if (magic != TMPFS_MAGIC && magic != HUGETLBFS_MAGIC)
+		return false;
+	char prefix[6] = {};
+	bpf_probe_read_kernel(prefix, sizeof(prefix), BPF_CORE_READ(d, d_name.name));
+	return prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' && prefix[3] == 'f' &&
+	       prefix[4] == 'd' && prefix[5] == ':';
+}
+
+static __always_inline struct osprey_str put_str(__u32 off, __u32 len)
+{
+	struct osprey_str s = {.off = off, .len = len};
+	return s;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(osprey_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return 0;
+	struct osprey_exec *e = SCRATCH_REC(s);
+	__u32 flags = 0;
+	bool trunc = false;
+
+	/* the image */
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	e->exe_ino = BPF_CORE_READ(inode, i_ino);
+	e->exe_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	e->exe_ctime_ns = inode_ctime_ns(inode);
+	e->exe_size = BPF_CORE_READ(inode, i_size);
+	e->exe_mode = BPF_CORE_READ(inode, i_mode);
+	e->exe_uid = BPF_CORE_READ(inode, i_uid.val);
+	e->exe_gid = BPF_CORE_READ(inode, i_gid.val);
+	if (is_memfd(file))
+		flags |= OSPREY_EXEC_MEMFD;
+	else if (BPF_CORE_READ(inode, __i_nlink) == 0)
+		flags |= OSPREY_EXEC_DELETED;
+
+	/* credentials after the exec, compared with those before it */
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	__u32 uid = BPF_CORE_READ(cred, uid.val);
+	__u32 euid = BPF_CORE_READ(cred, euid.val);
+	__u32 gid = BPF_CORE_READ(cred, gid.val);
+	__u32 egid = BPF_CORE_READ(cred, egid.val);
+	__u64 caps = BPF_CORE_READ(cred, cap_effective.val);
+	e->suid = BPF_CORE_READ(cred, suid.val);
+	e->sgid = BPF_CORE_READ(cred, sgid.val);
+	e->cap_effective = caps;
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct old_creds *old = bpf_map_lookup_elem(&exec_creds, &tgid);
+	if (old) {
+		e->old_uid = old->uid;
+		e->old_euid = old->euid;
+		e->old_gid = old->gid;
+		e->old_egid = old->egid;
+		e->old_cap_effective = old->cap_effective;
+		if (old->euid != euid)
+			flags |= OSPREY_EXEC_SETUID;
+		if (old->egid != egid)
+			flags |= OSPREY_EXEC_SETGID;
+		if (caps & ~old->cap_effective)
+			flags |= OSPREY_EXEC_CAPS_GAINED;
+		bpf_map_delete_elem(&exec_creds, &tgid);
+	} else {
+		/* no sched_prepare_exec on this kernel: judge by the result */
+		flags |= OSPREY_EXEC_CRED_UNKNOWN;
+		e->old_uid = uid;
+		e->old_euid = uid;
+		e->old_gid = gid;
+		e->old_egid = gid;
+		e->old_cap_effective = caps;
+		if (euid != uid)
+			flags |= OSPREY_EXEC_SETUID;
+		if (egid != gid)
+			flags |= OSPREY_EXEC_SETGID;
+	}
+	e->old_pid = old_pid;
+	e->argc = BPF_CORE_READ(bprm, argc);
+
+	/* trailing data: exe path, filename, argv, cwd */
+	__u32 off = 0;
+	__u32 len = resolve_kpath(s, off, &file->f_path, task, &trunc);
+	if (trunc)
+		flags |= OSPREY_EXEC_PATH_TRUNC;
+	e->exe_path = put_str(off, len);
+	off += len;
+
+	long n = bpf_probe_read_kernel_str(&SCRATCH_DATA_AT(s, off & SCRATCH_MASK), OSPREY_FILENAME_MAX,
+					   BPF_CORE_READ(bprm, filename));
+	len = n > 0 ? n - 1 : 0; /* without the NUL */
+	e->filename = put_str(off, len);
+	off += len;
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	__u64 alen = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (alen > OSPREY_ARGS_MAX) {
+		alen = OSPREY_ARGS_MAX;
+		flags |= OSPREY_EXEC_ARGS_TRUNC;
+	}
+	barrier_var(alen);
+	if (alen > OSPREY_ARGS_MAX)
+		alen = 0;
+	__u32 pos = off & SCRATCH_MASK;
+	if (alen && bpf_probe_read_user(&SCRATCH_DATA_AT(s, pos), alen, (void *)arg_start) != 0)
+		alen = 0;
+	e->args = put_str(off, alen);
+	off += alen;
+
+	trunc = false;
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	len = resolve_kpath(s, off, &fs->pwd, task, &trunc);
+	if (trunc)
+		flags |= OSPREY_EXEC_CWD_TRUNC;
+	e->cwd = put_str(off, len);
+	off += len;
+
+	e->flags = flags;
+	/* every part is bounded, so off < SCRATCH_DATA; the mask tells the verifier so */
+	__u64 size = sizeof(*e) + (off & (SCRATCH_DATA - 1));
+	fill_hdr(&e->hdr, task, OSPREY_REC_EXEC, size);
+	emit(e, size, OSPREY_REC_EXEC);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(osprey_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 child_pid = BPF_CORE_READ(child, pid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	bool thread = child_pid != child_tgid;
+	struct osprey_config *cfg = settings();
+	bool threads = cfg && (cfg->flags & OSPREY_CFG_THREADS);
+
+	if (is_kthread(child) || (thread && !threads)) {
+		count(&filtered, OSPREY_REC_FORK);
+		return 0;
+	}
+	void *rb = ring_of_this_cpu();
+	if (!rb) {
+		count(&loss, OSPREY_REC_FORK);
+		return 0;
+	}
+	struct osprey_fork *f = bpf_ringbuf_reserve(rb, sizeof(*f), 0);
+	if (!f) {
+		count(&loss, OSPREY_REC_FORK);
+		return 0;
+	}
+	struct task_struct *current = bpf_get_current_task_btf();
+	fill_hdr(&f->hdr, current, OSPREY_REC_FORK, sizeof(*f));
+	f->child_pid = child_tgid;
+	f->child_tid = child_pid;
+	f->child_start_ns = process_start_ns(child);
+	f->flags = thread ? OSPREY_FORK_THREAD : 0;
+	f->_pad0 = 0;
+	bpf_ringbuf_submit(f, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(osprey_exit, struct task_struct *task)
+{
+	/* signal->live reaches 0 when the last thread of the process exits */
+	bool group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
+	struct osprey_config *cfg = settings();
+	bool threads = cfg && (cfg->flags & OSPREY_CFG_THREADS);
+
+	if (is_kthread(task) || (!group_dead && !threads)) {
+		count(&filtered, OSPREY_REC_EXIT);
+		return 0;
+	}
+	void *rb = ring_of_this_cpu();
+	if (!rb) {
+		count(&loss, OSPREY_REC_EXIT);
+		return 0;
+	}
+	struct osprey_exit *x = bpf_ringbuf_reserve(rb, sizeof(*x), 0);
+	if (!x) {
+		count(&loss, OSPREY_REC_EXIT);
+		return 0;
+	}
+	fill_hdr(&x->hdr, task, OSPREY_REC_EXIT, sizeof(*x));
+	x->exit_code = BPF_CORE_READ(task, exit_code);
+	x->flags = group_dead ? 0 : OSPREY_EXIT_THREAD;
+	bpf_ringbuf_submit(x, 0);
+	return 0;
+}

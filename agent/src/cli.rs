@@ -1,0 +1,97 @@
+//! Command line (clap derive). Flags override the config file.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_size, Config, DEFAULT_PATH};
+
+#[derive(Debug, Parser)]
+#[command(name = "osprey", version, about = "eBPF endpoint detection and response for Linux")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: attach the kernel programs and write ECS JSON events to the outputs.
+    Run(RunArgs),
+    /// Print the effective configuration (file + flags) as YAML.
+    Config(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stop after this long (e.g. 10s, 2m); runs until SIGINT/SIGTERM otherwise.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Per-CPU ring buffer size (e.g. 8MiB).
+    #[arg(long, value_parser = parse_size_u32)]
+    pub ringbuf_size: Option<u32>,
+    /// Report thread clone/exit too.
+    #[arg(long)]
+    pub threads: bool,
+    /// Reorder window for records from different CPUs (e.g. 50ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reorder_window: Option<Duration>,
+    /// Do not write events to standard output.
+    #[arg(long)]
+    pub no_stdout: bool,
+}
+
+fn parse_size_u32(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    u32::try_from(n).map_err(|_| format!("{s} is more than 4GiB"))
+}
+
+impl RunArgs {
+    /// Applies the flags on top of the file's settings and re-validates.
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), String> {
+        if let Some(n) = self.ringbuf_size {
+            cfg.sensor.ringbuf_size = n;
+        }
+        if self.threads {
+            cfg.sensor.threads = true;
+        }
+        if let Some(w) = self.reorder_window {
+            cfg.pipeline.reorder_window = w;
+        }
+        if self.no_stdout {
+            cfg.output.stdout = false;
+        }
+        cfg.validate().map_err(|e| format!("command line: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_and_validate() {
+        let cli = Cli::try_parse_from(["osprey", "run", "--duration", "10s", "--ringbuf-size", "1MiB"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!() };
+        assert_eq!(args.duration, Some(Duration::from_secs(10)));
+        let mut cfg = Config::default();
+        args.apply(&mut cfg).unwrap();
+        assert_eq!(cfg.sensor.ringbuf_size, 1 << 20);
+
+        let cli = Cli::try_parse_from(["osprey", "run", "--ringbuf-size", "12KiB"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!() };
+        assert!(args.apply(&mut Config::default()).unwrap_err().contains("power of two"));
+        assert!(Cli::try_parse_from(["osprey", "run", "--duration", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! Raw kernel record → typed record. Every length and offset is checked against the buffer:
+//! a short, oversized, unknown or self-inconsistent record is an error with a reason (counted by
+//! the caller), never a panic and never a read past the end.
+
+use std::mem::size_of;
+
+use agent_common::{
+    osprey_exec, osprey_exec_flags as xf, osprey_exit, osprey_exit_flags, osprey_fork,
+    osprey_fork_flags, osprey_hdr, osprey_str, RecordType, UnknownTag,
+};
+use thiserror::Error;
+
+/// Why a record was rejected. `reason()` is the metrics label.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need} its type needs")]
+    Truncated { len: usize, need: usize },
+    #[error("record declares {declared} bytes but {actual} arrived")]
+    SizeMismatch { declared: usize, actual: usize },
+    #[error("unknown record type {0}")]
+    UnknownType(u32),
+    #[error("field {field}: bytes {off}..{end} lie outside the {data_len} bytes of trailing data")]
+    SliceOutOfBounds { field: &'static str, off: usize, end: usize, data_len: usize },
+}
+
+impl DecodeError {
+    pub const REASONS: [&'static str; 4] =
+        ["truncated", "size_mismatch", "unknown_type", "slice_out_of_bounds"];
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated { .. } => "truncated",
+            DecodeError::SizeMismatch { .. } => "size_mismatch",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::SliceOutOfBounds { .. } => "slice_out_of_bounds",
+        }
+    }
+}
+
+impl From<UnknownTag> for DecodeError {
+    fn from(t: UnknownTag) -> Self {
+        DecodeError::UnknownType(t.0)
+    }
+}
+
+/// The fields every record carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: RecordType,
+    pub ktime_ns: u64,
+    pub cpu: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub start_ns: u64,
+    pub parent_start_ns: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+/// Exec flags, decoded from `enum osprey_exec_flags`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecFlags(pub u32);
+
+impl ExecFlags {
+    fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+    pub fn memfd(self) -> bool {
+        self.has(xf::OSPREY_EXEC_MEMFD)
+    }
+    pub fn deleted(self) -> bool {
+        self.has(xf::OSPREY_EXEC_DELETED)
+    }
+    pub fn setuid(self) -> bool {
+        self.has(xf::OSPREY_EXEC_SETUID)
+    }
+    pub fn setgid(self) -> bool {
+        self.has(xf::OSPREY_EXEC_SETGID)
+    }
+    pub fn caps_gained(self) -> bool {
+        self.has(xf::OSPREY_EXEC_CAPS_GAINED)
+    }
+    pub fn args_truncated(self) -> bool {
+        self.has(xf::OSPREY_EXEC_ARGS_TRUNC)
+    }
+    pub fn path_truncated(self) -> bool {
+        self.has(xf::OSPREY_EXEC_PATH_TRUNC)
+    }
+    pub fn cwd_truncated(self) -> bool {
+        self.has(xf::OSPREY_EXEC_CWD_TRUNC)
+    }
+    pub fn cred_unknown(self) -> bool {
+        self.has(xf::OSPREY_EXEC_CRED_UNKNOWN)
+    }
+}
+
+/// A successful exec: the process now runs `exe_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub hdr: Header,
+    pub exe_ino: u64,
+    pub exe_ctime_ns: u64,
+    pub exe_size: u64,
+    pub exe_dev: u32,
+    pub exe_mode: u32,
+    pub exe_uid: u32,
+    pub exe_gid: u32,
+    pub flags: ExecFlags,
+    pub argc: u32,
+    pub suid: u32,
+    pub sgid: u32,
+    pub old_uid: u32,
+    pub old_euid: u32,
+    pub old_gid: u32,
+    pub old_egid: u32,
+    pub old_pid: u32,
+    pub cap_effective: u64,
+    pub old_cap_effective: u64,
+    pub exe_path: String,
+    pub filename: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+}
+
+/// A clone: the header is the parent, `child_*` the new task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    pub hdr: Header,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    pub child_start_ns: u64,
+    pub thread: bool,
+}
+
+/// A process (or thread) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub hdr: Header,
+    /// Raw wait status: exit status in bits 8..16, terminating signal in bits 0..7.
+    pub status: u32,
+    pub thread: bool,
+}
+
+impl Exit {
+    /// The exit status when the process called exit(), None when a signal killed it.
+    pub fn exit_status(&self) -> Option<i32> {
+        (self.status & 0x7f == 0).then_some(((self.status >> 8) & 0xff) as i32)
+    }
+    /// The signal that killed the process.
+    pub fn signal(&self) -> Option<i32> {
+        let sig = self.status & 0x7f;
+        (sig != 0).then_some(sig as i32)
+    }
+    pub fn core_dumped(&self) -> bool {
+        self.status & 0x80 != 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Exec(Box<Exec>),
+    Fork(Fork),
+    Exit(Exit),
+}
+
+impl Record {
+    pub fn header(&self) -> &Header {
+        match self {
+            Record::Exec(e) => &e.hdr,
+            Record::Fork(f) => &f.hdr,
+            Record::Exit(x) => &x.hdr,
+        }
+    }
+    pub fn kind(&self) -> RecordType {
+        self.header().kind
+    }
+}
+
+/// Reads a `T` from the start of `buf`, which must be at least `size_of::<T>()` long.
+fn read<T>(buf: &[u8]) -> Result<T, DecodeError> {
+    if buf.len() < size_of::<T>() {
+        return Err(DecodeError::Truncated { len: buf.len(), need: size_of::<T>() });
+    }
+    // SAFETY: the length was checked above; T is a plain-old-data C struct generated from
+    // osprey.h (every bit pattern is valid) and read_unaligned tolerates any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn slice<'a>(data: &'a [u8], s: osprey_str, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    let off = s.off as usize;
+    let end = off + s.len as usize;
+    data.get(off..end)
+        .ok_or(DecodeError::SliceOutOfBounds { field, off, end, data_len: data.len() })
+}
+
+fn text(data: &[u8], s: osprey_str, field: &'static str) -> Result<String, DecodeError> {
+    Ok(String::from_utf8_lossy(slice(data, s, field)?).into_owned())
+}
+
+/// Splits NUL-separated argv bytes; a trailing NUL does not make an empty last argument.
+fn split_args(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+fn header(h: &osprey_hdr, kind: RecordType) -> Header {
+    Header {
+        kind,
+        ktime_ns: h.ktime_ns,
+        cpu: h.cpu,
+        pid: h.pid,
+        tid: h.tid,
+        ppid: h.ppid,
+        start_ns: h.start_ns,
+        parent_start_ns: h.parent_start_ns,
+        uid: h.uid,
+        gid: h.gid,
+        euid: h.euid,
+        egid: h.egid,
+        cgroup_id: h.cgroup_id,
+        comm: cstr(&h.comm.map(|c| c as u8)),
+    }
+}
+
+/// Decodes one record as it came out of a ring buffer.
+pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
+    let h: osprey_hdr = read(buf)?;
+    let kind = RecordType::try_from(h.type_)?;
+    let declared = h.size as usize;
+    if declared > buf.len() {
+        return Err(DecodeError::SizeMismatch { declared, actual: buf.len() });
+    }
+    let buf = &buf[..declared];
+    let hdr = header(&h, kind);
+    Ok(match kind {
+        RecordType::Exec => {
+            let e: osprey_exec = read(buf)?;
+            let data = &buf[size_of::<osprey_exec>()..];
+            Record::Exec(Box::new(Exec {
+                hdr,
+                exe_ino: e.exe_ino,
+                exe_ctime_ns: e.exe_ctime_ns,
+                exe_size: e.exe_size,
+                exe_dev: e.exe_dev,
+                exe_mode: e.exe_mode,
+                exe_uid: e.exe_uid,
+                exe_gid: e.exe_gid,
+                flags: ExecFlags(e.flags),
+                argc: e.argc,
+                suid: e.suid,
+                sgid: e.sgid,
+                old_uid: e.old_uid,
+                old_euid: e.old_euid,
+                old_gid: e.old_gid,
+                old_egid: e.old_egid,
+                old_pid: e.old_pid,
+                cap_effective: e.cap_effective,
+                old_cap_effective: e.old_cap_effective,
+                exe_path: text(data, e.exe_path, "exe_path")?,
+                filename: text(data, e.filename, "filename")?,
+                args: split_args(slice(data, e.args, "args")?),
+                cwd: text(data, e.cwd, "cwd")?,
+            }))
+        }
+        RecordType::Fork => {
+            let f: osprey_fork = read(buf)?;
+            Record::Fork(Fork {
+                hdr,
+                child_pid: f.child_pid,
+                child_tid: f.child_tid,
+                child_start_ns: f.child_start_ns,
+                thread: f.flags & osprey_fork_flags::OSPREY_FORK_THREAD != 0,
+            })
+        }
+        RecordType::Exit => {
+            let x: osprey_exit = read(buf)?;
+            Record::Exit(Exit {
+                hdr,
+                status: x.exit_code,
+                thread: x.flags & osprey_exit_flags::OSPREY_EXIT_THREAD != 0,
+            })
+        }
+    })
+}
+
+/// Builders of raw records, for tests and benchmarks that exercise the decoder without a kernel.
+pub mod raw {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> &[u8] {
+        // SAFETY: T is a plain C struct from osprey.h; viewing it as bytes is always valid.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    pub fn hdr(kind: RecordType, size: usize, pid: u32, ktime_ns: u64) -> osprey_hdr {
+        let mut h = osprey_hdr { type_: kind as u32, size: size as u32, ktime_ns, ..Default::default() };
+        h.pid = pid;
+        h.tid = pid;
+        h.ppid = 1;
+        for (dst, src) in h.comm.iter_mut().zip(b"test") {
+            *dst = *src as _;
+        }
+        h
+    }
+
+    /// An exec record whose trailing data holds `exe`, `filename`, argv and `cwd` in that order.
+    pub fn exec(pid: u32, ktime_ns: u64, exe: &str, args: &[&str], cwd: &str) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut put = |bytes: &[u8]| {
+            let s = osprey_str { off: data.len() as u16, len: bytes.len() as u16 };
+            data.extend_from_slice(bytes);
+            s
+        };
+        let exe_path = put(exe.as_bytes());
+        let filename = put(exe.as_bytes());
+        let argv: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        let args_s = put(&argv);
+        let cwd_s = put(cwd.as_bytes());
+        let size = size_of::<osprey_exec>() + data.len();
+        let e = osprey_exec {
+            hdr: hdr(RecordType::Exec, size, pid, ktime_ns),
+            argc: args.len() as u32,
+            exe_path,
+            filename,
+            args: args_s,
+            cwd: cwd_s,
+            ..Default::default()
+        };
+        let mut out = bytes_of(&e)[..size_of::<osprey_exec>()].to_vec();
+        out.extend_from_slice(&data);
+        out
+    }
+
+    pub fn fork(pid: u32, child: u32, ktime_ns: u64) -> Vec<u8> {
+        let f = osprey_fork {
+            hdr: hdr(RecordType::Fork, size_of::<osprey_fork>(), pid, ktime_ns),
+            child_pid: child,
+            child_tid: child,
+            child_start_ns: ktime_ns,
+            ..Default::default()
+        };
+        bytes_of(&f).to_vec()
+    }
+
+    pub fn exit(pid: u32, status: u32, ktime_ns: u64) -> Vec<u8> {
+        let x = osprey_exit {
+            hdr: hdr(RecordType::Exit, size_of::<osprey_exit>(), pid, ktime_ns),
+            exit_code: status,
+            flags: 0,
+        };
+        bytes_of(&x).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn decodes_a_well_formed_exec() {
+        let raw = raw::exec(42, 7, "/usr/bin/echo", &["/bin/echo", "a", "b c"], "/tmp");
+        let Record::Exec(e) = decode(&raw).unwrap() else { panic!("not an exec") };
+        assert_eq!(e.hdr.pid, 42);
+        assert_eq!(e.hdr.comm, "test");
+        assert_eq!(e.exe_path, "/usr/bin/echo");
+        assert_eq!(e.args, ["/bin/echo", "a", "b c"]);
+        assert_eq!(e.cwd, "/tmp");
+    }
+
+    #[test]
+    fn decodes_fork_and_exit() {
+        let Record::Fork(f) = decode(&raw::fork(1, 2, 3)).unwrap() else { panic!() };
+        assert_eq!((f.hdr.pid, f.child_pid, f.thread), (1, 2, false));
+        let Record::Exit(x) = decode(&raw::exit(5, 3 << 8, 9)).unwrap() else { panic!() };
+        assert_eq!((x.exit_status(), x.signal()), (Some(3), None));
+        let Record::Exit(x) = decode(&raw::exit(5, 9, 9)).unwrap() else { panic!() };
+        assert_eq!((x.exit_status(), x.signal()), (None, Some(9)));
+    }
+
+    #[test]
+    fn rejects_every_truncation_without_panicking() {
+        for raw in [raw::exec(1, 1, "/x", &["a"], "/"), raw::fork(1, 2, 3), raw::exit(1, 0, 1)] {
+            for len in 0..raw.len() {
+                let err = decode(&raw[..len]).unwrap_err();
+                assert!(
+                    matches!(err, DecodeError::Truncated { .. } | DecodeError::SizeMismatch { .. }),
+                    "len {len}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_tags() {
+        let mut raw = raw::fork(1, 2, 3);
+        raw[..4].copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownType(99)));
+        raw[..4].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(decode(&raw).unwrap_err().reason(), "unknown_type");
+    }
+
+    #[test]
+    fn rejects_offsets_past_the_end() {
+        let mut raw = raw::exec(1, 1, "/bin/true", &["true"], "/");
+        let at = offset_of!(osprey_exec, cwd);
+        let bad = osprey_str { off: 60000, len: 10 };
+        raw[at..at + 2].copy_from_slice(&bad.off.to_ne_bytes());
+        raw[at + 2..at + 4].copy_from_slice(&bad.len.to_ne_bytes());
+        let err = decode(&raw).unwrap_err();
+        assert_eq!(err.reason(), "slice_out_of_bounds");
+        // a length that runs past the end from a valid offset
+        let mut raw = raw::exec(1, 1, "/bin/true", &["true"], "/");
+        let at = offset_of!(osprey_exec, args) + 2;
+        raw[at..at + 2].copy_from_slice(&u16::MAX.to_ne_bytes());
+        assert!(matches!(decode(&raw), Err(DecodeError::SliceOutOfBounds { field: "args", .. })));
+    }
+
+    #[test]
+    fn a_declared_size_larger_than_the_buffer_is_rejected() {
+        let mut raw = raw::exit(1, 0, 1);
+        let at = offset_of!(osprey_hdr, size);
+        raw[at..at + 4].copy_from_slice(&10_000u32.to_ne_bytes());
+        assert!(matches!(decode(&raw), Err(DecodeError::SizeMismatch { declared: 10_000, .. })));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A deterministic pseudo-random sweep over short buffers with a valid tag in front.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for i in 0..20_000u32 {
+            let len = (i as usize * 7) % 600;
+            let mut buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            if buf.len() >= 4 {
+                buf[..4].copy_from_slice(&(1 + i % 3).to_ne_bytes());
+            }
+            let _ = decode(&buf);
+        }
+    }
+
+    #[test]
+    fn args_split_keeps_spaces_and_drops_the_final_nul() {
+        assert_eq!(split_args(b"a\0b c\0"), ["a", "b c"]);
+        assert_eq!(split_args(b"a\0\0b"), ["a", "", "b"]);
+        assert!(split_args(b"").is_empty());
+    }
+}

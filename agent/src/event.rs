@@ -1,0 +1,441 @@
+//! The event model and its ECS JSON form (one object per line; DESIGN.md "Event schema").
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use agent_common::RecordType;
+use serde::Serialize;
+
+use crate::{
+    decode::{Exec, Exit, Fork, Header, Record},
+    process::{EntityIds, Host},
+};
+
+/// What flows from the sensor through the pipeline to the outputs.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Wall-clock time of the event, ns since the Unix epoch.
+    pub wall_ns: u64,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventBody {
+    Record(Record),
+    /// The kernel could not deliver some records (ring buffer full): how many, since the last
+    /// report, by type. Loss is data, so it is reported in the stream too.
+    Loss(Vec<(RecordType, u64)>),
+}
+
+impl Event {
+    pub fn record(&self) -> Option<&Record> {
+        match &self.body {
+            EventBody::Record(r) => Some(r),
+            EventBody::Loss(_) => None,
+        }
+    }
+}
+
+/// Turns events into ECS documents for this host.
+#[derive(Debug, Clone)]
+pub struct Ecs {
+    host: Host,
+    ids: EntityIds,
+    boot_wall_ns: u64,
+}
+
+#[derive(Serialize)]
+struct Doc<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    event: EventMeta,
+    host: &'a Host,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process<'a>>,
+    osprey: Osprey<'a>,
+}
+
+#[derive(Serialize)]
+struct EventMeta {
+    kind: &'static str,
+    category: [&'static str; 1],
+    #[serde(rename = "type")]
+    type_: [&'static str; 1],
+    action: &'static str,
+    module: &'static str,
+    dataset: &'static str,
+}
+
+#[derive(Serialize)]
+struct Id {
+    id: String,
+}
+
+fn id(v: u32) -> Id {
+    Id { id: v.to_string() }
+}
+
+#[derive(Serialize)]
+struct Parent {
+    pid: u32,
+    entity_id: String,
+    start: String,
+}
+
+#[derive(Serialize)]
+struct Thread {
+    id: u32,
+}
+
+#[derive(Serialize, Default)]
+struct Process<'a> {
+    pid: u32,
+    entity_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_line: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_directory: Option<&'a str>,
+    start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<Thread>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<Parent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_user: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_group: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_user: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_group: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+}
+
+#[derive(Serialize)]
+struct Osprey<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ktime_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<ExecMeta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fork: Option<ForkMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<ExitMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<Vec<LostMeta>>,
+}
+
+#[derive(Serialize)]
+struct ExecMeta<'a> {
+    filename: &'a str,
+    memfd: bool,
+    deleted: bool,
+    setuid: bool,
+    setgid: bool,
+    caps_gained: bool,
+    args_truncated: bool,
+    executable_truncated: bool,
+    cwd_truncated: bool,
+    previous_credentials_known: bool,
+    previous_user: Id,
+    previous_effective_user: Id,
+    inode: u64,
+    device: u32,
+    mode: String,
+    size: u64,
+    ctime_ns: u64,
+    previous_pid: u32,
+}
+
+#[derive(Serialize)]
+struct ForkMeta {
+    thread: bool,
+}
+
+#[derive(Serialize)]
+struct ExitMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    core_dumped: bool,
+    thread: bool,
+}
+
+#[derive(Serialize)]
+struct LostMeta {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    count: u64,
+}
+
+fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+/// `a 'b c'` style: arguments with spaces or quotes are single-quoted, as a shell would need.
+pub fn command_line(args: &[String]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl Ecs {
+    /// `boot_wall_ns` is the wall-clock time of boot: realtime − boottime.
+    pub fn new(host: Host, boot_wall_ns: u64) -> Self {
+        let ids = EntityIds::new(&host.boot_id);
+        Self { host, ids, boot_wall_ns }
+    }
+
+    pub fn ids(&self) -> &EntityIds {
+        &self.ids
+    }
+
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Wall-clock ns of a kernel boot-time timestamp.
+    pub fn wall_ns(&self, ktime_ns: u64) -> u64 {
+        self.boot_wall_ns + ktime_ns
+    }
+
+    fn base_process<'a>(&self, h: &'a Header) -> Process<'a> {
+        Process {
+            pid: h.pid,
+            entity_id: self.ids.entity_id(h.pid, h.start_ns),
+            name: Some(&h.comm),
+            start: rfc3339(self.wall_ns(h.start_ns)),
+            thread: Some(Thread { id: h.tid }),
+            parent: Some(Parent {
+                pid: h.ppid,
+                entity_id: self.ids.entity_id(h.ppid, h.parent_start_ns),
+                start: rfc3339(self.wall_ns(h.parent_start_ns)),
+            }),
+            user: Some(id(h.euid)),
+            group: Some(id(h.egid)),
+            real_user: Some(id(h.uid)),
+            real_group: Some(id(h.gid)),
+            ..Default::default()
+        }
+    }
+
+    fn meta(h: &Header) -> Osprey<'_> {
+        Osprey {
+            record: Some(h.kind.name()),
+            cpu: Some(h.cpu),
+            ktime_ns: Some(h.ktime_ns),
+            cgroup_id: Some(h.cgroup_id),
+            exec: None,
+            fork: None,
+            exit: None,
+            lost: None,
+        }
+    }
+
+    fn exec_doc<'a>(&'a self, e: &'a Exec) -> (EventMeta, Process<'a>, Osprey<'a>) {
+        let mut p = self.base_process(&e.hdr);
+        p.name = Some(basename(&e.exe_path));
+        p.executable = Some(&e.exe_path);
+        p.args = Some(&e.args);
+        p.args_count = Some(e.argc);
+        p.command_line = Some(command_line(&e.args));
+        p.working_directory = Some(&e.cwd);
+        p.saved_user = Some(id(e.suid));
+        p.saved_group = Some(id(e.sgid));
+        let mut o = Self::meta(&e.hdr);
+        let f = e.flags;
+        o.exec = Some(ExecMeta {
+            filename: &e.filename,
+            memfd: f.memfd(),
+            deleted: f.deleted(),
+            setuid: f.setuid(),
+            setgid: f.setgid(),
+            caps_gained: f.caps_gained(),
+            args_truncated: f.args_truncated(),
+            executable_truncated: f.path_truncated(),
+            cwd_truncated: f.cwd_truncated(),
+            previous_credentials_known: !f.cred_unknown(),
+            previous_user: id(e.old_uid),
+            previous_effective_user: id(e.old_euid),
+            inode: e.exe_ino,
+            device: e.exe_dev,
+            mode: format!("{:o}", e.exe_mode),
+            size: e.exe_size,
+            ctime_ns: e.exe_ctime_ns,
+            previous_pid: e.old_pid,
+        });
+        (meta("process", "start", "exec"), p, o)
+    }
+
+    fn fork_doc<'a>(&'a self, f: &'a Fork) -> (EventMeta, Process<'a>, Osprey<'a>) {
+        // The subject is the child; its parent is the task that cloned it.
+        let h = &f.hdr;
+        let mut p = self.base_process(h);
+        p.pid = f.child_pid;
+        p.entity_id = self.ids.entity_id(f.child_pid, f.child_start_ns);
+        p.start = rfc3339(self.wall_ns(f.child_start_ns));
+        p.thread = Some(Thread { id: f.child_tid });
+        p.parent = Some(Parent {
+            pid: h.pid,
+            entity_id: self.ids.entity_id(h.pid, h.start_ns),
+            start: rfc3339(self.wall_ns(h.start_ns)),
+        });
+        let mut o = Self::meta(h);
+        o.fork = Some(ForkMeta { thread: f.thread });
+        (meta("process", "start", "fork"), p, o)
+    }
+
+    fn exit_doc<'a>(&'a self, x: &'a Exit) -> (EventMeta, Process<'a>, Osprey<'a>) {
+        let mut p = self.base_process(&x.hdr);
+        // ECS has one exit code; a death by signal reads as 128 + signal, as shells report it.
+        p.exit_code = Some(x.exit_status().unwrap_or_else(|| 128 + x.signal().unwrap_or(0)));
+        let mut o = Self::meta(&x.hdr);
+        o.exit = Some(ExitMeta {
+            status: x.exit_status(),
+            signal: x.signal(),
+            core_dumped: x.core_dumped(),
+            thread: x.thread,
+        });
+        (meta("process", "end", "exit"), p, o)
+    }
+
+    /// Appends the event's ECS JSON object (no newline) to `out`.
+    pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let (event, process, osprey) = match &ev.body {
+            EventBody::Record(Record::Exec(e)) => {
+                let (m, p, o) = self.exec_doc(e);
+                (m, Some(p), o)
+            }
+            EventBody::Record(Record::Fork(f)) => {
+                let (m, p, o) = self.fork_doc(f);
+                (m, Some(p), o)
+            }
+            EventBody::Record(Record::Exit(x)) => {
+                let (m, p, o) = self.exit_doc(x);
+                (m, Some(p), o)
+            }
+            EventBody::Loss(lost) => (
+                meta("host", "info", "events_lost"),
+                None,
+                Osprey {
+                    record: None,
+                    cpu: None,
+                    ktime_ns: None,
+                    cgroup_id: None,
+                    exec: None,
+                    fork: None,
+                    exit: None,
+                    lost: Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect()),
+                },
+            ),
+        };
+        let doc = Doc { timestamp: rfc3339(ev.wall_ns), event, host: &self.host, process, osprey };
+        serde_json::to_writer(out, &doc)
+    }
+
+    /// The event as a JSON value (tests and tools; the hot path uses [`Ecs::write`]).
+    pub fn to_value(&self, ev: &Event) -> serde_json::Value {
+        let mut buf = Vec::new();
+        self.write(ev, &mut buf).expect("serialising an event cannot fail");
+        serde_json::from_slice(&buf).expect("valid JSON")
+    }
+}
+
+fn meta(category: &'static str, type_: &'static str, action: &'static str) -> EventMeta {
+    EventMeta {
+        kind: "event",
+        category: [category],
+        type_: [type_],
+        action,
+        module: "osprey",
+        dataset: "osprey.process",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, raw};
+
+    fn ecs() -> Ecs {
+        Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000)
+    }
+
+    #[test]
+    fn exec_becomes_ecs() {
+        let rec = decode(&raw::exec(7, 1_000, "/usr/bin/echo", &["echo", "a", "b c"], "/tmp")).unwrap();
+        let ev = Event { wall_ns: 1_700_000_000_000_001_000, body: EventBody::Record(rec) };
+        let v = ecs().to_value(&ev);
+        assert_eq!(v["event"]["action"], "exec");
+        assert_eq!(v["event"]["category"][0], "process");
+        assert_eq!(v["process"]["pid"], 7);
+        assert_eq!(v["process"]["executable"], "/usr/bin/echo");
+        assert_eq!(v["process"]["name"], "echo");
+        assert_eq!(v["process"]["args"][2], "b c");
+        assert_eq!(v["process"]["command_line"], "echo a 'b c'");
+        assert_eq!(v["process"]["working_directory"], "/tmp");
+        assert_eq!(v["host"]["hostname"], "h");
+        assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.000001000Z");
+        assert_eq!(v["process"]["entity_id"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn exit_codes_and_signals() {
+        let e = ecs();
+        for (status, code, sig) in [(3 << 8, 3, None), (9, 137, Some(9))] {
+            let rec = decode(&raw::exit(7, status, 5)).unwrap();
+            let v = e.to_value(&Event { wall_ns: 0, body: EventBody::Record(rec) });
+            assert_eq!(v["process"]["exit_code"], code);
+            assert_eq!(v["osprey"]["exit"]["signal"].as_i64(), sig);
+        }
+    }
+
+    #[test]
+    fn fork_subject_is_the_child() {
+        let rec = decode(&raw::fork(10, 11, 5)).unwrap();
+        let v = ecs().to_value(&Event { wall_ns: 0, body: EventBody::Record(rec) });
+        assert_eq!(v["process"]["pid"], 11);
+        assert_eq!(v["process"]["parent"]["pid"], 10);
+        assert_eq!(v["event"]["action"], "fork");
+    }
+
+    #[test]
+    fn quoting() {
+        let args: Vec<String> = ["a", "b c", "it's", ""].iter().map(|s| s.to_string()).collect();
+        assert_eq!(command_line(&args), r"a 'b c' 'it'\''s' ''");
+    }
+}

@@ -1,0 +1,18 @@
+//! Osprey: an eBPF endpoint detection and response agent for Linux.
+//!
+//! Data flow (DESIGN.md): kernel hooks → per-CPU ring buffers → [`sensor`] readers →
+//! [`decode`] → [`reorder`] → [`event`] → [`output`] sinks, wired in [`pipeline`].
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod event;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
+pub mod process;
+pub mod reorder;
+pub mod sensor;
+
+pub use agent::Agent;

@@ -1,0 +1,78 @@
+//! `osprey`: the agent binary.
+
+use std::time::Duration;
+
+use agent::{
+    cli::{Cli, Command, LogFormat, RunArgs},
+    config::{Config, DEFAULT_PATH},
+    output::{Sink, Stdout},
+    Agent,
+};
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::info;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSPREY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn effective_config(cli: &Cli, args: &RunArgs) -> Result<Config> {
+    let required = cli.config.as_os_str() != DEFAULT_PATH;
+    let mut cfg = Config::load(&cli.config, required)?;
+    args.apply(&mut cfg).map_err(anyhow::Error::msg)?;
+    Ok(cfg)
+}
+
+async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
+    let mut agent = Agent::start(cfg.clone()).context("starting the sensor (are you root?)")?;
+    for p in agent.probes() {
+        info!(program = p.program, hook = p.hook, attached = p.attached, reason = p.reason.as_deref().unwrap_or(""), "probe");
+    }
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if cfg.output.stdout {
+        sinks.push(Box::new(Stdout::default()));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let limit = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = limit => info!("duration reached: stopping"),
+        }
+        let _ = stop_tx.send(true);
+    });
+    let summary = agent.run(sinks, stop_rx).await?;
+    info!(events = summary.events, late = summary.late, "stopped; detaching");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match &cli.command {
+        Command::Run(args) => {
+            let cfg = effective_config(&cli, args)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(run(cfg, args.duration))
+        }
+        Command::Config(args) => {
+            let cfg = effective_config(&cli, args)?;
+            print!("{}", serde_yaml_ng::to_string(&cfg)?);
+            Ok(())
+        }
+    }
+}

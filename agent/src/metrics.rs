@@ -1,0 +1,111 @@
+//! The agent's health metrics (Prometheus). One registry per agent, owned here; every module
+//! reports through the methods below instead of reaching for a global registry.
+
+use agent_common::RecordType;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use crate::decode::DecodeError;
+
+pub struct Metrics {
+    pub registry: Registry,
+    events: IntCounterVec,
+    decode_errors: IntCounterVec,
+    lost: IntCounterVec,
+    filtered: IntCounterVec,
+    output_events: IntCounterVec,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// Advances a counter that mirrors a monotonic kernel counter to the kernel's value.
+fn catch_up(c: &prometheus::IntCounter, kernel_value: u64) {
+    let seen = c.get();
+    if kernel_value > seen {
+        c.inc_by(kernel_value - seen);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let events = counter(&registry, "osprey_events_total", "Kernel records received, by type", &["type"]);
+        let decode_errors = counter(
+            &registry,
+            "osprey_decode_errors_total",
+            "Kernel records rejected by the decoder, by reason",
+            &["reason"],
+        );
+        // The kernel owns these two; each poll adds what they grew by since the last one.
+        let lost = counter(
+            &registry,
+            "osprey_events_lost_total",
+            "Records the kernel could not reserve ring buffer space for, by type and CPU",
+            &["type", "cpu"],
+        );
+        let filtered = counter(
+            &registry,
+            "osprey_events_filtered_total",
+            "Records dropped on purpose by in-kernel filters, by type",
+            &["type"],
+        );
+        let output_events =
+            counter(&registry, "osprey_output_events_total", "Events written, by sink", &["sink"]);
+        for t in RecordType::ALL {
+            events.with_label_values(&[t.name()]);
+        }
+        for r in DecodeError::REASONS {
+            decode_errors.with_label_values(&[r]);
+        }
+        Self { registry, events, decode_errors, lost, filtered, output_events }
+    }
+
+    pub fn record_received(&self, kind: RecordType) {
+        self.events.with_label_values(&[kind.name()]).inc();
+    }
+
+    pub fn decode_error(&self, e: &DecodeError) {
+        self.decode_errors.with_label_values(&[e.reason()]).inc();
+    }
+
+    pub fn decode_errors(&self, reason: &str) -> u64 {
+        self.decode_errors.with_label_values(&[reason]).get()
+    }
+
+    pub fn received(&self, kind: RecordType) -> u64 {
+        self.events.with_label_values(&[kind.name()]).get()
+    }
+
+    pub fn set_kernel_counters(&self, c: &crate::sensor::KernelCounters) {
+        for (kind, per_cpu) in &c.lost {
+            for (cpu, n) in per_cpu.iter().enumerate() {
+                catch_up(&self.lost.with_label_values(&[kind.name(), &cpu.to_string()]), *n);
+            }
+        }
+        for (kind, n) in &c.filtered {
+            catch_up(&self.filtered.with_label_values(&[kind.name()]), *n);
+        }
+    }
+
+    pub fn output_written(&self, sink: &str, n: u64) {
+        self.output_events.with_label_values(&[sink]).inc_by(n);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        buf
+    }
+}

@@ -1,0 +1,81 @@
+//! Stable identities. A PID is reused; `process.entity_id` is not: it hashes the boot id, the
+//! pid and the process start time, in the clock-tick resolution /proc exposes, so an id computed
+//! from a kernel record and one computed from /proc/PID/stat agree.
+
+use std::fmt::Write as _;
+
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Facts about this host, read once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Host {
+    pub hostname: String,
+    /// /etc/machine-id when present, else the boot id.
+    pub id: String,
+    #[serde(skip)]
+    pub boot_id: String,
+}
+
+impl Host {
+    pub fn detect() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+        let boot_id = read("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".into());
+        let id = read("/etc/machine-id").filter(|s| !s.is_empty()).unwrap_or_else(|| boot_id.clone());
+        Self { hostname, id, boot_id }
+    }
+}
+
+/// Computes entity ids for this boot.
+#[derive(Debug, Clone)]
+pub struct EntityIds {
+    boot_id: String,
+    ns_per_tick: u64,
+}
+
+impl EntityIds {
+    pub fn new(boot_id: &str) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as u64 } else { 100 };
+        Self { boot_id: boot_id.to_owned(), ns_per_tick: 1_000_000_000 / hz }
+    }
+
+    /// Start time in clock ticks since boot, as field 22 of /proc/PID/stat reports it.
+    pub fn ticks(&self, start_ns: u64) -> u64 {
+        start_ns / self.ns_per_tick
+    }
+
+    /// The entity id of process `pid` that started `start_ns` after boot.
+    pub fn entity_id(&self, pid: u32, start_ns: u64) -> String {
+        self.entity_id_from_ticks(pid, self.ticks(start_ns))
+    }
+
+    /// The same from a /proc start time in clock ticks.
+    pub fn entity_id_from_ticks(&self, pid: u32, ticks: u64) -> String {
+        let key = format!("{}:{pid}:{ticks}", self.boot_id);
+        let mut out = String::with_capacity(32);
+        write!(out, "{:032x}", xxh3_128(key.as_bytes())).expect("write to String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_process_same_id_and_reuse_differs() {
+        let ids = EntityIds { boot_id: "b".into(), ns_per_tick: 10_000_000 };
+        let a = ids.entity_id(100, 5_000_000_000);
+        assert_eq!(a, ids.entity_id(100, 5_009_999_999), "same tick");
+        assert_eq!(a, ids.entity_id_from_ticks(100, 500), "matches /proc ticks");
+        assert_ne!(a, ids.entity_id(100, 6_000_000_000), "pid reused later");
+        assert_ne!(a, ids.entity_id(101, 5_000_000_000));
+        assert_ne!(a, EntityIds { boot_id: "c".into(), ns_per_tick: 10_000_000 }.entity_id(100, 5_000_000_000));
+        assert_eq!(a.len(), 32);
+    }
+}
