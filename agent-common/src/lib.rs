@@ -87,3 +87,30 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_config>(), 8);
     }
 }
+
+/// The Rust layout bindgen derived from osprey.h: struct sizes and field offsets, as its
+/// compile-time layout assertions state them (those assertions pin the Rust types to it).
+/// agent-ebpf's layout test compares it with the layout clang produced for the BPF target.
+#[doc(hidden)]
+pub mod layout {
+    /// (struct, field or "" for the size, bytes)
+    pub fn entries() -> impl Iterator<Item = (&'static str, &'static str, usize)> {
+        // rustfmt may wrap an assertion over several lines: split on statements instead.
+        SOURCE.split_inclusive(';').filter_map(parse_stmt)
+    }
+
+    const SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/osprey_h.rs"));
+
+    /// Parses `["Size of S"][... - 88usize];` and `["Offset of field: S::f"][... - 4usize];`.
+    fn parse_stmt(stmt: &'static str) -> Option<(&'static str, &'static str, usize)> {
+        let rest = &stmt[stmt.find("[\"")? + 2..];
+        let (label, tail) = rest.split_once("\"]")?;
+        let n: usize = tail.rsplit_once(" - ")?.1.strip_suffix("usize];")?.parse().ok()?;
+        if let Some(s) = label.strip_prefix("Size of ") {
+            Some((s, "", n))
+        } else {
+            let (s, f) = label.strip_prefix("Offset of field: ")?.split_once("::")?;
+            Some((s, f, n))
+        }
+    }
+}

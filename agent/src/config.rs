@@ -104,7 +104,7 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 
 fn ser_size<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
-    if v % (1 << 20) == 0 {
+    if v.is_multiple_of(1 << 20) {
         s.serialize_str(&format!("{}MiB", v >> 20))
     } else {
         s.serialize_u32(*v)

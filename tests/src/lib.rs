@@ -1,1 +1,143 @@
+//! Harness for the integration tests: start the real agent (BPF programs attached to this
+//! machine's kernel) in-process, run a workload, and collect the events it produced.
+//!
+//! The kernel is shared with everything else on the machine, so every test filters the stream
+//! by the pids, paths or cgroups it created. Tests that attach run one at a time (`LOCK`).
 
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use agent::{
+    config::Config,
+    decode::Record,
+    event::{Ecs, Event},
+    output::Channel,
+    pipeline::Summary,
+    Agent,
+};
+use tokio::sync::{mpsc, watch};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests load BPF programs and must run as root (sudo -E cargo xtask test)"
+    );
+}
+
+/// A running agent whose events arrive on a channel.
+pub struct Harness {
+    _guard: MutexGuard<'static, ()>,
+    rt: tokio::runtime::Runtime,
+    agent: Option<Agent>,
+    stop: watch::Sender<bool>,
+    running: Option<tokio::task::JoinHandle<(Agent, Summary)>>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+    pub ecs: Ecs,
+    /// Everything received so far.
+    pub events: Vec<Event>,
+}
+
+impl Harness {
+    /// Attaches the programs and starts reading at once.
+    pub fn start(config: Config) -> Self {
+        let mut h = Self::attach(config);
+        h.read();
+        h
+    }
+
+    /// Attaches the programs but does not read the ring buffers until [`Harness::read`]: the
+    /// kernel buffers records meanwhile (and counts what does not fit).
+    pub fn attach(config: Config) -> Self {
+        require_root();
+        let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let agent = Agent::start(config).expect("agent starts: programs load and attach");
+        let ecs = agent.ecs().clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, events: Vec::new() }
+    }
+
+    /// Starts the pipeline.
+    pub fn read(&mut self) {
+        let mut agent = self.agent.take().expect("read() once");
+        let tx = self.tx.take().expect("read() once");
+        let stop = self.stop.subscribe();
+        self.running = Some(self.rt.spawn(async move {
+            let summary = agent.run(vec![Box::new(Channel(tx))], stop).await.expect("pipeline runs");
+            (agent, summary)
+        }));
+    }
+
+    /// Waits (until `deadline`, at most 100 ms) for at least one event, then takes every event
+    /// already queued. Returns whether anything arrived.
+    fn pull(&mut self, deadline: Instant) -> bool {
+        let rx = &mut self.rx;
+        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        let first = self.rt.block_on(async { tokio::time::timeout(left, rx.recv()).await });
+        let Ok(Some(ev)) = first else { return false };
+        self.events.push(ev);
+        while let Ok(ev) = self.rx.try_recv() {
+            self.events.push(ev);
+        }
+        true
+    }
+
+    /// Collects events until `done` holds for what has arrived, or `timeout` passes.
+    /// Returns whether `done` was reached.
+    pub fn wait_for(&mut self, timeout: Duration, mut done: impl FnMut(&[Event]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.events) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.pull(deadline);
+        }
+    }
+
+    /// Stops the pipeline (it drains the rings first, then reads the kernel counters one last
+    /// time) and returns its summary, with every remaining event collected.
+    pub fn stop(&mut self) -> Summary {
+        let _ = self.stop.send(true);
+        let handle = self.running.take().expect("read() was called");
+        let (agent, summary) = self.rt.block_on(handle).expect("pipeline task");
+        while let Ok(ev) = self.rx.try_recv() {
+            self.events.push(ev);
+        }
+        drop(agent); // detaches
+        summary
+    }
+
+    /// The records received (loss reports left out).
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.events.iter().filter_map(Event::record)
+    }
+}
+
+/// A config for tests: defaults with a short reorder window.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.pipeline.reorder_window = Duration::from_millis(20);
+    c.output.stdout = false;
+    c
+}
+
+/// A random tag to mark a test's own processes.
+pub fn marker() -> String {
+    let mut b = [0u8; 8];
+    getrandom(&mut b);
+    format!("osprey-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom");
+}

@@ -1,1 +1,140 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//!   cargo xtask deps    install (as root) or name the build packages
+//!   cargo xtask run     build everything and run the agent as root with the default config
+//!   cargo xtask test    clippy, unit tests, then the root integration tests on the real kernel
+//!
+//! Kept dependency-free on purpose: it must build before anything else is installed.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{exit, Command},
+};
+
+/// Debian/Ubuntu packages the build needs: clang-19 compiles the BPF programs (and its libclang
+/// serves bindgen), libbpf-dev provides bpf_helpers.h, llvm-19 the BPF object tools.
+const PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
+/// Extra packages the integration tests and benchmarks use.
+const TEST_PACKAGES: &[&str] = &["bpftool"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions (declared here to keep xtask dependency-free).
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() == 0 }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd} >/dev/null 2>&1")]).status().is_ok_and(|s| s.success())
+}
+
+fn package_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn missing(pkgs: &[&str]) -> Vec<String> {
+    pkgs.iter().filter(|p| !package_installed(p)).map(|p| p.to_string()).collect()
+}
+
+fn run(cmd: &mut Command) {
+    eprintln!("xtask: {cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("xtask: command failed ({s})");
+            exit(s.code().unwrap_or(1));
+        }
+        Err(e) => {
+            eprintln!("xtask: could not start {cmd:?}: {e}");
+            exit(1);
+        }
+    }
+}
+
+/// Installs the missing packages with apt as root; otherwise prints the command and fails.
+fn deps(with_test_packages: bool) {
+    let mut want: Vec<&str> = PACKAGES.to_vec();
+    if with_test_packages {
+        want.extend_from_slice(TEST_PACKAGES);
+    }
+    let todo = missing(&want);
+    if todo.is_empty() {
+        return;
+    }
+    if !is_root() || !have("apt-get") {
+        eprintln!(
+            "xtask: missing build packages: {}\n       install them with:  sudo apt-get install -y {}",
+            todo.join(" "),
+            todo.join(" ")
+        );
+        exit(1);
+    }
+    eprintln!("xtask: installing {}", todo.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"));
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&todo)
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn usage() -> ! {
+    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit]>");
+    exit(2);
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(cmd) = args.first() else { usage() };
+    let rest: Vec<&str> = args[1..].iter().map(String::as_str).filter(|a| *a != "--").collect();
+    match cmd.as_str() {
+        "deps" => deps(true),
+        "run" => {
+            deps(false);
+            run(cargo().args(["build", "--release", "-p", "agent", "--bin", "osprey"]));
+            if !is_root() {
+                eprintln!("xtask: the agent loads BPF programs and needs root: sudo -E cargo xtask run");
+                exit(1);
+            }
+            let bin = root().join("target/release/osprey");
+            let mut c = Command::new(bin);
+            c.arg("run");
+            let config = root().join("deploy/osprey.yaml");
+            if config.exists() {
+                c.arg("--config").arg(config);
+            }
+            run(c.args(rest));
+        }
+        "test" => {
+            deps(true);
+            let unit_only = rest.contains(&"--unit");
+            run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
+            // Unit tests: no root, no kernel.
+            run(cargo().args(["test", "--workspace", "--exclude", "osprey-tests"]));
+            if unit_only {
+                return;
+            }
+            if !is_root() {
+                eprintln!("xtask: the integration tests load BPF programs: run `sudo -E cargo xtask test` (or --unit)");
+                exit(1);
+            }
+            // Integration tests on the real kernel, one at a time: they share global hooks.
+            run(cargo().args(["test", "-p", "osprey-tests", "--", "--test-threads=1"]));
+        }
+        _ => usage(),
+    }
+}
