@@ -141,3 +141,23 @@ fn getrandom(buf: &mut [u8]) {
     use std::io::Read;
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom");
 }
+
+/// The `osprey` binary next to this test executable (target/<profile>/osprey); `cargo xtask
+/// test` builds it first. OSPREY_BIN overrides.
+pub fn osprey_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("OSPREY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("osprey");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p agent --bin osprey`", bin.display());
+    bin
+}
+
+/// Names of the BPF programs loaded in the kernel right now (truncated to 15 bytes by the kernel).
+pub fn loaded_program_names() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .collect()
+}

@@ -132,7 +132,9 @@ fn main() {
                 eprintln!("xtask: the integration tests load BPF programs: run `sudo -E cargo xtask test` (or --unit)");
                 exit(1);
             }
-            // Integration tests on the real kernel, one at a time: they share global hooks.
+            // Integration tests on the real kernel, one at a time: they share global hooks. Some
+            // run the `osprey` binary itself.
+            run(cargo().args(["build", "-p", "agent", "--bin", "osprey"]));
             run(cargo().args(["test", "-p", "osprey-tests", "--", "--test-threads=1"]));
         }
         _ => usage(),
