@@ -86,6 +86,39 @@ fn deps(with_test_packages: bool) {
         .env("DEBIAN_FRONTEND", "noninteractive"));
 }
 
+/// Runs a `cargo test` command, echoing its output, and returns the (passed, failed) totals
+/// from its `test result:` lines. Exits when the command fails.
+fn run_counted(cmd: &mut Command) -> (u64, u64) {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap_or_else(|e| {
+        eprintln!("xtask: could not start {cmd:?}: {e}");
+        exit(1)
+    });
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait().expect("wait for cargo");
+    if !status.success() {
+        println!("osprey: {passed} passed, {} failed", failed.max(1));
+        exit(status.code().unwrap_or(1));
+    }
+    (passed, failed)
+}
+
+/// The number just before `label` in "ok. 20 passed; 0 failed; ...".
+fn count_before(s: &str, label: &str) -> u64 {
+    s.split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label.trim_start()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
@@ -124,8 +157,9 @@ fn main() {
             let unit_only = rest.contains(&"--unit");
             run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]));
             // Unit tests: no root, no kernel.
-            run(cargo().args(["test", "--workspace", "--exclude", "osprey-tests"]));
+            let (mut passed, mut failed) = run_counted(cargo().args(["test", "--workspace", "--exclude", "osprey-tests"]));
             if unit_only {
+                println!("osprey: {passed} passed, {failed} failed");
                 return;
             }
             if !is_root() {
@@ -135,8 +169,23 @@ fn main() {
             // Integration tests on the real kernel, one at a time: they share global hooks. Some
             // run the `osprey` binary itself.
             run(cargo().args(["build", "-p", "agent", "--bin", "osprey"]));
-            run(cargo().args(["test", "-p", "osprey-tests", "--", "--test-threads=1"]));
+            let (p, f) = run_counted(cargo().args(["test", "-p", "osprey-tests", "--", "--test-threads=1"]));
+            passed += p;
+            failed += f;
+            println!("osprey: {passed} passed, {failed} failed");
         }
         _ => usage(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn reads_cargo_test_totals() {
+        let line = "ok. 20 passed; 3 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.07s";
+        assert_eq!((count_before(line, " passed"), count_before(line, " failed")), (20, 3));
+        assert_eq!(count_before("FAILED. 0 passed; 2 failed; 0 ignored", " failed"), 2);
     }
 }
