@@ -60,4 +60,43 @@ fn main() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    write_program_table(&obj, &out.join("programs.rs"));
+}
+
+/// Lists every program in the object with the hook its ELF section names, so the loader's
+/// table can never disagree with the C sources.
+fn write_program_table(obj: &Path, out: &Path) {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    let data = std::fs::read(obj).expect("read BPF object");
+    let file = object::File::parse(&*data).expect("parse BPF object");
+    let mut rows = Vec::new();
+    for sym in file.symbols() {
+        if sym.kind() != SymbolKind::Text || !sym.is_global() {
+            continue;
+        }
+        let Some(idx) = sym.section_index() else { continue };
+        let section = file.section_by_index(idx).expect("section").name().expect("section name").to_string();
+        let name = sym.name().expect("symbol name").to_string();
+        let hook = if let Some(tp) = section.strip_prefix("tp_btf/") {
+            format!("Hook::TpBtf({tp:?})")
+        } else if let Some(rest) = section.strip_prefix("tracepoint/") {
+            let (cat, tp) = rest.split_once('/').expect("tracepoint/CATEGORY/NAME");
+            format!("Hook::TracePoint({cat:?}, {tp:?})")
+        } else {
+            continue;
+        };
+        rows.push(format!("    Program {{ name: {name:?}, hook: {hook} }},\n"));
+    }
+    // ATTACH_ALSO markers (common.h): "program category/name" strings.
+    if let Some(section) = file.section_by_name(".osprey.attach") {
+        let bytes = section.data().expect("attach markers");
+        for marker in bytes.split(|&b| b == 0).filter(|m| !m.is_empty()) {
+            let marker = std::str::from_utf8(marker).expect("marker is text");
+            let (name, hook) = marker.split_once(' ').expect("ATTACH_ALSO marker: program category/name");
+            let (cat, tp) = hook.split_once('/').expect("category/name");
+            rows.push(format!("    Program {{ name: {name:?}, hook: Hook::TracePoint({cat:?}, {tp:?}) }},\n"));
+        }
+    }
+    rows.sort();
+    std::fs::write(out, format!("&[\n{}]\n", rows.concat())).expect("write program table");
 }

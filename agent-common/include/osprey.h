@@ -36,8 +36,69 @@ enum osprey_record_type {
 	OSPREY_REC_EXEC = 1,
 	OSPREY_REC_FORK = 2,
 	OSPREY_REC_EXIT = 3,
+	OSPREY_REC_FILE = 4,
+	OSPREY_REC_CRED = 5,
+	OSPREY_REC_SYSTEM = 6,
 	/* one past the last tag: sizes the per-type counter maps */
-	OSPREY_REC_TYPE_MAX = 4,
+	OSPREY_REC_TYPE_MAX = 7,
+};
+
+/* osprey_file.op: what happened to a file. */
+enum osprey_file_op {
+	OSPREY_FILE_OPEN_WRITE = 1, /* opened for writing (O_WRONLY/O_RDWR/O_TRUNC) */
+	OSPREY_FILE_CREATE = 2,     /* an open created the file */
+	OSPREY_FILE_MODIFY = 3,     /* first write through one open file description */
+	OSPREY_FILE_READ = 4,       /* opened for reading, and the path is watched */
+	OSPREY_FILE_UNLINK = 5,
+	OSPREY_FILE_RMDIR = 6,
+	OSPREY_FILE_RENAME = 7,     /* path -> path2 */
+	OSPREY_FILE_CHMOD = 8,      /* new mode in `mode` */
+	OSPREY_FILE_CHOWN = 9,      /* new owner in uid/gid (-1: unchanged) */
+	OSPREY_FILE_TRUNCATE = 10,  /* new length in `size` */
+	OSPREY_FILE_LINK = 11,      /* hard link: path (existing) -> path2 (new) */
+	OSPREY_FILE_SYMLINK = 12,   /* path2 (new link) points to path (target, verbatim) */
+	OSPREY_FILE_OP_MAX = 13,
+};
+
+/* osprey_file.pflags */
+enum osprey_file_flags {
+	OSPREY_FILE_PATH_TRUNC = 1 << 0,  /* path truncated */
+	OSPREY_FILE_PATH2_TRUNC = 1 << 1, /* path2 truncated */
+	OSPREY_FILE_PATH_JOINED = 1 << 2, /* path = directory + "/" + name as given: may hold . or .. */
+	OSPREY_FILE_PATH2_JOINED = 1 << 3,
+	OSPREY_FILE_WATCHED = 1 << 4,     /* the file or an ancestor directory is on the watch list */
+};
+
+/* osprey_cred.op: a credential-changing call */
+enum osprey_cred_op {
+	OSPREY_CRED_SETUID = 1,
+	OSPREY_CRED_SETGID = 2,
+	OSPREY_CRED_SETREUID = 3,
+	OSPREY_CRED_SETREGID = 4,
+	OSPREY_CRED_SETRESUID = 5,
+	OSPREY_CRED_SETRESGID = 6,
+	OSPREY_CRED_SETFSUID = 7,
+	OSPREY_CRED_SETFSGID = 8,
+	OSPREY_CRED_CAPSET = 9,
+	/* uid became 0 with no setuid exec or credential call seen (found at a later hook) */
+	OSPREY_CRED_UNEXPECTED_ROOT = 10,
+};
+
+/* osprey_system.op */
+enum osprey_system_op {
+	OSPREY_SYS_MODULE_LOAD = 1,  /* arg0 = flags; name in str */
+	OSPREY_SYS_BPF_PROG_LOAD = 2,/* arg0 = program type; name in str */
+	OSPREY_SYS_BPF_MAP_CREATE = 3,/* arg0 = map type; name in str */
+	OSPREY_SYS_PTRACE = 4,       /* arg0 = request, target = traced pid */
+	OSPREY_SYS_MEMFD_CREATE = 5, /* arg0 = flags; name in str */
+	OSPREY_SYS_MPROTECT_EXEC = 6,/* arg0 = addr, arg1 = len, arg2 = prot; anonymous or writable */
+	OSPREY_SYS_MMAP_EXEC = 7,    /* same, for mmap */
+	OSPREY_SYS_MOUNT = 8,        /* arg0 = flags; str = source, str2 = target, str3 = fstype */
+	OSPREY_SYS_UMOUNT = 9,       /* arg0 = flags; str = target */
+	OSPREY_SYS_UNSHARE = 10,     /* arg0 = clone flags */
+	OSPREY_SYS_SETNS = 11,       /* arg0 = nstype, arg1 = fd */
+	OSPREY_SYS_SIGNAL = 12,      /* arg0 = signal, target = receiving pid, arg1 = result */
+	OSPREY_SYS_OP_MAX = 13,
 };
 
 /* osprey_exec.flags */
@@ -66,6 +127,22 @@ enum osprey_exit_flags {
 /* osprey_config.flags: what the kernel programs report */
 enum osprey_config_flags {
 	OSPREY_CFG_THREADS = 1 << 0, /* report thread clone/exit, not only processes */
+	OSPREY_CFG_WRITE_INCLUDE = 1 << 1, /* report writes only under an include directory */
+};
+
+/* Keys of the `watch` map: an inode, with the kernel's dev_t encoding (MAJOR << 20 | MINOR). */
+struct osprey_inode_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad0;
+};
+
+/* Values of the `watch` map: what the inode (a file, or a directory and all below it) is. */
+enum osprey_watch_kind {
+	OSPREY_WATCH_READ = 1 << 0,          /* report opens for reading */
+	OSPREY_WATCH_WRITE_EXCLUDE = 1 << 1, /* never report writes */
+	OSPREY_WATCH_WRITE_INCLUDE = 1 << 2, /* report writes (with OSPREY_CFG_WRITE_INCLUDE) */
+	OSPREY_WATCH_PROTECT = 1 << 3,       /* Osprey's own files (self-protection) */
 };
 
 /* A slice of a record's trailing data. */
@@ -139,10 +216,61 @@ struct osprey_exit {
 	__u32 flags;     /* enum osprey_exit_flags */
 };
 
+/* OSPREY_REC_FILE */
+struct osprey_file {
+	struct osprey_hdr hdr;
+	__u32 op;      /* enum osprey_file_op */
+	__s32 ret;     /* the syscall's result: fd, 0 or -errno */
+	__u32 flags;   /* open flags */
+	__u32 mode;    /* file mode (type and permissions), or the new mode for chmod */
+	__u32 uid;     /* file owner, or the new owner for chown */
+	__u32 gid;
+	__u64 size;    /* file size, or the new length for truncate */
+	__u64 ino;     /* 0 when the file was not resolved to an inode */
+	__u32 dev;
+	__u32 pflags;  /* enum osprey_file_flags */
+	struct osprey_str path;
+	struct osprey_str path2;
+	__u8 data[];
+};
+
+/* OSPREY_REC_CRED: credentials before and after a change (the header holds the new ones). */
+struct osprey_cred {
+	struct osprey_hdr hdr;
+	__u32 op;    /* enum osprey_cred_op */
+	__s32 ret;
+	__u32 old_uid, old_euid, old_suid, old_fsuid;
+	__u32 old_gid, old_egid, old_sgid, old_fsgid;
+	__u32 new_uid, new_euid, new_suid, new_fsuid;
+	__u32 new_gid, new_egid, new_sgid, new_fsgid;
+	__u64 old_cap_effective;
+	__u64 new_cap_effective;
+	__u64 arg0, arg1, arg2; /* the call's arguments */
+};
+
+/* OSPREY_REC_SYSTEM: module/BPF loads, ptrace, memfd, executable memory, mounts, namespaces,
+ * signals to other processes. */
+struct osprey_system {
+	struct osprey_hdr hdr;
+	__u32 op;       /* enum osprey_system_op */
+	__s32 ret;
+	__u32 target_pid;
+	__u32 _pad0;
+	__u64 target_start_ns;
+	__u64 arg0, arg1, arg2;
+	struct osprey_str str;
+	struct osprey_str str2;
+	struct osprey_str str3;
+	__u32 _pad1;
+	__u8 data[];
+};
+
 /* Settings user space writes into the CONFIG array (one entry, key 0). */
 struct osprey_config {
 	__u32 flags;      /* enum osprey_config_flags */
 	__u32 agent_pid;  /* the agent's own process id */
+	__u32 file_ops;   /* bit (1 << op) set: report that enum osprey_file_op */
+	__u32 system_ops; /* bit (1 << op) set: report that enum osprey_system_op */
 };
 
 /* Sizes are part of the ABI between kernel and user space. */
@@ -151,7 +279,11 @@ _Static_assert(sizeof(struct osprey_hdr) == 88, "osprey_hdr");
 _Static_assert(sizeof(struct osprey_exec) == 88 + 112, "osprey_exec");
 _Static_assert(sizeof(struct osprey_fork) == 88 + 24, "osprey_fork");
 _Static_assert(sizeof(struct osprey_exit) == 88 + 8, "osprey_exit");
-_Static_assert(sizeof(struct osprey_config) == 8, "osprey_config");
+_Static_assert(sizeof(struct osprey_file) == 88 + 56, "osprey_file");
+_Static_assert(sizeof(struct osprey_cred) == 88 + 112, "osprey_cred");
+_Static_assert(sizeof(struct osprey_system) == 88 + 64, "osprey_system");
+_Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
+_Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
 
 /* Largest record a program may emit: the exec record with all its trailing data. */
 #define OSPREY_EXEC_DATA_MAX (OSPREY_PATH_MAX + OSPREY_FILENAME_MAX + OSPREY_ARGS_MAX + OSPREY_PATH_MAX)

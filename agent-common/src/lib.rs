@@ -22,11 +22,21 @@ pub enum RecordType {
     Exec = osprey_record_type::OSPREY_REC_EXEC,
     Fork = osprey_record_type::OSPREY_REC_FORK,
     Exit = osprey_record_type::OSPREY_REC_EXIT,
+    File = osprey_record_type::OSPREY_REC_FILE,
+    Cred = osprey_record_type::OSPREY_REC_CRED,
+    System = osprey_record_type::OSPREY_REC_SYSTEM,
 }
 
 impl RecordType {
     /// Every tag, in tag order.
-    pub const ALL: [RecordType; 3] = [RecordType::Exec, RecordType::Fork, RecordType::Exit];
+    pub const ALL: [RecordType; 6] = [
+        RecordType::Exec,
+        RecordType::Fork,
+        RecordType::Exit,
+        RecordType::File,
+        RecordType::Cred,
+        RecordType::System,
+    ];
     /// Number of slots in the per-type counter maps (one past the largest tag).
     pub const SLOTS: u32 = osprey_record_type::OSPREY_REC_TYPE_MAX;
 
@@ -36,6 +46,9 @@ impl RecordType {
             RecordType::Exec => "exec",
             RecordType::Fork => "fork",
             RecordType::Exit => "exit",
+            RecordType::File => "file",
+            RecordType::Cred => "cred",
+            RecordType::System => "system",
         }
     }
 }
@@ -51,6 +64,9 @@ impl TryFrom<u32> for RecordType {
             osprey_record_type::OSPREY_REC_EXEC => Ok(RecordType::Exec),
             osprey_record_type::OSPREY_REC_FORK => Ok(RecordType::Fork),
             osprey_record_type::OSPREY_REC_EXIT => Ok(RecordType::Exit),
+            osprey_record_type::OSPREY_REC_FILE => Ok(RecordType::File),
+            osprey_record_type::OSPREY_REC_CRED => Ok(RecordType::Cred),
+            osprey_record_type::OSPREY_REC_SYSTEM => Ok(RecordType::System),
             other => Err(UnknownTag(other)),
         }
     }
@@ -61,6 +77,7 @@ mod pod {
     use super::*;
     // SAFETY: plain C structs of fixed-width integers with explicit padding (osprey.h).
     unsafe impl aya::Pod for osprey_config {}
+    unsafe impl aya::Pod for osprey_inode_key {}
 }
 
 #[cfg(test)]
@@ -84,7 +101,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_exec>(), 88 + 112);
         assert_eq!(core::mem::size_of::<osprey_fork>(), 88 + 24);
         assert_eq!(core::mem::size_of::<osprey_exit>(), 88 + 8);
-        assert_eq!(core::mem::size_of::<osprey_config>(), 8);
+        assert_eq!(core::mem::size_of::<osprey_config>(), 16);
+        assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 56);
     }
 }
 

@@ -14,6 +14,15 @@
 
 #define OSPREY_MAX_CPUS 512
 
+/*
+ * Attaches program `prog` to one more tracepoint besides the one its SEC() names: one program,
+ * verified once, serving several hooks. build.rs reads these markers into the program table;
+ * the loader ignores the section otherwise.
+ */
+#define ATTACH_ALSO(prog, category, name)                                                    \
+	static const char __attribute__((used, section(".osprey.attach")))                  \
+	attach_##prog##_##name[] = #prog " " category "/" #name;
+
 /* The inner ring buffer type; user space creates one per possible CPU at the configured size. */
 struct ringbuf_tmpl {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -60,16 +69,32 @@ struct {
 #define SCRATCH_DATA 32768
 #define SCRATCH_MASK (SCRATCH_DATA / 2 - 1) /* every write starts below SCRATCH_DATA / 2 */
 
+/* Room before the trailing data for the largest fixed part of a record. */
+#define SCRATCH_HEAD 256
+_Static_assert(sizeof(struct osprey_exec) <= SCRATCH_HEAD, "exec record fits the head");
+_Static_assert(sizeof(struct osprey_file) <= SCRATCH_HEAD, "file record fits the head");
+_Static_assert(sizeof(struct osprey_system) <= SCRATCH_HEAD, "system record fits the head");
+
+/* Key of the path-prefix trie (BPF_MAP_TYPE_LPM_TRIE): prefixlen in bits, then path bytes. */
+#define PREFIX_MAX 256
+struct prefix_key {
+	__u32 prefixlen;
+	__u8 data[PREFIX_MAX];
+};
+
 struct scratch {
 	const unsigned char *names[OSPREY_PATH_DEPTH_MAX];
 	__u32 lens[OSPREY_PATH_DEPTH_MAX];
-	/* a struct osprey_exec followed by its trailing data */
-	__u8 buf[sizeof(struct osprey_exec) + SCRATCH_DATA];
+	struct prefix_key key;
+	/* a record whose fixed part ends at SCRATCH_HEAD, then its trailing data */
+	__u8 buf[SCRATCH_HEAD + SCRATCH_DATA];
 };
 
-/* The record under construction, and byte `i` of its trailing data. */
-#define SCRATCH_REC(s) ((struct osprey_exec *)(s)->buf)
-#define SCRATCH_DATA_AT(s, i) ((s)->buf[sizeof(struct osprey_exec) + (i)])
+/* The record of type T under construction (its data[] starts at SCRATCH_HEAD), and byte `i`
+ * of the trailing data. */
+#define SCRATCH_REC(s, T) ((T *)((s)->buf + SCRATCH_HEAD - sizeof(T)))
+#define SCRATCH_DATA_AT(s, i) ((s)->buf[SCRATCH_HEAD + (i)])
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -77,6 +102,12 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
+
+static __always_inline struct scratch *scratch_of_this_cpu(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&scratch, &cpu);
+}
 
 static __always_inline void count(void *map, __u32 type)
 {
@@ -103,6 +134,13 @@ static __always_inline void emit(void *rec, __u64 size, __u32 type)
 	void *rb = ring_of_this_cpu();
 	if (!rb || bpf_ringbuf_output(rb, rec, size, 0) != 0)
 		count(&loss, type);
+}
+
+/* Copies a record built in scratch space, `fixed` bytes of fixed part plus `len` of data. */
+static __always_inline void emit_scratch(void *rec, __u64 fixed, __u32 len, __u32 type)
+{
+	/* every producer bounds its data below SCRATCH_DATA; the mask tells the verifier so */
+	emit(rec, fixed + (len & (SCRATCH_DATA - 1)), type);
 }
 
 static __always_inline __u64 process_start_ns(struct task_struct *task)

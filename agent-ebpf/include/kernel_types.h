@@ -143,8 +143,33 @@ struct path {
 } __attribute__((preserve_access_index));
 
 struct file {
+	unsigned int f_mode;
+	unsigned int f_flags;
 	struct path f_path;
 	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+struct kernel_siginfo {
+	struct {
+		int si_signo;
+		int si_errno;
+		int si_code;
+	};
 } __attribute__((preserve_access_index));
 
 struct fs_struct {
@@ -188,6 +213,7 @@ struct task_struct {
 	const struct cred *cred;
 	struct mm_struct *mm;
 	struct fs_struct *fs;
+	struct files_struct *files;
 	struct signal_struct *signal;
 	char comm[16];
 } __attribute__((preserve_access_index));
@@ -202,6 +228,21 @@ struct linux_binprm {
 } __attribute__((preserve_access_index));
 
 #define PF_KTHREAD 0x00200000
+#define FMODE_CREATED 0x100000 /* fmode_t: the open created the file */
+#define O_ACCMODE 00000003
+#define O_RDONLY 00000000
+#define O_WRONLY 00000001
+#define O_RDWR 00000002
+#define O_CREAT 00000100
+#define O_TRUNC 00001000
+#define AT_FDCWD -100
+#define AT_REMOVEDIR 0x200
+#define PROT_WRITE 0x2
+#define PROT_EXEC 0x4
+#define MAP_ANONYMOUS 0x20
+#define PROC_SUPER_MAGIC 0x9fa0
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
 #define TMPFS_MAGIC 0x01021994
 #define HUGETLBFS_MAGIC 0x958458f6
 

@@ -6,6 +6,9 @@
 #include "common.h"
 
 #include "process.bpf.c"
+#include "file.bpf.c"
+#include "cred.bpf.c"
+#include "system.bpf.c"
 
 /*
  * Anchors every record type in the object's BTF (BTF keeps only types reachable from globals),
@@ -17,8 +20,13 @@ struct btf_anchor {
 	struct osprey_fork fork;
 	struct osprey_exit exit;
 	struct osprey_config config;
-	struct osprey_exec exec; /* last: it ends in a flexible array */
+	struct osprey_inode_key inode_key;
+	struct osprey_cred cred;
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
+/* records ending in a flexible array cannot be members: one global each */
+const volatile struct osprey_exec btf_anchor_exec __attribute__((used));
+const volatile struct osprey_file btf_anchor_file __attribute__((used));
+const volatile struct osprey_system btf_anchor_system __attribute__((used));
 
 char LICENSE[] SEC("license") = "GPL";

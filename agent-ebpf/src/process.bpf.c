@@ -7,6 +7,7 @@
  * of every task on the tracing slow path.
  */
 #include "common.h"
+#include "creds.h"
 #include "path.h"
 
 /* Credentials of a process between sched_prepare_exec and sched_process_exec, keyed by tgid. */
@@ -31,7 +32,7 @@ static __always_inline bool is_kthread(struct task_struct *task)
 }
 
 SEC("tp_btf/sched_prepare_exec")
-int BPF_PROG(osprey_prepare_exec, struct task_struct *task, struct linux_binprm *bprm)
+int BPF_PROG(proc_prepare_exec, struct task_struct *task, struct linux_binprm *bprm)
 {
 	const struct cred *cred = BPF_CORE_READ(task, cred);
 	struct old_creds old = {
@@ -82,13 +83,12 @@ static __always_inline struct osprey_str put_str(__u32 off, __u32 len)
 }
 
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(osprey_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	struct scratch *s = scratch_of_this_cpu();
 	if (!s)
 		return 0;
-	struct osprey_exec *e = SCRATCH_REC(s);
+	struct osprey_exec *e = SCRATCH_REC(s, struct osprey_exec);
 	__u32 flags = 0;
 	bool trunc = false;
 
@@ -147,6 +147,7 @@ int BPF_PROG(osprey_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	}
 	e->old_pid = old_pid;
 	e->argc = BPF_CORE_READ(bprm, argc);
+	remember_euid(tgid, euid);
 
 	/* trailing data: exe path, filename, argv, cwd */
 	__u32 off = 0;
@@ -188,15 +189,13 @@ int BPF_PROG(osprey_exec, struct task_struct *task, pid_t old_pid, struct linux_
 	off += len;
 
 	e->flags = flags;
-	/* every part is bounded, so off < SCRATCH_DATA; the mask tells the verifier so */
-	__u64 size = sizeof(*e) + (off & (SCRATCH_DATA - 1));
-	fill_hdr(&e->hdr, task, OSPREY_REC_EXEC, size);
-	emit(e, size, OSPREY_REC_EXEC);
+	fill_hdr(&e->hdr, task, OSPREY_REC_EXEC, sizeof(*e) + (off & (SCRATCH_DATA - 1)));
+	emit_scratch(e, sizeof(*e), off, OSPREY_REC_EXEC);
 	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")
-int BPF_PROG(osprey_fork, struct task_struct *parent, struct task_struct *child)
+int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 child_pid = BPF_CORE_READ(child, pid);
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
@@ -220,6 +219,8 @@ int BPF_PROG(osprey_fork, struct task_struct *parent, struct task_struct *child)
 	}
 	struct task_struct *current = bpf_get_current_task_btf();
 	fill_hdr(&f->hdr, current, OSPREY_REC_FORK, sizeof(*f));
+	check_unexpected_root(current);
+	remember_euid(child_tgid, current_euid(current));
 	f->child_pid = child_tgid;
 	f->child_tid = child_pid;
 	f->child_start_ns = process_start_ns(child);
@@ -230,7 +231,7 @@ int BPF_PROG(osprey_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(osprey_exit, struct task_struct *task)
+int BPF_PROG(proc_exit, struct task_struct *task)
 {
 	/* signal->live reaches 0 when the last thread of the process exits */
 	bool group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
@@ -253,6 +254,10 @@ int BPF_PROG(osprey_exit, struct task_struct *task)
 	}
 	fill_hdr(&x->hdr, task, OSPREY_REC_EXIT, sizeof(*x));
 	x->exit_code = BPF_CORE_READ(task, exit_code);
+	if (group_dead) {
+		__u32 tgid = BPF_CORE_READ(task, tgid);
+		bpf_map_delete_elem(&known_euid, &tgid);
+	}
 	x->flags = group_dead ? 0 : OSPREY_EXIT_THREAD;
 	bpf_ringbuf_submit(x, 0);
 	return 0;

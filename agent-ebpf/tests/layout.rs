@@ -61,7 +61,11 @@ fn btf_structs(btf: &[u8]) -> Layouts {
     out
 }
 
-/// The Rust layout from bindgen, with Rust-renamed fields (`type_`) mapped back to C names.
+/// The Rust layout from bindgen, with fields bindgen renamed (`type` → `type_`, `str` → `str_`)
+/// mapped back to their C names.
+/// C field names that are Rust keywords or primitive types, which bindgen suffixes with `_`.
+const RENAMED: &[&str] = &["type", "str", "ref", "fn", "match", "move", "loop", "mod", "u8", "u32"];
+
 fn rust_structs() -> Layouts {
     let mut out = Layouts::new();
     for (s, f, n) in agent_common::layout::entries() {
@@ -69,7 +73,11 @@ fn rust_structs() -> Layouts {
         if f.is_empty() {
             entry.0 = n;
         } else {
-            entry.1.insert(f.strip_suffix('_').filter(|c| *c == "type").unwrap_or(f).to_string(), n);
+            let c_name = match f.strip_suffix('_') {
+                Some(base) if RENAMED.contains(&base) => base,
+                _ => f,
+            };
+            entry.1.insert(c_name.to_string(), n);
         }
     }
     out

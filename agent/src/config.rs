@@ -1,12 +1,24 @@
 //! Configuration: `/etc/osprey/osprey.yaml` (serde + YAML, unknown keys rejected with file:line),
 //! every setting overridable by a command-line flag.
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use crate::{pipeline::PipelineConfig, sensor::SensorConfig};
+use crate::{
+    output::SinkConfig,
+    pipeline::PipelineConfig,
+    sensor::{
+        filters::expand_homes,
+        settings::{op_mask, FileSection, SystemSection, FILE_OPS, SYSTEM_OPS},
+        SensorConfig,
+    },
+};
 
 pub const DEFAULT_PATH: &str = "/etc/osprey/osprey.yaml";
 
@@ -26,6 +38,9 @@ pub struct Config {
     pub sensor: SensorSection,
     pub pipeline: PipelineSection,
     pub output: OutputSection,
+    pub health: HealthSection,
+    pub file: FileSection,
+    pub system: SystemSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,16 +75,89 @@ impl Default for PipelineSection {
     }
 }
 
+/// Where events go (docs/outputs.md). `stdout: true` is shorthand for an unfiltered stdout sink;
+/// `sinks` adds any number of others, each with its own queue and filter.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputSection {
     /// ECS JSON lines on standard output.
     pub stdout: bool,
+    /// More sinks: each entry names exactly one of `stdout`, `file`, `syslog`, `http`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkConfig>,
 }
 
 impl Default for OutputSection {
     fn default() -> Self {
-        Self { stdout: true }
+        Self { stdout: true, sinks: Vec::new() }
+    }
+}
+
+impl OutputSection {
+    /// Checks every sink's settings and that sink names (metric labels) are unique.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names: Vec<String> = Vec::new();
+        if self.stdout {
+            names.push("stdout".into());
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            sink.validate().map_err(|e| format!("output.sinks[{i}]: {e}"))?;
+            let name = sink.name().map_err(|e| format!("output.sinks[{i}]: {e}"))?;
+            if names.contains(&name) {
+                return Err(format!(
+                    "output.sinks[{i}]: a second sink named `{name}` (give each sink of a kind its own `name`; `stdout: true` is named `stdout`)"
+                ));
+            }
+            names.push(name);
+        }
+        Ok(())
+    }
+}
+
+/// The health and metrics endpoint: `/metrics`, `/healthz`, `/readyz` on one port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Serve the endpoint at all.
+    pub enabled: bool,
+    /// Address and port to listen on; 127.0.0.1 keeps it off the network.
+    pub listen: SocketAddr,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)) }
+    }
+}
+
+/// A byte count written as `4096`, `64KiB`, `100MiB` (see [`parse_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0;
+        for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+            if n != 0 && n.is_multiple_of(1 << shift) {
+                return s.serialize_str(&format!("{}{unit}", n >> shift));
+            }
+        }
+        s.serialize_u64(n)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Self(n)),
+            Raw::S(s) => parse_size(&s).map(Self).map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -140,14 +228,38 @@ impl Config {
         if self.pipeline.reorder_window > Duration::from_secs(10) {
             return Err("pipeline.reorder_window: more than 10s would hold events too long".into());
         }
+        op_mask(&self.file.ops, FILE_OPS, "file.ops")?;
+        op_mask(&self.system.ops, SYSTEM_OPS, "system.ops")?;
         if self.pipeline.loss_report_interval.is_zero() {
             return Err("pipeline.loss_report_interval: must be more than 0".into());
         }
+        self.output.validate()?;
         Ok(())
     }
 
+    /// The sensor's settings; call after [`Config::validate`] (op names are checked there).
     pub fn sensor(&self) -> SensorConfig {
-        SensorConfig { ringbuf_bytes: self.sensor.ringbuf_size, threads: self.sensor.threads }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let mut domains = Vec::new();
+        if self.file.enabled {
+            domains.push("file");
+        }
+        if self.system.credentials {
+            domains.push("cred");
+        }
+        if self.system.enabled {
+            domains.push("sys");
+        }
+        SensorConfig {
+            ringbuf_bytes: self.sensor.ringbuf_size,
+            threads: self.sensor.threads,
+            domains,
+            file_ops: op_mask(&self.file.ops, FILE_OPS, "file.ops").unwrap_or(u32::MAX),
+            system_ops: op_mask(&self.system.ops, SYSTEM_OPS, "system.ops").unwrap_or(u32::MAX),
+            read_watch: expand_homes(&self.file.watch_reads, &passwd),
+            write_exclude: self.file.write_exclude.clone(),
+            write_include: self.file.write_include.clone(),
+        }
     }
 
     pub fn pipeline(&self) -> PipelineConfig {
@@ -194,5 +306,30 @@ mod tests {
         let c = Config::default();
         let text = serde_yaml_ng::to_string(&c).unwrap();
         assert_eq!(Config::parse(&text, "dump").unwrap(), c);
+    }
+
+    #[test]
+    fn health_section() {
+        let c = Config::default();
+        assert!(c.health.enabled);
+        assert_eq!(c.health.listen, SocketAddr::from(([127, 0, 0, 1], 9090)));
+        let c = Config::parse("health:\n  listen: '[::]:9191'\n", "h.yaml").unwrap();
+        assert_eq!(c.health.listen.port(), 9191);
+        let msg = Config::parse("health:\n  enabled: true\n  listen: localhost\n", "h.yaml").unwrap_err().to_string();
+        assert!(msg.starts_with("h.yaml:3:"), "{msg}");
+        let msg = Config::parse("health:\n  port: 9090\n", "h.yaml").unwrap_err().to_string();
+        assert!(msg.starts_with("h.yaml:2:") && msg.contains("unknown field `port`"), "{msg}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        for (text, n) in [("4096", 4096), ("64KiB", 64 << 10), ("100MiB", 100 << 20), ("2G", 2 << 30)] {
+            let b: ByteSize = serde_yaml_ng::from_str(text).unwrap();
+            assert_eq!(b.0, n, "{text}");
+            assert_eq!(serde_yaml_ng::from_str::<ByteSize>(&serde_yaml_ng::to_string(&b).unwrap()).unwrap(), b);
+        }
+        assert_eq!(serde_yaml_ng::to_string(&ByteSize(3 << 20)).unwrap(), "3MiB\n");
+        assert_eq!(serde_yaml_ng::to_string(&ByteSize(1000)).unwrap(), "1000\n");
+        assert!(serde_yaml_ng::from_str::<ByteSize>("12XB").is_err());
     }
 }

@@ -5,8 +5,9 @@
 use std::mem::size_of;
 
 use agent_common::{
-    osprey_exec, osprey_exec_flags as xf, osprey_exit, osprey_exit_flags, osprey_fork,
-    osprey_fork_flags, osprey_hdr, osprey_str, RecordType, UnknownTag,
+    osprey_cred, osprey_exec, osprey_exec_flags as xf, osprey_exit, osprey_exit_flags, osprey_file,
+    osprey_file_flags as ff, osprey_fork, osprey_fork_flags, osprey_hdr, osprey_str, osprey_system,
+    RecordType, UnknownTag,
 };
 use thiserror::Error;
 
@@ -161,11 +162,75 @@ impl Exit {
     }
 }
 
+/// Something happened to a file (enum osprey_file_op).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub hdr: Header,
+    /// enum osprey_file_op; see [`crate::sensor::settings::FILE_OPS`] for names.
+    pub op: u32,
+    pub ret: i32,
+    pub flags: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub ino: u64,
+    pub dev: u32,
+    pub pflags: u32,
+    /// Absolute path (normalised when the kernel joined a directory and a relative name).
+    pub path: String,
+    /// Second path: rename/link destination, symlink's new link.
+    pub path2: Option<String>,
+}
+
+impl File {
+    pub fn path_truncated(&self) -> bool {
+        self.pflags & ff::OSPREY_FILE_PATH_TRUNC != 0
+    }
+    pub fn watched(&self) -> bool {
+        self.pflags & ff::OSPREY_FILE_WATCHED != 0
+    }
+}
+
+/// A credential change (enum osprey_cred_op), before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cred {
+    pub hdr: Header,
+    pub op: u32,
+    pub ret: i32,
+    /// uid, euid, suid, fsuid before and after
+    pub old_uids: [u32; 4],
+    pub new_uids: [u32; 4],
+    /// gid, egid, sgid, fsgid before and after
+    pub old_gids: [u32; 4],
+    pub new_gids: [u32; 4],
+    pub old_caps: u64,
+    pub new_caps: u64,
+    pub args: [u64; 3],
+}
+
+/// A system-level action (enum osprey_system_op).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct System {
+    pub hdr: Header,
+    pub op: u32,
+    pub ret: i32,
+    pub target_pid: u32,
+    pub target_start_ns: u64,
+    pub args: [u64; 3],
+    pub text: String,
+    pub text2: String,
+    pub text3: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Exec(Box<Exec>),
     Fork(Fork),
     Exit(Exit),
+    File(Box<File>),
+    Cred(Box<Cred>),
+    System(Box<System>),
 }
 
 impl Record {
@@ -174,6 +239,9 @@ impl Record {
             Record::Exec(e) => &e.hdr,
             Record::Fork(f) => &f.hdr,
             Record::Exit(x) => &x.hdr,
+            Record::File(f) => &f.hdr,
+            Record::Cred(c) => &c.hdr,
+            Record::System(s) => &s.hdr,
         }
     }
     pub fn kind(&self) -> RecordType {
@@ -205,6 +273,21 @@ fn slice<'a>(data: &'a [u8], s: osprey_str, field: &'static str) -> Result<&'a [
 
 fn text(data: &[u8], s: osprey_str, field: &'static str) -> Result<String, DecodeError> {
     Ok(String::from_utf8_lossy(slice(data, s, field)?).into_owned())
+}
+
+/// Lexically normalises an absolute path: drops `.` and empty components, applies `..`.
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// Splits NUL-separated argv bytes; a trailing NUL does not make an empty last argument.
@@ -293,6 +376,62 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 thread: x.flags & osprey_exit_flags::OSPREY_EXIT_THREAD != 0,
             })
         }
+        RecordType::File => {
+            let f: osprey_file = read(buf)?;
+            let data = &buf[size_of::<osprey_file>()..];
+            let joined = |flag: u32, p: String| if f.pflags & flag != 0 { normalize(&p) } else { p };
+            let path = joined(ff::OSPREY_FILE_PATH_JOINED, text(data, f.path, "path")?);
+            let path2 = if f.path2.len > 0 {
+                Some(joined(ff::OSPREY_FILE_PATH2_JOINED, text(data, f.path2, "path2")?))
+            } else {
+                None
+            };
+            Record::File(Box::new(File {
+                hdr,
+                op: f.op,
+                ret: f.ret,
+                flags: f.flags,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+                size: f.size,
+                ino: f.ino,
+                dev: f.dev,
+                pflags: f.pflags,
+                path,
+                path2,
+            }))
+        }
+        RecordType::Cred => {
+            let c: osprey_cred = read(buf)?;
+            Record::Cred(Box::new(Cred {
+                hdr,
+                op: c.op,
+                ret: c.ret,
+                old_uids: [c.old_uid, c.old_euid, c.old_suid, c.old_fsuid],
+                new_uids: [c.new_uid, c.new_euid, c.new_suid, c.new_fsuid],
+                old_gids: [c.old_gid, c.old_egid, c.old_sgid, c.old_fsgid],
+                new_gids: [c.new_gid, c.new_egid, c.new_sgid, c.new_fsgid],
+                old_caps: c.old_cap_effective,
+                new_caps: c.new_cap_effective,
+                args: [c.arg0, c.arg1, c.arg2],
+            }))
+        }
+        RecordType::System => {
+            let y: osprey_system = read(buf)?;
+            let data = &buf[size_of::<osprey_system>()..];
+            Record::System(Box::new(System {
+                hdr,
+                op: y.op,
+                ret: y.ret,
+                target_pid: y.target_pid,
+                target_start_ns: y.target_start_ns,
+                args: [y.arg0, y.arg1, y.arg2],
+                text: cstr(slice(data, y.str_, "str")?),
+                text2: cstr(slice(data, y.str2, "str2")?),
+                text3: cstr(slice(data, y.str3, "str3")?),
+            }))
+        }
     })
 }
 
@@ -344,6 +483,32 @@ pub mod raw {
         out
     }
 
+    /// A file record; `path` is marked as joined (normalised on decode).
+    pub fn file(pid: u32, ktime_ns: u64, op: u32, path: &str, path2: Option<&str>) -> Vec<u8> {
+        let mut data = path.as_bytes().to_vec();
+        let p = osprey_str { off: 0, len: path.len() as u16 };
+        let p2 = match path2 {
+            Some(p2) => {
+                let s = osprey_str { off: data.len() as u16, len: p2.len() as u16 };
+                data.extend_from_slice(p2.as_bytes());
+                s
+            }
+            None => osprey_str::default(),
+        };
+        let size = size_of::<osprey_file>() + data.len();
+        let f = osprey_file {
+            hdr: hdr(RecordType::File, size, pid, ktime_ns),
+            op,
+            path: p,
+            path2: p2,
+            pflags: ff::OSPREY_FILE_PATH_JOINED,
+            ..Default::default()
+        };
+        let mut out = bytes_of(&f)[..size_of::<osprey_file>()].to_vec();
+        out.extend_from_slice(&data);
+        out
+    }
+
     pub fn fork(pid: u32, child: u32, ktime_ns: u64) -> Vec<u8> {
         let f = osprey_fork {
             hdr: hdr(RecordType::Fork, size_of::<osprey_fork>(), pid, ktime_ns),
@@ -368,6 +533,7 @@ pub mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::osprey_file_op as fo;
     use std::mem::offset_of;
 
     #[test]
@@ -455,6 +621,27 @@ mod tests {
                 buf[..4].copy_from_slice(&(1 + i % 3).to_ne_bytes());
             }
             let _ = decode(&buf);
+        }
+    }
+
+    #[test]
+    fn normalises_joined_paths() {
+        assert_eq!(normalize("/tmp/d/./x"), "/tmp/d/x");
+        assert_eq!(normalize("/tmp/d/../x"), "/tmp/x");
+        assert_eq!(normalize("/../../etc//passwd"), "/etc/passwd");
+        assert_eq!(normalize("/"), "/");
+    }
+
+    #[test]
+    fn file_records_decode_and_reject_bad_offsets() {
+        let mut rec = raw::file(9, 5, fo::OSPREY_FILE_RENAME, "/tmp/a/../b", Some("/tmp/c"));
+        let Record::File(f) = decode(&rec).unwrap() else { panic!() };
+        assert_eq!((f.op, f.path.as_str(), f.path2.as_deref()), (fo::OSPREY_FILE_RENAME, "/tmp/b", Some("/tmp/c")));
+        let at = offset_of!(osprey_file, path2) + 2;
+        rec[at..at + 2].copy_from_slice(&500u16.to_ne_bytes());
+        assert_eq!(decode(&rec).unwrap_err().reason(), "slice_out_of_bounds");
+        for len in 0..rec.len() {
+            assert!(decode(&rec[..len]).is_err());
         }
     }
 

@@ -1,5 +1,8 @@
 //! The event model and its ECS JSON form (one object per line; DESIGN.md "Event schema").
 
+mod file;
+mod system;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use agent_common::RecordType;
@@ -51,6 +54,10 @@ struct Doc<'a> {
     host: &'a Host,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<Process<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<file::FileDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<system::UserDoc>,
     osprey: Osprey<'a>,
 }
 
@@ -123,7 +130,7 @@ struct Process<'a> {
     exit_code: Option<i32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Osprey<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     record: Option<&'static str>,
@@ -141,6 +148,12 @@ struct Osprey<'a> {
     exit: Option<ExitMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost: Option<Vec<LostMeta>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<file::FileMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cred: Option<system::CredMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<system::SystemMeta<'a>>,
 }
 
 #[derive(Serialize)]
@@ -259,10 +272,7 @@ impl Ecs {
             cpu: Some(h.cpu),
             ktime_ns: Some(h.ktime_ns),
             cgroup_id: Some(h.cgroup_id),
-            exec: None,
-            fork: None,
-            exit: None,
-            lost: None,
+            ..Default::default()
         }
     }
 
@@ -335,35 +345,59 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        let (event, process, osprey) = match &ev.body {
+        let mut doc = Doc {
+            timestamp: rfc3339(ev.wall_ns),
+            event: meta("host", "info", "events_lost"),
+            host: &self.host,
+            process: None,
+            file: None,
+            user: None,
+            osprey: Osprey::default(),
+        };
+        match &ev.body {
             EventBody::Record(Record::Exec(e)) => {
                 let (m, p, o) = self.exec_doc(e);
-                (m, Some(p), o)
+                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
             }
             EventBody::Record(Record::Fork(f)) => {
                 let (m, p, o) = self.fork_doc(f);
-                (m, Some(p), o)
+                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
             }
             EventBody::Record(Record::Exit(x)) => {
                 let (m, p, o) = self.exit_doc(x);
-                (m, Some(p), o)
+                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
             }
-            EventBody::Loss(lost) => (
-                meta("host", "info", "events_lost"),
-                None,
-                Osprey {
-                    record: None,
-                    cpu: None,
-                    ktime_ns: None,
-                    cgroup_id: None,
-                    exec: None,
-                    fork: None,
-                    exit: None,
-                    lost: Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect()),
-                },
-            ),
-        };
-        let doc = Doc { timestamp: rfc3339(ev.wall_ns), event, host: &self.host, process, osprey };
+            EventBody::Record(Record::File(f)) => {
+                let (fdoc, fmeta) = file::doc(f);
+                let (type_, action) = file::classify(f.op);
+                doc.event = meta("file", type_, action);
+                doc.event.dataset = "osprey.file";
+                doc.process = Some(self.base_process(&f.hdr));
+                doc.file = Some(fdoc);
+                doc.osprey = Self::meta(&f.hdr);
+                doc.osprey.file = Some(fmeta);
+            }
+            EventBody::Record(Record::Cred(c)) => {
+                let (user, cmeta) = system::cred_doc(c);
+                doc.event = meta("process", "change", cmeta.op);
+                doc.event.dataset = "osprey.credentials";
+                doc.process = Some(self.base_process(&c.hdr));
+                doc.user = Some(user);
+                doc.osprey = Self::meta(&c.hdr);
+                doc.osprey.cred = Some(cmeta);
+            }
+            EventBody::Record(Record::System(y)) => {
+                let (category, type_, action) = system::classify(y.op);
+                doc.event = meta(category, type_, action);
+                doc.event.dataset = "osprey.system";
+                doc.process = Some(self.base_process(&y.hdr));
+                doc.osprey = Self::meta(&y.hdr);
+                doc.osprey.system = Some(system::system_doc(y, &self.ids));
+            }
+            EventBody::Loss(lost) => {
+                doc.osprey.lost = Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect());
+            }
+        }
         serde_json::to_writer(out, &doc)
     }
 

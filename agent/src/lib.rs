@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

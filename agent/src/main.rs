@@ -5,7 +5,8 @@ use std::time::Duration;
 use agent::{
     cli::{Cli, Command, LogFormat, RunArgs},
     config::{Config, DEFAULT_PATH},
-    output::{Sink, Stdout},
+    health::{self, Readiness},
+    output::build_sinks,
     Agent,
 };
 use anyhow::{Context, Result};
@@ -35,10 +36,17 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
     for p in agent.probes() {
         info!(program = p.program, hook = p.hook, attached = p.attached, reason = p.reason.as_deref().unwrap_or(""), "probe");
     }
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if cfg.output.stdout {
-        sinks.push(Box::new(Stdout::default()));
-    }
+    let ready = Readiness::new();
+    let metrics = agent.metrics();
+    let server = match cfg.health.enabled {
+        true => Some(health::start(cfg.health.listen, metrics.clone(), ready.clone()).await.context("health endpoint")?),
+        false => None,
+    };
+    ready.set_programs_attached(true);
+    let sinks = build_sinks(&cfg.output, metrics).context("outputs")?;
+    ready.set_outputs_flowing(true);
+    // No rule engine is wired in yet: the (empty) rule set is loaded.
+    ready.set_rules_loaded(true);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -57,6 +65,9 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
     });
     let summary = agent.run(sinks, stop_rx).await?;
     info!(events = summary.events, late = summary.late, "stopped; detaching");
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     Ok(())
 }
 

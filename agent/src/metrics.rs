@@ -2,7 +2,7 @@
 //! reports through the methods below instead of reaching for a global registry.
 
 use agent_common::RecordType;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decode::DecodeError;
 
@@ -13,6 +13,26 @@ pub struct Metrics {
     lost: IntCounterVec,
     filtered: IntCounterVec,
     output_events: IntCounterVec,
+    output_errors: IntCounterVec,
+    output_dropped: IntCounterVec,
+    output_retries: IntCounterVec,
+    output_queue: IntGaugeVec,
+}
+
+/// One sink's counters, bound to its label once so its hot path does no label lookups.
+/// Cloning is cheap (the counters are shared).
+#[derive(Clone)]
+pub struct OutputMetrics {
+    /// Events the sink delivered (written, sent, acknowledged).
+    pub written: IntCounter,
+    /// Failed operations (a write, a connection, a request), not events.
+    pub errors: IntCounter,
+    /// Events that will never be delivered: queue full, or given up on after errors.
+    pub dropped: IntCounter,
+    /// Requests or connections tried again after a failure.
+    pub retries: IntCounter,
+    /// Events waiting in the sink's queue.
+    pub queued: IntGauge,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -58,15 +78,65 @@ impl Metrics {
             "Records dropped on purpose by in-kernel filters, by type",
             &["type"],
         );
-        let output_events =
-            counter(&registry, "osprey_output_events_total", "Events written, by sink", &["sink"]);
+        let output_events = counter(
+            &registry,
+            "osprey_output_events_total",
+            "Events a sink delivered (written, sent, acknowledged), by sink",
+            &["sink"],
+        );
+        let output_errors = counter(
+            &registry,
+            "osprey_output_errors_total",
+            "Failed output operations (writes, connections, requests), by sink",
+            &["sink"],
+        );
+        let output_dropped = counter(
+            &registry,
+            "osprey_output_dropped_total",
+            "Events a sink will never deliver (its queue was full, or it gave up after errors), by sink",
+            &["sink"],
+        );
+        let output_retries = counter(
+            &registry,
+            "osprey_output_retries_total",
+            "Requests or connections a sink tried again after a failure, by sink",
+            &["sink"],
+        );
+        let output_queue = IntGaugeVec::new(
+            Opts::new("osprey_output_queue_length", "Events waiting in a sink's queue, by sink"),
+            &["sink"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(output_queue.clone())).expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("osprey_build_info", "Always 1; the labels say which build of Osprey this is"),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
         for t in RecordType::ALL {
             events.with_label_values(&[t.name()]);
         }
         for r in DecodeError::REASONS {
             decode_errors.with_label_values(&[r]);
         }
-        Self { registry, events, decode_errors, lost, filtered, output_events }
+        Self {
+            registry,
+            events,
+            decode_errors,
+            lost,
+            filtered,
+            output_events,
+            output_errors,
+            output_dropped,
+            output_retries,
+            output_queue,
+        }
     }
 
     pub fn record_received(&self, kind: RecordType) {
@@ -98,6 +168,17 @@ impl Metrics {
 
     pub fn output_written(&self, sink: &str, n: u64) {
         self.output_events.with_label_values(&[sink]).inc_by(n);
+    }
+
+    /// The counters of sink `sink` (created at zero, so they show up before the first event).
+    pub fn output(&self, sink: &str) -> OutputMetrics {
+        OutputMetrics {
+            written: self.output_events.with_label_values(&[sink]),
+            errors: self.output_errors.with_label_values(&[sink]),
+            dropped: self.output_dropped.with_label_values(&[sink]),
+            retries: self.output_retries.with_label_values(&[sink]),
+            queued: self.output_queue.with_label_values(&[sink]),
+        }
     }
 
     /// The text exposition of every metric.

@@ -67,10 +67,10 @@ struct Stage {
 impl Stage {
     fn emit(&mut self, ev: Event) {
         self.events += 1;
+        // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}).
         for sink in &mut self.sinks {
-            match sink.write(&ev, &self.ecs) {
-                Ok(()) => self.metrics.output_written(sink.name(), 1),
-                Err(e) => warn!(sink = sink.name(), error = %e, "output failed"),
+            if let Err(e) = sink.write(&ev, &self.ecs) {
+                warn!(sink = sink.name(), error = %e, "output failed");
             }
         }
     }

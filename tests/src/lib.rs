@@ -38,6 +38,7 @@ pub struct Harness {
     rx: mpsc::UnboundedReceiver<Event>,
     tx: Option<mpsc::UnboundedSender<Event>>,
     pub ecs: Ecs,
+    counters: agent::sensor::CounterReader,
     /// Everything received so far.
     pub events: Vec<Event>,
 }
@@ -58,9 +59,10 @@ impl Harness {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let agent = Agent::start(config).expect("agent starts: programs load and attach");
         let ecs = agent.ecs().clone();
+        let counters = agent.sensor().counter_reader().expect("counter maps");
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
-        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, events: Vec::new() }
+        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, counters, events: Vec::new() }
     }
 
     /// Starts the pipeline.
@@ -114,6 +116,11 @@ impl Harness {
         }
         drop(agent); // detaches
         summary
+    }
+
+    /// The kernel's loss and filter counters right now.
+    pub fn kernel_counters(&self) -> agent::sensor::KernelCounters {
+        self.counters.read().expect("kernel counters")
     }
 
     /// The records received (loss reports left out).

@@ -10,12 +10,15 @@ use std::{
 
 use osprey_tests::{loaded_program_names, marker, osprey_bin, require_root};
 
+/// Osprey's programs loaded in the kernel now (names as the kernel truncates them).
 fn ours_loaded() -> Vec<String> {
-    loaded_program_names().into_iter().filter(|n| n.starts_with("osprey_")).collect()
+    let ours: Vec<&str> = agent_ebpf::PROGRAMS.iter().map(|p| p.kernel_name()).collect();
+    loaded_program_names().into_iter().filter(|n| ours.contains(&n.as_str())).collect()
 }
 
 /// The kernel frees a program asynchronously (RCU) after its last fd and link close: wait for it.
 fn all_unloaded_within(limit: Duration) -> bool {
+    // Tearing down ~80 tracepoint links takes the kernel a few seconds.
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ours_loaded().is_empty() {
@@ -29,7 +32,7 @@ fn all_unloaded_within(limit: Duration) -> bool {
 #[test]
 fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     require_root();
-    assert!(all_unloaded_within(Duration::from_secs(5)), "no Osprey programs before the test: {:?}", ours_loaded());
+    assert!(all_unloaded_within(Duration::from_secs(20)), "no Osprey programs before the test: {:?}", ours_loaded());
     let mut agent = Command::new(osprey_bin())
         .args(["run", "--duration", "60s", "--log-format", "json"])
         .stdout(Stdio::piped())
@@ -49,7 +52,10 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
         let left = deadline.saturating_duration_since(Instant::now());
         log.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not attach: {log:#?}")));
     }
-    assert_eq!(ours_loaded().len(), 4, "four process programs attached: {:?}", ours_loaded());
+    let loaded = ours_loaded();
+    for p in ["proc_exec", "proc_fork", "proc_exit", "file_open_x", "file_path_x", "cred_x", "sys_signal"] {
+        assert!(loaded.iter().any(|n| n == p), "{p} attached: {loaded:?}");
+    }
 
     let tag = marker();
     let status = Command::new("/bin/sh").args(["-c", &format!("exec /bin/echo {tag}")]).stdout(Stdio::null()).status().unwrap();
@@ -60,7 +66,7 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     agent.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     let exit = agent.wait().unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
-    assert!(all_unloaded_within(Duration::from_secs(5)), "everything detached after exit: {:?}", ours_loaded());
+    assert!(all_unloaded_within(Duration::from_secs(20)), "everything detached after exit: {:?}", ours_loaded());
 
     let docs: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
@@ -85,7 +91,7 @@ fn duration_stops_the_agent_by_itself() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
-    assert!(all_unloaded_within(Duration::from_secs(5)), "{:?}", ours_loaded());
+    assert!(all_unloaded_within(Duration::from_secs(20)), "{:?}", ours_loaded());
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::{
 /// serves bindgen), libbpf-dev provides bpf_helpers.h, llvm-19 the BPF object tools.
 const PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
 /// Extra packages the integration tests and benchmarks use.
-const TEST_PACKAGES: &[&str] = &["bpftool"];
+const TEST_PACKAGES: &[&str] = &["bpftool", "rsyslog"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()

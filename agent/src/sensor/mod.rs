@@ -1,13 +1,18 @@
 //! The kernel side of the agent: load the BPF object, create one ring buffer per possible CPU,
 //! attach the programs this kernel supports, and expose the loss/filter counters.
 
+pub mod filters;
 pub mod fs;
 pub mod ring;
+pub mod settings;
 
-use agent_common::{osprey_config, osprey_config_flags, RecordType};
+use std::{os::fd::AsFd, path::PathBuf};
+
+use agent_common::{osprey_config, osprey_config_flags, osprey_inode_key, osprey_watch_kind as wk, RecordType};
+use agent_ebpf::{Hook, Program, PROGRAMS};
 use aya::{
-    maps::{Array, ArrayOfMaps, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use thiserror::Error;
@@ -29,6 +34,8 @@ pub enum SensorError {
     Cpus(String),
     #[error("BPF object has no program or map named {0}")]
     Missing(&'static str),
+    #[error("program {program} (hook {hook}) did not load: {reason}")]
+    NotLoaded { program: &'static str, hook: &'static str, reason: String },
 }
 
 /// What the sensor needs from the configuration.
@@ -38,11 +45,32 @@ pub struct SensorConfig {
     pub ringbuf_bytes: u32,
     /// Report thread clone/exit too, not only processes.
     pub threads: bool,
+    /// Program domains to attach besides `proc` (always): `file`, `cred`, `sys`.
+    pub domains: Vec<&'static str>,
+    /// Bit (1 << op) per enum osprey_file_op to report.
+    pub file_ops: u32,
+    /// Bit (1 << op) per enum osprey_system_op to report.
+    pub system_ops: u32,
+    /// Files and directories whose reads are reported (inode watch list).
+    pub read_watch: Vec<PathBuf>,
+    /// Path prefixes whose writes are never reported.
+    pub write_exclude: Vec<String>,
+    /// When not empty, writes are reported only under these prefixes.
+    pub write_include: Vec<String>,
 }
 
 impl Default for SensorConfig {
     fn default() -> Self {
-        Self { ringbuf_bytes: 8 << 20, threads: false }
+        Self {
+            ringbuf_bytes: 8 << 20,
+            threads: false,
+            domains: vec!["file", "cred", "sys"],
+            file_ops: u32::MAX,
+            system_ops: u32::MAX,
+            read_watch: Vec::new(),
+            write_exclude: Vec::new(),
+            write_include: Vec::new(),
+        }
     }
 }
 
@@ -69,13 +97,61 @@ impl KernelCounters {
     pub fn lost_total(&self, kind: RecordType) -> u64 {
         self.lost.iter().filter(|(k, _)| *k == kind).flat_map(|(_, v)| v).sum()
     }
+
+    pub fn filtered_total(&self, kind: RecordType) -> u64 {
+        self.filtered.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+    }
 }
 
-/// Hooks that are optional: the sensor runs without them and says what it fell back to.
-const OPTIONAL: &[(&str, &str)] = &[(
-    "osprey_prepare_exec",
-    "without sched_prepare_exec (Linux < 6.10) setuid/setgid execs are judged from the new credentials alone",
-)];
+/// Reads the kernel's loss and filter counters through its own handles on the maps, so any
+/// thread can read them while the sensor is busy.
+pub struct CounterReader {
+    loss: PerCpuArray<MapData, u64>,
+    filtered: PerCpuArray<MapData, u64>,
+}
+
+impl CounterReader {
+    fn open(ebpf: &Ebpf) -> Result<Self, SensorError> {
+        let dup = |name: &'static str| -> Result<PerCpuArray<MapData, u64>, SensorError> {
+            let map = ebpf.map(name).ok_or(SensorError::Missing(name))?;
+            let data: &MapData = match map {
+                aya::maps::Map::PerCpuArray(m) => m,
+                _ => return Err(SensorError::Missing(name)),
+            };
+            let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| SensorError::Map { name, source: MapError::IoError(e) })?;
+            let data = MapData::from_fd(fd).map_err(map_err(name))?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
+        };
+        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")? })
+    }
+
+    pub fn read(&self) -> Result<KernelCounters, SensorError> {
+        let read = |arr: &PerCpuArray<MapData, u64>, name: &'static str| -> Result<Vec<(RecordType, Vec<u64>)>, SensorError> {
+            RecordType::ALL
+                .iter()
+                .map(|&t| Ok((t, arr.get(&(t as u32), 0).map_err(map_err(name))?.to_vec())))
+                .collect()
+        };
+        Ok(KernelCounters {
+            lost: read(&self.loss, "loss")?,
+            filtered: read(&self.filtered, "filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
+        })
+    }
+}
+
+/// Hooks the agent cannot run without.
+const REQUIRED: &[&str] = &["proc_exec", "proc_fork", "proc_exit"];
+
+/// What covers for an optional hook this kernel lacks.
+fn fallback(program: &str) -> &'static str {
+    match program {
+        "proc_prepare_exec" => {
+            "setuid/setgid execs are judged from the new credentials alone (sched_prepare_exec needs Linux 6.10)"
+        }
+        p if p.starts_with("file_") => "this syscall's file events are not reported on this kernel",
+        _ => "its events are not reported on this kernel",
+    }
+}
 
 pub struct Sensor {
     ebpf: Ebpf,
@@ -86,6 +162,32 @@ pub struct Sensor {
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> SensorError {
     move |source| SensorError::Map { name, source }
+}
+
+impl Drop for Sensor {
+    /// Detaches every program in parallel (see ATTACH_THREADS) instead of one by one.
+    fn drop(&mut self) {
+        let mut progs: Vec<&mut aya::programs::Program> = self.ebpf.programs_mut().map(|(_, p)| p).collect();
+        let chunk = progs.len().div_ceil(ATTACH_THREADS).max(1);
+        std::thread::scope(|s| {
+            for part in progs.chunks_mut(chunk) {
+                s.spawn(move || {
+                    for p in part.iter_mut() {
+                        // Unloading an already unloaded or never loaded program is not an error here.
+                        let _ = unload(p);
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn unload(p: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    match p {
+        aya::programs::Program::BtfTracePoint(p) => p.unload(),
+        aya::programs::Program::TracePoint(p) => p.unload(),
+        _ => Ok(()),
+    }
 }
 
 impl Sensor {
@@ -110,27 +212,24 @@ impl Sensor {
         let mut config: Array<_, osprey_config> =
             Array::try_from(ebpf.map_mut("config").ok_or(SensorError::Missing("config"))?)
                 .map_err(map_err("config"))?;
+        let mut flags = 0;
+        if cfg.threads {
+            flags |= osprey_config_flags::OSPREY_CFG_THREADS;
+        }
+        if !cfg.write_include.is_empty() {
+            flags |= osprey_config_flags::OSPREY_CFG_WRITE_INCLUDE;
+        }
         let settings = osprey_config {
-            flags: if cfg.threads { osprey_config_flags::OSPREY_CFG_THREADS } else { 0 },
+            flags,
             agent_pid: std::process::id(),
+            file_ops: cfg.file_ops,
+            system_ops: cfg.system_ops,
         };
         config.set(0, settings, 0).map_err(map_err("config"))?;
+        set_filters(&mut ebpf, cfg)?;
 
         let btf = Btf::from_sys_fs()?;
-        let mut probes = Vec::new();
-        for &(program, hook) in agent_ebpf::PROCESS_PROGRAMS {
-            let status = match attach_tp_btf(&mut ebpf, &btf, program, hook) {
-                Ok(()) => ProbeStatus { program, hook, attached: true, reason: None },
-                Err(e) => match OPTIONAL.iter().find(|(p, _)| *p == program) {
-                    Some((_, fallback)) => {
-                        warn!(program, hook, error = %e, "optional hook not attached; {fallback}");
-                        ProbeStatus { program, hook, attached: false, reason: Some(format!("{e}; {fallback}")) }
-                    }
-                    None => return Err(e),
-                },
-            };
-            probes.push(status);
-        }
+        let probes = attach_all(&mut ebpf, &btf, cfg)?;
         info!(cpus = ncpus, ringbuf_bytes = cfg.ringbuf_bytes, "sensor attached");
         Ok(Self { ebpf, rings, probes, ncpus })
     }
@@ -150,30 +249,117 @@ impl Sensor {
 
     /// Reads the kernel's loss and filter counters.
     pub fn counters(&self) -> Result<KernelCounters, SensorError> {
-        let read = |name: &'static str| -> Result<Vec<(RecordType, Vec<u64>)>, SensorError> {
-            let map = self.ebpf.map(name).ok_or(SensorError::Missing(name))?;
-            let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err(name))?;
-            RecordType::ALL
-                .iter()
-                .map(|&t| Ok((t, arr.get(&(t as u32), 0).map_err(map_err(name))?.to_vec())))
-                .collect()
-        };
-        Ok(KernelCounters {
-            lost: read("loss")?,
-            filtered: read("filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
-        })
+        self.counter_reader()?.read()
+    }
+
+    /// A handle that reads the counters from any thread.
+    pub fn counter_reader(&self) -> Result<CounterReader, SensorError> {
+        CounterReader::open(&self.ebpf)
     }
 }
 
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, program: &'static str, hook: &'static str) -> Result<(), SensorError> {
-    let err = |source| SensorError::Program { program, hook, source };
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or(SensorError::Missing(program))?
-        .try_into()
-        .map_err(err)?;
-    prog.load(hook, btf).map_err(err)?;
-    prog.attach().map_err(err)?;
+/// An error and every cause below it, `: `-separated (aya keeps the errno in a source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+fn hook_name(p: &Program) -> &'static str {
+    match p.hook {
+        Hook::TpBtf(tp) | Hook::TracePoint(_, tp) => tp,
+    }
+}
+
+/// Threads that attach (and detach) programs. Each tracepoint link costs the kernel an RCU
+/// grace period; done one after another ~80 programs take seconds, in parallel they overlap.
+const ATTACH_THREADS: usize = 16;
+
+/// Loads and attaches every program of the enabled domains, in parallel. A required program
+/// that fails is an error; an optional one is reported with what covers for it.
+fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<ProbeStatus>, SensorError> {
+    let wanted = |p: &Program| p.domain() == "proc" || cfg.domains.contains(&p.domain());
+    // One work item per program with all its hooks: it is loaded (verified) once.
+    let mut work: Vec<(Vec<&'static Program>, &mut aya::programs::Program)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, prog)| {
+            let hooks: Vec<&'static Program> = PROGRAMS.iter().filter(|p| p.name == name && wanted(p)).collect();
+            (!hooks.is_empty()).then_some((hooks, prog))
+        })
+        .collect();
+    work.sort_by_key(|(hooks, _)| hooks[0].name);
+    let chunk = work.len().div_ceil(ATTACH_THREADS).max(1);
+    let results: Vec<(&'static Program, Result<(), SensorError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks_mut(chunk)
+            .map(|part| s.spawn(move || part.iter_mut().flat_map(|(hooks, prog)| attach(prog, btf, hooks)).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("attach thread")).collect()
+    });
+    let mut probes = Vec::new();
+    for (meta, res) in results {
+        let status = match res {
+            Ok(()) => ProbeStatus { program: meta.name, hook: hook_name(meta), attached: true, reason: None },
+            Err(e) if REQUIRED.contains(&meta.name) => return Err(e),
+            Err(e) => {
+                let (fb, why) = (fallback(meta.name), error_chain(&e));
+                warn!(program = meta.name, hook = hook_name(meta), error = %why, "optional hook not attached; {fb}");
+                ProbeStatus { program: meta.name, hook: hook_name(meta), attached: false, reason: Some(format!("{why}; {fb}")) }
+            }
+        };
+        probes.push(status);
+    }
+    Ok(probes)
+}
+
+/// Loads `prog` and attaches it to each of its hooks; one result per hook.
+fn attach(prog: &mut aya::programs::Program, btf: &Btf, hooks: &[&'static Program]) -> Vec<(&'static Program, Result<(), SensorError>)> {
+    let first = hooks[0];
+    let err = |p: &'static Program| move |source| SensorError::Program { program: p.name, hook: hook_name(p), source };
+    let loaded = match first.hook {
+        Hook::TpBtf(tp) => <&mut BtfTracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load(tp, btf).map_err(err(first))),
+        Hook::TracePoint(..) => <&mut TracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first))),
+    };
+    if let Err(e) = loaded {
+        // Not loadable: every hook of it is missing, for the same reason.
+        let reason = error_chain(&e);
+        return hooks
+            .iter()
+            .map(|h| (*h, Err(SensorError::NotLoaded { program: h.name, hook: hook_name(h), reason: reason.clone() })))
+            .collect();
+    }
+    hooks
+        .iter()
+        .map(|h| {
+            let res = match h.hook {
+                Hook::TpBtf(_) => <&mut BtfTracePoint>::try_from(&mut *prog).map_err(err(h)).and_then(|p| p.attach().map(drop).map_err(err(h))),
+                Hook::TracePoint(category, tp) => <&mut TracePoint>::try_from(&mut *prog)
+                    .map_err(err(h))
+                    .and_then(|p| p.attach(category, tp).map(drop).map_err(err(h))),
+            };
+            (*h, res)
+        })
+        .collect()
+}
+
+/// Writes the watch list and prefix filters into their maps.
+fn set_filters(ebpf: &mut Ebpf, cfg: &SensorConfig) -> Result<(), SensorError> {
+    let mut watch: HashMap<_, osprey_inode_key, u32> =
+        HashMap::try_from(ebpf.map_mut("watch").ok_or(SensorError::Missing("watch"))?).map_err(map_err("watch"))?;
+    let n = filters::watch_inodes(&mut watch, &cfg.read_watch, wk::OSPREY_WATCH_READ).map_err(map_err("watch"))?;
+    info!(watched = n, listed = cfg.read_watch.len(), "read watch list set");
+    let mut trie: LpmTrie<_, [u8; filters::PREFIX_MAX], u32> =
+        LpmTrie::try_from(ebpf.map_mut("prefixes").ok_or(SensorError::Missing("prefixes"))?)
+            .map_err(map_err("prefixes"))?;
+    filters::set_prefixes(&mut trie, &cfg.write_exclude, &cfg.write_include).map_err(map_err("prefixes"))?;
     Ok(())
 }
 

@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * File telemetry: opens for writing (and creation), the first write through each open file,
+ * unlink/rmdir, rename, chmod, chown, truncate, link/symlink, and opens for reading of watched
+ * files.
+ *
+ * This kernel has no kprobes, fentry or BPF-LSM and no VFS tracepoints, so the hooks are
+ * syscall tracepoints: arguments are saved at sys_enter (keyed by thread), the event is built
+ * at sys_exit when the call succeeded. Opens and fd-based calls are resolved through the fd to
+ * the struct file (a canonical path); name-based calls join the directory (dirfd or cwd) with
+ * the name as given (flagged OSPREY_FILE_PATH_JOINED; user space normalises . and ..).
+ *
+ * In-kernel filters: per-op enable bits, a path-prefix trie (exclude / include for writes),
+ * an inode watch list for reads (the file itself or any of its first ancestors), and one
+ * MODIFY event per open file description. Everything filtered is counted.
+ */
+#include "common.h"
+#include "creds.h"
+#include "path.h"
+#include "syscalls.h"
+
+/* Inodes on the watch list (files, or directories covering everything below them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct osprey_inode_key);
+	__type(value, __u32); /* enum osprey_watch_kind */
+} watch SEC(".maps");
+
+/* Path prefixes (bytes) → enum osprey_watch_kind, longest prefix wins. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, 1); /* BPF_F_NO_PREALLOC, required for LPM tries */
+	__type(key, struct prefix_key);
+	__type(value, __u32);
+} prefixes SEC(".maps");
+
+/* Open file descriptions reported as opened for writing → whether a write was seen yet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct file * */
+	__type(value, __u32);
+} open_writes SEC(".maps");
+
+#define WATCH_ANCESTORS 8
+
+static __always_inline bool op_enabled(__u32 op)
+{
+	struct osprey_config *cfg = settings();
+	return cfg && (cfg->file_ops & (1u << (op & 31)));
+}
+
+static __always_inline __u32 watch_kind(struct inode *inode)
+{
+	struct osprey_inode_key k = {
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	__u32 *kind = bpf_map_lookup_elem(&watch, &k);
+	return kind ? *kind : 0;
+}
+
+/* Watch bits of the file's inode or of any of its first WATCH_ANCESTORS directories. */
+static __always_inline __u32 watched(struct file *file)
+{
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	__u32 kind = 0;
+	for (int i = 0; i < WATCH_ANCESTORS; i++) {
+		kind |= watch_kind(BPF_CORE_READ(d, d_inode));
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (parent == d)
+			break;
+		d = parent;
+	}
+	/* /proc/PID/mem of any process */
+	if (BPF_CORE_READ(file, f_inode, i_sb, s_magic) == PROC_SUPER_MAGIC) {
+		char name[4] = {};
+		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 0)
+			kind |= OSPREY_WATCH_READ;
+	}
+	return kind;
+}
+
+/* Watch bits of the longest configured prefix of the path at data offset `off`. */
+static __always_inline __u32 prefix_kind(struct scratch *s, __u32 off, __u32 len)
+{
+	if (len > PREFIX_MAX)
+		len = PREFIX_MAX;
+	s->key.prefixlen = len * 8;
+	bpf_probe_read_kernel(s->key.data, PREFIX_MAX, &SCRATCH_DATA_AT(s, off & SCRATCH_MASK));
+	__u32 *kind = bpf_map_lookup_elem(&prefixes, &s->key);
+	return kind ? *kind : 0;
+}
+
+/* Whether a write-type event on this path passes the include/exclude filters. */
+static __always_inline bool write_wanted(__u32 kind)
+{
+	if (kind & OSPREY_WATCH_PROTECT)
+		return true;
+	if (kind & OSPREY_WATCH_WRITE_EXCLUDE)
+		return false;
+	struct osprey_config *cfg = settings();
+	if (cfg && (cfg->flags & OSPREY_CFG_WRITE_INCLUDE))
+		return kind & OSPREY_WATCH_WRITE_INCLUDE;
+	return true;
+}
+
+static __always_inline void file_identity(struct osprey_file *f, struct file *file)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	f->ino = BPF_CORE_READ(inode, i_ino);
+	f->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	f->mode = BPF_CORE_READ(inode, i_mode);
+	f->uid = BPF_CORE_READ(inode, i_uid.val);
+	f->gid = BPF_CORE_READ(inode, i_gid.val);
+	f->size = BPF_CORE_READ(inode, i_size);
+}
+
+/* Starts a file record in scratch space. */
+static __always_inline struct osprey_file *file_rec(struct scratch *s, __u32 op, long ret)
+{
+	struct osprey_file *f = SCRATCH_REC(s, struct osprey_file);
+	f->op = op;
+	f->ret = ret;
+	f->flags = 0;
+	f->mode = 0;
+	f->uid = 0;
+	f->gid = 0;
+	f->size = 0;
+	f->ino = 0;
+	f->dev = 0;
+	f->pflags = 0;
+	f->path.off = 0;
+	f->path.len = 0;
+	f->path2.off = 0;
+	f->path2.len = 0;
+	return f;
+}
+
+static __always_inline void file_emit(struct osprey_file *f, struct task_struct *task, __u32 len)
+{
+	check_unexpected_root(task);
+	fill_hdr(&f->hdr, task, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
+	emit_scratch(f, sizeof(*f), len, OSPREY_REC_FILE);
+}
+
+/* Reports `op` on an open file (canonical path through the struct file). */
+static __always_inline int report_file(struct file *file, __u32 op, long ret, __u32 flags,
+				       __u32 kind)
+{
+	struct scratch *s = scratch_of_this_cpu();
+	if (!s)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct osprey_file *f = file_rec(s, op, ret);
+	bool trunc = false;
+	__u32 len = resolve_kpath(s, 0, &file->f_path, task, &trunc);
+	if (!write_wanted(kind | prefix_kind(s, 0, len))) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	file_identity(f, file);
+	f->flags = flags;
+	f->path.len = len;
+	f->pflags = (trunc ? OSPREY_FILE_PATH_TRUNC : 0) | ((kind & OSPREY_WATCH_READ) ? OSPREY_FILE_WATCHED : 0);
+	file_emit(f, task, len);
+	return 1;
+}
+
+static __always_inline int on_open_exit(long ret)
+{
+	struct saved_args a;
+	if (!take_saved(&a))
+		return 0;
+	__u32 flags = a.flags;
+	if (ret < 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *file = fd_file(task, ret);
+	if (!file)
+		return 0;
+	bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+	if (!writing) {
+		__u32 kind = watched(file);
+		if (!(kind & OSPREY_WATCH_READ) || !op_enabled(OSPREY_FILE_READ))
+			return 0; /* unwatched reads are not events: not counted either */
+		struct scratch *s = scratch_of_this_cpu();
+		if (!s)
+			return 0;
+		struct osprey_file *f = file_rec(s, OSPREY_FILE_READ, ret);
+		bool trunc = false;
+		__u32 len = resolve_kpath(s, 0, &file->f_path, task, &trunc);
+		file_identity(f, file);
+		f->flags = flags;
+		f->path.len = len;
+		f->pflags = OSPREY_FILE_WATCHED | (trunc ? OSPREY_FILE_PATH_TRUNC : 0);
+		file_emit(f, task, len);
+		return 0;
+	}
+	bool created = BPF_CORE_READ(file, f_mode) & FMODE_CREATED;
+	__u32 op = created ? OSPREY_FILE_CREATE : OSPREY_FILE_OPEN_WRITE;
+	if (!op_enabled(op)) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != 0100000 /* S_IFREG */) {
+		count(&filtered, OSPREY_REC_FILE); /* devices, fifos, sockets */
+		return 0;
+	}
+	if (report_file(file, op, ret, flags, watched(file))) {
+		__u64 key = (__u64)file;
+		__u32 written = 0;
+		bpf_map_update_elem(&open_writes, &key, &written, BPF_ANY);
+	}
+	return 0;
+}
+
+/* First write through a reported open file description → MODIFY; later ones are counted. */
+static __always_inline int on_write(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *file = fd_file(task, fd);
+	if (!file)
+		return 0;
+	__u64 key = (__u64)file;
+	__u32 *written = bpf_map_lookup_elem(&open_writes, &key);
+	if (!written)
+		return 0; /* not a file we reported (socket, pipe, excluded path) */
+	if (*written) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	*written = 1;
+	if (!op_enabled(OSPREY_FILE_MODIFY)) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	report_file(file, OSPREY_FILE_MODIFY, 0, BPF_CORE_READ(file, f_flags), 0);
+	return 0;
+}
+
+/*
+ * Writes `name` (a user pointer) as an absolute path at data offset `off`: as given when it
+ * starts with '/', else joined to the directory `dfd` refers to (or the cwd for AT_FDCWD).
+ */
+static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct task_struct *task,
+					   int dfd, const char *name, __u32 *pflags,
+					   __u32 joined_flag, __u32 trunc_flag)
+{
+	char first = 0;
+	bpf_probe_read_user(&first, 1, name);
+	__u32 len = 0;
+	if (first != '/') {
+		bool trunc = false;
+		if (dfd == AT_FDCWD) {
+			struct fs_struct *fs = BPF_CORE_READ(task, fs);
+			len = resolve_kpath(s, off, &fs->pwd, task, &trunc);
+		} else {
+			struct file *dir = fd_file(task, dfd);
+			if (dir)
+				len = resolve_kpath(s, off, &dir->f_path, task, &trunc);
+		}
+		if (trunc)
+			*pflags |= trunc_flag;
+		if (len == 1)
+			len = 0; /* the base is "/" itself */
+		SCRATCH_DATA_AT(s, (off + len) & SCRATCH_MASK) = '/';
+		len++;
+		*pflags |= joined_flag;
+	}
+	long n = bpf_probe_read_user_str(&SCRATCH_DATA_AT(s, (off + len) & SCRATCH_MASK), OSPREY_PATH_MAX,
+					 name);
+	if (n > 0)
+		len += n - 1;
+	if (n == OSPREY_PATH_MAX)
+		*pflags |= trunc_flag;
+	return len;
+}
+
+/* Name-based operations (unlink, rmdir, rename, chmod, chown, truncate, link, symlink). */
+static __always_inline int on_path_exit(long ret)
+{
+	struct saved_args args;
+	if (!take_saved(&args))
+		return 0;
+	if (ret < 0)
+		return 0;
+	__u32 op = args.op;
+	if (op == OSPREY_FILE_UNLINK && (args.flags & AT_REMOVEDIR))
+		op = OSPREY_FILE_RMDIR;
+	if (!op_enabled(op)) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	struct scratch *s = scratch_of_this_cpu();
+	if (!s)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct osprey_file *f = file_rec(s, op, ret);
+	__u32 pflags = 0;
+	__u32 len;
+	if (args.fd >= 0) {
+		/* fchmod, fchown, ftruncate: the file behind the fd */
+		struct file *file = fd_file(task, args.fd);
+		if (!file)
+			return 0;
+		bool trunc = false;
+		len = resolve_kpath(s, 0, &file->f_path, task, &trunc);
+		if (trunc)
+			pflags |= OSPREY_FILE_PATH_TRUNC;
+		file_identity(f, file);
+	} else if (op == OSPREY_FILE_SYMLINK) {
+		/* the target is stored verbatim, not resolved */
+		long n = bpf_probe_read_user_str(&SCRATCH_DATA_AT(s, 0), OSPREY_PATH_MAX, args.name);
+		len = n > 0 ? n - 1 : 0;
+	} else {
+		len = put_user_path(s, 0, task, args.dfd, args.name, &pflags, OSPREY_FILE_PATH_JOINED,
+				    OSPREY_FILE_PATH_TRUNC);
+	}
+	if (len > OSPREY_PATH_MAX * 2 + 1)
+		len = OSPREY_PATH_MAX * 2 + 1;
+	f->path.len = len;
+	__u32 off = len;
+	__u32 kind = prefix_kind(s, 0, len);
+	if (args.name2) {
+		__u32 len2 = put_user_path(s, off, task, args.dfd2, args.name2, &pflags,
+					   OSPREY_FILE_PATH2_JOINED, OSPREY_FILE_PATH2_TRUNC);
+		if (len2 > OSPREY_PATH_MAX * 2 + 1)
+			len2 = OSPREY_PATH_MAX * 2 + 1;
+		f->path2.off = off;
+		f->path2.len = len2;
+		kind |= prefix_kind(s, off, len2);
+		off += len2;
+	}
+	if (!write_wanted(kind)) {
+		count(&filtered, OSPREY_REC_FILE);
+		return 0;
+	}
+	f->pflags = pflags;
+	f->flags = args.flags;
+	if (op == OSPREY_FILE_CHMOD)
+		f->mode = args.mode;
+	if (op == OSPREY_FILE_CHOWN) {
+		f->uid = args.uid;
+		f->gid = args.gid;
+	}
+	if (op == OSPREY_FILE_TRUNCATE)
+		f->size = args.size;
+	file_emit(f, task, off);
+	return 0;
+}
+
+/* opens */
+SEC("tracepoint/syscalls/sys_enter_openat")
+int file_openat(struct sys_enter_ctx *ctx)
+{
+	return save(0, ctx->args[0], (void *)ctx->args[1], ctx->args[2], ctx->args[3]);
+}
+SEC("tracepoint/syscalls/sys_enter_open")
+int file_open(struct sys_enter_ctx *ctx)
+{
+	return save(0, AT_FDCWD, (void *)ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+SEC("tracepoint/syscalls/sys_enter_creat")
+int file_creat(struct sys_enter_ctx *ctx)
+{
+	return save(0, AT_FDCWD, (void *)ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1]);
+}
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int file_openat2(struct sys_enter_ctx *ctx)
+{
+	__u64 how[2] = {}; /* struct open_how { u64 flags; u64 mode; ... } */
+	bpf_probe_read_user(how, sizeof(how), (void *)ctx->args[2]);
+	return save(0, ctx->args[0], (void *)ctx->args[1], how[0], how[1]);
+}
+SEC("tracepoint/syscalls/sys_exit_openat")
+int file_open_x(struct sys_exit_ctx *ctx) { return on_open_exit(ctx->ret); }
+ATTACH_ALSO(file_open_x, "syscalls", sys_exit_open)
+ATTACH_ALSO(file_open_x, "syscalls", sys_exit_creat)
+ATTACH_ALSO(file_open_x, "syscalls", sys_exit_openat2)
+
+/* writes and closes */
+SEC("tracepoint/syscalls/sys_enter_write")
+int file_write(struct sys_enter_ctx *ctx) { return on_write(ctx->args[0]); }
+ATTACH_ALSO(file_write, "syscalls", sys_enter_pwrite64)
+ATTACH_ALSO(file_write, "syscalls", sys_enter_writev)
+ATTACH_ALSO(file_write, "syscalls", sys_enter_pwritev)
+SEC("tracepoint/syscalls/sys_enter_close")
+int file_close(struct sys_enter_ctx *ctx)
+{
+	struct file *file = fd_file(bpf_get_current_task_btf(), ctx->args[0]);
+	if (file) {
+		__u64 key = (__u64)file;
+		bpf_map_delete_elem(&open_writes, &key);
+	}
+	return 0;
+}
+
+/* name-based operations: enter saves, one shared exit program reports */
+SEC("tracepoint/syscalls/sys_exit_unlinkat")
+int file_path_x(struct sys_exit_ctx *ctx) { return on_path_exit(ctx->ret); }
+#define PATH_OP_EXIT(sys) ATTACH_ALSO(file_path_x, "syscalls", sys_exit_##sys)
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int file_unlinkat(struct sys_enter_ctx *ctx)
+{
+	return save(OSPREY_FILE_UNLINK, ctx->args[0], (void *)ctx->args[1], ctx->args[2], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int file_unlink(struct sys_enter_ctx *ctx)
+{
+	return save(OSPREY_FILE_UNLINK, AT_FDCWD, (void *)ctx->args[0], 0, 0);
+}
+SEC("tracepoint/syscalls/sys_enter_rmdir")
+int file_rmdir(struct sys_enter_ctx *ctx)
+{
+	return save(OSPREY_FILE_UNLINK, AT_FDCWD, (void *)ctx->args[0], AT_REMOVEDIR, 0);
+}
+PATH_OP_EXIT(unlink)
+PATH_OP_EXIT(rmdir)
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int file_renameat2(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_RENAME, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
+		     (void *)ctx->args[3], ctx->args[4]);
+}
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int file_renameat(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_RENAME, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
+		     (void *)ctx->args[3], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_rename")
+int file_rename(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_RENAME, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD,
+		     (void *)ctx->args[1], 0);
+}
+PATH_OP_EXIT(renameat2)
+PATH_OP_EXIT(renameat)
+PATH_OP_EXIT(rename)
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int file_linkat(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_LINK, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
+		     (void *)ctx->args[3], ctx->args[4]);
+}
+SEC("tracepoint/syscalls/sys_enter_link")
+int file_link(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_LINK, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD, (void *)ctx->args[1], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_symlinkat")
+int file_symlinkat(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_SYMLINK, AT_FDCWD, (void *)ctx->args[0], ctx->args[1],
+		     (void *)ctx->args[2], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_symlink")
+int file_symlink(struct sys_enter_ctx *ctx)
+{
+	return save2(OSPREY_FILE_SYMLINK, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD,
+		     (void *)ctx->args[1], 0);
+}
+PATH_OP_EXIT(linkat)
+PATH_OP_EXIT(link)
+PATH_OP_EXIT(symlinkat)
+PATH_OP_EXIT(symlink)
+
+static __always_inline int save_attr(__u32 op, int dfd, const char *name, int fd, __u32 mode,
+				     __u32 uid, __u32 gid, __u64 size)
+{
+	struct saved_args a = {
+		.op = op, .dfd = dfd, .name = name, .fd = fd,
+		.mode = mode, .uid = uid, .gid = gid, .size = size,
+	};
+	__u64 tid = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chmod")
+int file_chmod(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHMOD, AT_FDCWD, (void *)ctx->args[0], -1, ctx->args[1], 0, 0, 0);
+}
+SEC("tracepoint/syscalls/sys_enter_fchmodat")
+int file_fchmodat(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHMOD, ctx->args[0], (void *)ctx->args[1], -1, ctx->args[2], 0, 0, 0);
+}
+SEC("tracepoint/syscalls/sys_enter_fchmodat2")
+int file_fchmodat2(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHMOD, ctx->args[0], (void *)ctx->args[1], -1, ctx->args[2], 0, 0, 0);
+}
+SEC("tracepoint/syscalls/sys_enter_fchmod")
+int file_fchmod(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHMOD, AT_FDCWD, 0, ctx->args[0], ctx->args[1], 0, 0, 0);
+}
+PATH_OP_EXIT(chmod)
+PATH_OP_EXIT(fchmodat)
+PATH_OP_EXIT(fchmodat2)
+PATH_OP_EXIT(fchmod)
+
+SEC("tracepoint/syscalls/sys_enter_chown")
+int file_chown(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, (void *)ctx->args[0], -1, 0, ctx->args[1], ctx->args[2], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_lchown")
+int file_lchown(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, (void *)ctx->args[0], -1, 0, ctx->args[1], ctx->args[2], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_fchownat")
+int file_fchownat(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHOWN, ctx->args[0], (void *)ctx->args[1], -1, 0, ctx->args[2], ctx->args[3], 0);
+}
+SEC("tracepoint/syscalls/sys_enter_fchown")
+int file_fchown(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, 0, ctx->args[0], 0, ctx->args[1], ctx->args[2], 0);
+}
+PATH_OP_EXIT(chown)
+PATH_OP_EXIT(lchown)
+PATH_OP_EXIT(fchownat)
+PATH_OP_EXIT(fchown)
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int file_truncate(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_TRUNCATE, AT_FDCWD, (void *)ctx->args[0], -1, 0, 0, 0, ctx->args[1]);
+}
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int file_ftruncate(struct sys_enter_ctx *ctx)
+{
+	return save_attr(OSPREY_FILE_TRUNCATE, AT_FDCWD, 0, ctx->args[0], 0, 0, 0, ctx->args[1]);
+}
+PATH_OP_EXIT(truncate)
+PATH_OP_EXIT(ftruncate)

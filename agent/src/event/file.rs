@@ -1,0 +1,141 @@
+//! ECS form of file records.
+
+use agent_common::osprey_file_op as fo;
+use serde::Serialize;
+
+use crate::decode::File;
+
+#[derive(Serialize)]
+pub struct FileDoc<'a> {
+    pub path: &'a str,
+    pub name: &'a str,
+    pub directory: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// symlink target
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_path: Option<&'a str>,
+    #[serde(rename = "Ext", skip_serializing_if = "Option::is_none")]
+    pub ext: Option<FileExt<'a>>,
+}
+
+/// Elastic's extension for the previous path of a renamed file.
+#[derive(Serialize)]
+pub struct FileExt<'a> {
+    pub original: Original<'a>,
+}
+
+#[derive(Serialize)]
+pub struct Original<'a> {
+    pub path: &'a str,
+    pub name: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct FileMeta {
+    pub op: &'static str,
+    pub flags: u32,
+    pub watched: bool,
+    pub path_truncated: bool,
+    pub device: u32,
+}
+
+/// (event.type, event.action) of a file operation.
+pub fn classify(op: u32) -> (&'static str, &'static str) {
+    match op {
+        fo::OSPREY_FILE_OPEN_WRITE => ("access", "open_write"),
+        fo::OSPREY_FILE_CREATE => ("creation", "creation"),
+        fo::OSPREY_FILE_MODIFY => ("change", "modification"),
+        fo::OSPREY_FILE_READ => ("access", "read"),
+        fo::OSPREY_FILE_UNLINK => ("deletion", "deletion"),
+        fo::OSPREY_FILE_RMDIR => ("deletion", "rmdir"),
+        fo::OSPREY_FILE_RENAME => ("change", "rename"),
+        fo::OSPREY_FILE_CHMOD => ("change", "chmod"),
+        fo::OSPREY_FILE_CHOWN => ("change", "chown"),
+        fo::OSPREY_FILE_TRUNCATE => ("change", "truncate"),
+        fo::OSPREY_FILE_LINK => ("creation", "link"),
+        fo::OSPREY_FILE_SYMLINK => ("creation", "symlink"),
+        _ => ("info", "unknown"),
+    }
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn file_type(mode: u32) -> Option<&'static str> {
+    match mode & 0o170000 {
+        0o100000 => Some("file"),
+        0o040000 => Some("dir"),
+        0o120000 => Some("symlink"),
+        0 => None,
+        _ => Some("other"),
+    }
+}
+
+/// The subject file is the new path for rename/link/symlink, the only path otherwise.
+pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
+    let moved = matches!(f.op, fo::OSPREY_FILE_RENAME | fo::OSPREY_FILE_LINK | fo::OSPREY_FILE_SYMLINK);
+    let subject = match (&f.path2, moved) {
+        (Some(p2), true) => p2.as_str(),
+        _ => f.path.as_str(),
+    };
+    let (directory, name) = split(subject);
+    let extension = name.rsplit_once('.').map(|(_, e)| e).filter(|e| !e.is_empty() && !name.starts_with('.'));
+    let known = f.ino != 0;
+    let (orig_dir_name, target) = match f.op {
+        fo::OSPREY_FILE_RENAME => (Some(split(&f.path).1), None),
+        fo::OSPREY_FILE_SYMLINK => (None, Some(f.path.as_str())),
+        fo::OSPREY_FILE_LINK => (None, Some(f.path.as_str())),
+        _ => (None, None),
+    };
+    let mode = match f.op {
+        fo::OSPREY_FILE_CHMOD => Some(format!("{:o}", f.mode & 0o7777)),
+        _ if known => Some(format!("{:o}", f.mode & 0o7777)),
+        _ => None,
+    };
+    // chown(-1) leaves an id unchanged: it is not reported.
+    let (uid, gid) = if known || f.op == fo::OSPREY_FILE_CHOWN {
+        ((f.uid != u32::MAX).then(|| f.uid.to_string()), (f.gid != u32::MAX).then(|| f.gid.to_string()))
+    } else {
+        (None, None)
+    };
+    let doc = FileDoc {
+        path: subject,
+        name,
+        directory,
+        extension,
+        type_: if known { file_type(f.mode) } else { None },
+        inode: known.then(|| f.ino.to_string()),
+        mode,
+        uid,
+        gid,
+        size: (known || f.op == fo::OSPREY_FILE_TRUNCATE).then_some(f.size),
+        target_path: target,
+        ext: orig_dir_name.map(|name| FileExt { original: Original { path: &f.path, name } }),
+    };
+    let meta = FileMeta {
+        op: classify(f.op).1,
+        flags: f.flags,
+        watched: f.watched(),
+        path_truncated: f.path_truncated(),
+        device: f.dev,
+    };
+    (doc, meta)
+}

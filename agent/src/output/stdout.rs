@@ -1,0 +1,50 @@
+//! The queued form of the stdout sink: ECS JSON lines, written whenever the queue runs empty.
+
+use std::io;
+
+use super::{
+    queue::{Doc, Lines, Writer},
+    OutputError,
+};
+use crate::metrics::OutputMetrics;
+
+/// Settings of a `stdout` entry in `output.sinks` (none yet; write `stdout: {}`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {}
+
+pub(crate) struct StdoutWriter<W: io::Write + Send + 'static = io::Stdout> {
+    out: W,
+    lines: Lines,
+    m: OutputMetrics,
+}
+
+impl StdoutWriter {
+    pub fn new(m: OutputMetrics) -> Self {
+        Self::with(io::stdout(), m)
+    }
+}
+
+impl<W: io::Write + Send + 'static> StdoutWriter<W> {
+    pub fn with(out: W, m: OutputMetrics) -> Self {
+        Self { out, lines: Lines::default(), m }
+    }
+}
+
+impl<W: io::Write + Send + 'static> Writer for StdoutWriter<W> {
+    fn write(&mut self, doc: &Doc<'_>) -> Result<(), OutputError> {
+        self.lines.push(doc.json);
+        if self.lines.buf.len() >= 1 << 16 {
+            return self.idle();
+        }
+        Ok(())
+    }
+
+    fn idle(&mut self) -> Result<(), OutputError> {
+        self.lines.drain_into(&mut self.out, &self.m).map_err(|e| OutputError::Io { what: "writing to stdout".into(), source: e })
+    }
+
+    fn close(&mut self) -> Result<(), OutputError> {
+        self.idle()
+    }
+}

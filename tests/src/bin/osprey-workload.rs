@@ -1,0 +1,185 @@
+//! Workloads for the integration tests: each subcommand performs an exact list of syscalls
+//! (the kind an attacker's tool would make) and prints what it did, so a test can compare the
+//! events Osprey reports with what really happened.
+//!
+//!   osprey-workload files DIR          create/write/rename/chmod/chown/truncate/link/delete
+//!   osprey-workload write-storm FILE N  one open, N writes
+//!   osprey-workload read FILE           open read-only and read
+//!   osprey-workload creds               seteuid(65534), then setresuid(0, 0, 0)
+//!   osprey-workload memfd-exec          memfd_create + write /bin/true + execveat
+//!   osprey-workload mprotect            anonymous RW mapping made executable
+//!   osprey-workload ptrace              PTRACE_ATTACH to a child, then detach
+//!   osprey-workload bpf-load            load a 2-instruction socket filter named osprey_wl
+//!   osprey-workload unshare             unshare(CLONE_NEWNS)
+//!   osprey-workload kill-child          SIGKILL a child `sleep`
+
+use std::{
+    ffi::CString,
+    io::Write,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    process::Command,
+};
+
+use nix::{
+    fcntl::{open, openat, renameat, AtFlags, OFlag},
+    sys::stat::{fchmodat, FchmodatFlags, Mode},
+    unistd::{self, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags},
+};
+
+fn check<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
+}
+
+fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful open and is owned by no one else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn files(dir: &str) {
+    let p = |name: &str| format!("{dir}/{name}");
+    let rw = Mode::from_bits_truncate(0o644);
+    // absolute create + three writes
+    let a = owned(check("open a", open(p("a.txt").as_str(), OFlag::O_CREAT | OFlag::O_WRONLY, rw)));
+    let mut fa = std::fs::File::from(a);
+    for _ in 0..3 {
+        check("write a", fa.write_all(b"hello\n"));
+    }
+    drop(fa);
+    // dirfd-relative create
+    let dfd = owned(check("open dir", open(dir, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty())));
+    let d = Some(dfd.as_raw_fd());
+    let b = owned(check("openat b", openat(d, "b.txt", OFlag::O_CREAT | OFlag::O_WRONLY, rw)));
+    check("renameat b->c", renameat(d, "b.txt", d, "c.txt"));
+    check("rename a->d", std::fs::rename(p("a.txt"), p("d.txt")));
+    check("fchmodat c", fchmodat(d, "c.txt", Mode::from_bits_truncate(0o600), FchmodatFlags::FollowSymlink));
+    check("chmod d", std::fs::set_permissions(p("d.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o640)));
+    check("fchownat c", fchownat(d, "c.txt", Some(Uid::from_raw(1234)), Some(Gid::from_raw(5678)), AtFlags::empty()));
+    check("chown d", std::os::unix::fs::chown(p("d.txt"), Some(4321), None));
+    check("truncate d", unistd::truncate(p("d.txt").as_str(), 10));
+    check("ftruncate c", unistd::ftruncate(&b, 5));
+    drop(b);
+    check("linkat c->e", linkat(d, "c.txt", d, "e.txt", AtFlags::empty()));
+    check("symlinkat f->c", symlinkat("c.txt", d, "f.lnk"));
+    check("unlinkat e", unlinkat(d, "e.txt", UnlinkatFlags::NoRemoveDir));
+    check("unlink f", std::fs::remove_file(p("f.lnk")));
+    check("mkdir sub", std::fs::create_dir(p("sub")));
+    check("unlinkat sub", unlinkat(d, "sub", UnlinkatFlags::RemoveDir));
+    // relative to the cwd
+    check("chdir", std::env::set_current_dir(dir));
+    check("mkdir sub", std::fs::create_dir("sub"));
+    check("rename c->g", std::fs::rename("c.txt", "./sub/../g.txt"));
+}
+
+fn write_storm(path: &str, n: u64) {
+    let mut f = check("open", std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(path));
+    for _ in 0..n {
+        check("write", f.write_all(b"x"));
+    }
+}
+
+fn read(path: &str) {
+    let data = check("read", std::fs::read(path));
+    println!("read {} bytes", data.len());
+}
+
+fn creds() {
+    check("seteuid", unistd::seteuid(Uid::from_raw(65534)));
+    check("setresuid", unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)));
+}
+
+fn memfd_exec() -> ! {
+    let image = check("read /bin/true", std::fs::read("/bin/true"));
+    let name = CString::new("osprey-wl").unwrap();
+    let fd = check("memfd_create", nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::empty()));
+    let mut f = std::fs::File::from(fd);
+    check("write memfd", f.write_all(&image));
+    let argv = [CString::new("true").unwrap()];
+    let env: [CString; 0] = [];
+    check("execveat", nix::unistd::fexecve(f.as_raw_fd(), &argv, &env));
+    unreachable!()
+}
+
+fn mprotect() {
+    // SAFETY: a fresh private anonymous mapping, used only through these calls.
+    unsafe {
+        let len = 4096;
+        let addr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mprotect(addr, len, libc::PROT_READ | libc::PROT_EXEC), 0, "mprotect");
+        println!("mprotect {:#x}", addr as usize);
+        libc::munmap(addr, len);
+    }
+}
+
+fn ptrace() {
+    let mut child = check("spawn sleep", Command::new("/bin/sleep").arg("30").spawn());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    check("attach", nix::sys::ptrace::attach(pid));
+    check("waitpid", nix::sys::wait::waitpid(pid, None));
+    check("detach", nix::sys::ptrace::detach(pid, None));
+    println!("ptraced {pid}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn bpf_load() {
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = CString::new("GPL").unwrap();
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        pad: [u64; 8],
+    }
+    let mut attr = ProgLoad {
+        prog_type: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        ..Default::default()
+    };
+    attr.prog_name[..9].copy_from_slice(b"osprey_wl");
+    // SAFETY: BPF_PROG_LOAD with a valid, fully initialised attribute of the size given.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 5, &attr as *const ProgLoad, std::mem::size_of::<ProgLoad>()) };
+    assert!(fd >= 0, "bpf(BPF_PROG_LOAD): {}", std::io::Error::last_os_error());
+    println!("bpf prog fd {fd}");
+}
+
+fn unshare() {
+    check("unshare", nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS));
+}
+
+fn kill_child() {
+    let mut child = check("spawn sleep", Command::new("/bin/sleep").arg("30").spawn());
+    println!("child {}", child.id());
+    check("kill", nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL));
+    let _ = child.wait();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}"));
+    match arg(0) {
+        "files" => files(arg(1)),
+        "write-storm" => write_storm(arg(1), arg(2).parse().expect("count")),
+        "read" => read(arg(1)),
+        "creds" => creds(),
+        "memfd-exec" => memfd_exec(),
+        "mprotect" => mprotect(),
+        "ptrace" => ptrace(),
+        "bpf-load" => bpf_load(),
+        "unshare" => unshare(),
+        "kill-child" => kill_child(),
+        other => panic!("unknown workload {other}"),
+    }
+}

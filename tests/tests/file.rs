@@ -1,0 +1,133 @@
+//! File telemetry on the real kernel (root): every operation, absolute and dirfd-relative,
+//! arrives once with the right absolute paths and values; sensitive reads; the write storm.
+
+use std::{process::Command, time::Duration};
+
+use agent::decode::{File, Record};
+use agent_common::{osprey_file_op as fo, RecordType};
+use osprey_tests::{test_config, Harness};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_osprey-workload");
+
+/// Runs the workload; returns its pid.
+fn workload(args: &[&str]) -> u32 {
+    let mut c = Command::new(WORKLOAD).args(args).spawn().unwrap();
+    let pid = c.id();
+    assert!(c.wait().unwrap().success(), "workload {args:?} failed");
+    pid
+}
+
+fn has_exit(h: &[agent::event::Event], pid: u32) -> bool {
+    h.iter().any(|e| matches!(e.record(), Some(Record::Exit(x)) if x.hdr.pid == pid))
+}
+
+fn file_events(h: &Harness, pid: u32) -> Vec<&File> {
+    h.records()
+        .filter_map(|r| match r {
+            Record::File(f) if f.hdr.pid == pid => Some(&**f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Exactly one event of `op` on `path` (path2 when given); returns it.
+fn one<'a>(evs: &[&'a File], op: u32, path: &str, path2: Option<&str>) -> &'a File {
+    let found: Vec<&&File> = evs.iter().filter(|f| f.op == op && f.path == path && f.path2.as_deref() == path2).collect();
+    assert_eq!(found.len(), 1, "one op {op} on {path} -> {path2:?}; all events: {evs:#?}");
+    found[0]
+}
+
+#[test]
+fn file_operations_arrive_once_with_absolute_paths_and_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::fs::canonicalize(dir.path()).unwrap().to_string_lossy().into_owned();
+    let p = |n: &str| format!("{d}/{n}");
+    let mut h = Harness::start(test_config());
+    let pid = workload(&["files", &d]);
+    assert!(h.wait_for(Duration::from_secs(10), |evs| has_exit(evs, pid)));
+    let evs = file_events(&h, pid);
+
+    one(&evs, fo::OSPREY_FILE_CREATE, &p("a.txt"), None);
+    let m = one(&evs, fo::OSPREY_FILE_MODIFY, &p("a.txt"), None);
+    assert_eq!(evs.iter().filter(|f| f.op == fo::OSPREY_FILE_MODIFY).count(), 1, "three writes, one open: one modify");
+    assert!(m.ino != 0);
+    one(&evs, fo::OSPREY_FILE_CREATE, &p("b.txt"), None); // openat(dirfd, "b.txt")
+    one(&evs, fo::OSPREY_FILE_RENAME, &p("b.txt"), Some(&p("c.txt"))); // renameat(dirfd..)
+    one(&evs, fo::OSPREY_FILE_RENAME, &p("a.txt"), Some(&p("d.txt"))); // rename(abs)
+    assert_eq!(one(&evs, fo::OSPREY_FILE_CHMOD, &p("c.txt"), None).mode & 0o7777, 0o600);
+    assert_eq!(one(&evs, fo::OSPREY_FILE_CHMOD, &p("d.txt"), None).mode & 0o7777, 0o640);
+    let c = one(&evs, fo::OSPREY_FILE_CHOWN, &p("c.txt"), None);
+    assert_eq!((c.uid, c.gid), (1234, 5678));
+    let c = one(&evs, fo::OSPREY_FILE_CHOWN, &p("d.txt"), None);
+    assert_eq!((c.uid, c.gid), (4321, u32::MAX), "gid -1: unchanged");
+    assert_eq!(one(&evs, fo::OSPREY_FILE_TRUNCATE, &p("d.txt"), None).size, 10);
+    let t = one(&evs, fo::OSPREY_FILE_TRUNCATE, &p("c.txt"), None); // ftruncate(fd)
+    assert_eq!(t.size, 5);
+    assert!(t.ino != 0, "resolved through the fd");
+    one(&evs, fo::OSPREY_FILE_LINK, &p("c.txt"), Some(&p("e.txt")));
+    one(&evs, fo::OSPREY_FILE_SYMLINK, "c.txt", Some(&p("f.lnk")));
+    one(&evs, fo::OSPREY_FILE_UNLINK, &p("e.txt"), None);
+    one(&evs, fo::OSPREY_FILE_UNLINK, &p("f.lnk"), None);
+    one(&evs, fo::OSPREY_FILE_RMDIR, &p("sub"), None);
+    one(&evs, fo::OSPREY_FILE_RENAME, &p("c.txt"), Some(&p("g.txt"))); // relative to cwd, with ..
+    // Nothing else: 2 creates, 1 modify, 3 renames, 2 chmods, 2 chowns, 2 truncates, 1 link,
+    // 1 symlink, 2 unlinks, 1 rmdir (mkdir is not a reported operation).
+    assert_eq!(evs.len(), 17, "{evs:#?}");
+
+    // ECS form of the rename.
+    let ev = h
+        .events
+        .iter()
+        .find(|e| matches!(e.record(), Some(Record::File(f)) if f.hdr.pid == pid && f.op == fo::OSPREY_FILE_RENAME && f.path.ends_with("b.txt")))
+        .unwrap();
+    let v = h.ecs.to_value(ev);
+    assert_eq!(v["event"]["category"][0], "file");
+    assert_eq!(v["event"]["action"], "rename");
+    assert_eq!(v["file"]["path"], p("c.txt"));
+    assert_eq!(v["file"]["name"], "c.txt");
+    assert_eq!(v["file"]["directory"], d);
+    assert_eq!(v["file"]["Ext"]["original"]["path"], p("b.txt"));
+    assert_eq!(v["process"]["pid"], pid);
+    h.stop();
+}
+
+#[test]
+fn reading_shadow_is_reported_and_an_unwatched_read_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "nothing to see").unwrap();
+    let mut h = Harness::start(test_config());
+    let shadow_pid = workload(&["read", "/etc/shadow"]);
+    let plain_pid = workload(&["read", plain.to_str().unwrap()]);
+    assert!(h.wait_for(Duration::from_secs(10), |evs| has_exit(evs, shadow_pid) && has_exit(evs, plain_pid)));
+    let reads = file_events(&h, shadow_pid);
+    let r = one(&reads, fo::OSPREY_FILE_READ, "/etc/shadow", None);
+    assert!(r.watched());
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert!(file_events(&h, plain_pid).is_empty(), "an unwatched read is no event: {:#?}", file_events(&h, plain_pid));
+    let ev = h.events.iter().find(|e| matches!(e.record(), Some(Record::File(f)) if f.hdr.pid == shadow_pid)).unwrap();
+    let v = h.ecs.to_value(ev);
+    assert_eq!(v["event"]["action"], "read");
+    assert_eq!(v["file"]["path"], "/etc/shadow");
+    assert_eq!(v["osprey"]["file"]["watched"], true);
+    h.stop();
+}
+
+#[test]
+fn a_write_storm_is_one_event_per_open_and_the_rest_is_counted() {
+    const N: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("storm.bin").to_string_lossy().into_owned();
+    let mut h = Harness::start(test_config());
+    let before = h.kernel_counters().filtered_total(RecordType::File);
+    let pid = workload(&["write-storm", &path, &N.to_string()]);
+    assert!(h.wait_for(Duration::from_secs(20), |evs| has_exit(evs, pid)));
+    let after = h.kernel_counters().filtered_total(RecordType::File);
+    let evs = file_events(&h, pid);
+    one(&evs, fo::OSPREY_FILE_CREATE, &path, None);
+    one(&evs, fo::OSPREY_FILE_MODIFY, &path, None);
+    assert_eq!(evs.len(), 2, "one open, one first write: {evs:#?}");
+    eprintln!("write storm: {N} writes, 1 modify event, filtered counter +{}", after - before);
+    assert!(after - before >= N - 1, "the other {} writes are counted as filtered, got {}", N - 1, after - before);
+    h.stop();
+}
