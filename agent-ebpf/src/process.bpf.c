@@ -47,11 +47,14 @@ int BPF_PROG(proc_prepare_exec, struct task_struct *task, struct linux_binprm *b
 	return 0;
 }
 
+/* Since 6.13 the top bit of i_ctime_nsec flags a queried timestamp (multigrain ctime). */
+#define I_CTIME_QUERIED (1U << 31)
+
 static __always_inline __u64 inode_ctime_ns(struct inode *inode)
 {
 	if (bpf_core_field_exists(inode->i_ctime_sec))
 		return BPF_CORE_READ(inode, i_ctime_sec) * 1000000000ULL +
-		       BPF_CORE_READ(inode, i_ctime_nsec);
+		       (BPF_CORE_READ(inode, i_ctime_nsec) & ~I_CTIME_QUERIED);
 	struct inode___timespec *its = (void *)inode;
 	if (bpf_core_field_exists(its->__i_ctime))
 		return BPF_CORE_READ(its, __i_ctime.tv_sec) * 1000000000ULL +

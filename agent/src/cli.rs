@@ -50,6 +50,12 @@ pub struct RunArgs {
     /// Do not write events to standard output.
     #[arg(long)]
     pub no_stdout: bool,
+    /// Address of the /metrics, /healthz and /readyz endpoint (port 0: any free port).
+    #[arg(long)]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Do not serve the health endpoint.
+    #[arg(long)]
+    pub no_health: bool,
 }
 
 fn parse_size_u32(s: &str) -> Result<u32, String> {
@@ -71,6 +77,12 @@ impl RunArgs {
         }
         if self.no_stdout {
             cfg.output.stdout = false;
+        }
+        if let Some(addr) = self.health_listen {
+            cfg.health.listen = addr;
+        }
+        if self.no_health {
+            cfg.health.enabled = false;
         }
         cfg.validate().map_err(|e| format!("command line: {e}"))
     }

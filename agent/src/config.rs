@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use crate::{
+    enrich::ProcessSection,
     output::SinkConfig,
     pipeline::PipelineConfig,
     sensor::{
@@ -41,6 +42,7 @@ pub struct Config {
     pub health: HealthSection,
     pub file: FileSection,
     pub system: SystemSection,
+    pub process: ProcessSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -266,6 +268,7 @@ impl Config {
         PipelineConfig {
             reorder_window: self.pipeline.reorder_window,
             loss_poll: self.pipeline.loss_report_interval,
+            process: self.process.clone(),
         }
     }
 }

@@ -3,14 +3,19 @@
 mod file;
 mod system;
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use agent_common::RecordType;
 use serde::Serialize;
 
 use crate::{
     decode::{Exec, Exit, Fork, Header, Record},
-    process::{EntityIds, Host},
+    enrich::{Context, LateHash, ProcCtx},
+    process::{table::Ancestor, EntityIds, Host},
 };
 
 /// What flows from the sensor through the pipeline to the outputs.
@@ -19,6 +24,8 @@ pub struct Event {
     /// Wall-clock time of the event, ns since the Unix epoch.
     pub wall_ns: u64,
     pub body: EventBody,
+    /// What the process table adds: image, parent, ancestry, users, container, hash.
+    pub ctx: Option<Arc<Context>>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,13 +34,15 @@ pub enum EventBody {
     /// The kernel could not deliver some records (ring buffer full): how many, since the last
     /// report, by type. Loss is data, so it is reported in the stream too.
     Loss(Vec<(RecordType, u64)>),
+    /// The sha256 of an executable that was still being hashed when its exec event left.
+    Hash(LateHash),
 }
 
 impl Event {
     pub fn record(&self) -> Option<&Record> {
         match &self.body {
             EventBody::Record(r) => Some(r),
-            EventBody::Loss(_) => None,
+            EventBody::Loss(_) | EventBody::Hash(_) => None,
         }
     }
 }
@@ -58,7 +67,34 @@ struct Doc<'a> {
     file: Option<file::FileDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<system::UserDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<ContainerDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orchestrator: Option<Orchestrator<'a>>,
     osprey: Osprey<'a>,
+}
+
+#[derive(Serialize)]
+struct ContainerDoc<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Orchestrator<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    resource: PodResource<'a>,
+}
+
+#[derive(Serialize)]
+struct PodResource<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qos: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -75,17 +111,38 @@ struct EventMeta {
 #[derive(Serialize)]
 struct Id {
     id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Arc<str>>,
 }
 
 fn id(v: u32) -> Id {
-    Id { id: v.to_string() }
+    Id { id: v.to_string(), name: None }
 }
 
-#[derive(Serialize)]
-struct Parent {
+#[derive(Serialize, Default)]
+struct Parent<'a> {
     pid: u32,
     entity_id: String,
     start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executable: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<Vec<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_line: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Previous<'a> {
+    executable: &'a str,
+    args: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Hash {
+    sha256: String,
 }
 
 #[derive(Serialize)]
@@ -102,7 +159,7 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     executable: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<&'a [String]>,
+    args: Option<Cow<'a, [String]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     args_count: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +170,13 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     thread: Option<Thread>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<Parent>,
+    parent: Option<Parent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ancestry: Option<&'a [Ancestor]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<Previous<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<Hash>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +211,10 @@ struct Osprey<'a> {
     exit: Option<ExitMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lost: Option<Vec<LostMeta>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hash_pending: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    process_incomplete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<file::FileMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,6 +324,7 @@ impl Ecs {
                 pid: h.ppid,
                 entity_id: self.ids.entity_id(h.ppid, h.parent_start_ns),
                 start: rfc3339(self.wall_ns(h.parent_start_ns)),
+                ..Default::default()
             }),
             user: Some(id(h.euid)),
             group: Some(id(h.egid)),
@@ -280,7 +348,7 @@ impl Ecs {
         let mut p = self.base_process(&e.hdr);
         p.name = Some(basename(&e.exe_path));
         p.executable = Some(&e.exe_path);
-        p.args = Some(&e.args);
+        p.args = Some(Cow::Borrowed(&e.args));
         p.args_count = Some(e.argc);
         p.command_line = Some(command_line(&e.args));
         p.working_directory = Some(&e.cwd);
@@ -323,6 +391,7 @@ impl Ecs {
             pid: h.pid,
             entity_id: self.ids.entity_id(h.pid, h.start_ns),
             start: rfc3339(self.wall_ns(h.start_ns)),
+            ..Default::default()
         });
         let mut o = Self::meta(h);
         o.fork = Some(ForkMeta { thread: f.thread });
@@ -352,6 +421,8 @@ impl Ecs {
             process: None,
             file: None,
             user: None,
+            container: None,
+            orchestrator: None,
             osprey: Osprey::default(),
         };
         match &ev.body {
@@ -397,8 +468,74 @@ impl Ecs {
             EventBody::Loss(lost) => {
                 doc.osprey.lost = Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect());
             }
+            EventBody::Hash(late) => {
+                doc.event = meta("process", "info", "hash");
+                let mut p = self.ctx_process(&late.process);
+                p.hash = Some(Hash { sha256: late.sha256.clone() });
+                doc.process = Some(p);
+            }
+        }
+        if let Some(ctx) = &ev.ctx {
+            let is_exec = matches!(ev.body, EventBody::Record(Record::Exec(_)));
+            self.apply_ctx(&mut doc, ctx, is_exec);
         }
         serde_json::to_writer(out, &doc)
+    }
+
+    /// A process as the table knows it (no record at hand).
+    fn ctx_process<'a>(&self, c: &'a ProcCtx) -> Process<'a> {
+        let mut p = Process {
+            pid: c.pid,
+            entity_id: c.entity_id.clone(),
+            name: Some(&c.comm),
+            start: rfc3339(self.wall_ns(c.start_ns)),
+            ..Default::default()
+        };
+        fill_image(&mut p, c);
+        p
+    }
+
+    /// Adds the process table's view: image (except for execs, whose record is the truth),
+    /// parent image, ancestry, previous image, hash, user names, container and pod.
+    fn apply_ctx<'a>(&self, doc: &mut Doc<'a>, ctx: &'a Context, is_exec: bool) {
+        if let Some(p) = doc.process.as_mut() {
+            if !is_exec {
+                fill_image(p, &ctx.process);
+            }
+            if let Some(par) = &ctx.parent {
+                let parent = p.parent.get_or_insert_with(Parent::default);
+                parent.pid = par.pid;
+                parent.entity_id = par.entity_id.clone();
+                parent.start = rfc3339(self.wall_ns(par.start_ns));
+                if let Some(img) = &par.image {
+                    parent.executable = Some(img.exe());
+                    parent.name = Some(img.name());
+                    parent.args = Some(img.args().collect());
+                    parent.command_line = Some(img.command_line());
+                }
+            }
+            p.ancestry = Some(&ctx.ancestry);
+            p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: prev.args().collect() });
+            p.hash = ctx.hash.as_ref().map(|h| Hash { sha256: h.clone() });
+            for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {
+                if let Some(id) = slot.as_mut() {
+                    id.name = name.clone();
+                }
+            }
+        }
+        if let Some(info) = ctx.cgroup.as_ref().and_then(|c| c.container.as_ref()) {
+            if let Some(id) = &info.id {
+                doc.container = Some(ContainerDoc { id, runtime: info.runtime.map(|r| r.name()) });
+            }
+            if let Some(pod) = &info.pod_uid {
+                doc.orchestrator = Some(Orchestrator {
+                    type_: "kubernetes",
+                    resource: PodResource { type_: "pod", id: pod, qos: info.qos.map(|q| q.name()) },
+                });
+            }
+        }
+        doc.osprey.hash_pending = ctx.hash_pending;
+        doc.osprey.process_incomplete = ctx.incomplete;
     }
 
     /// The event as a JSON value (tests and tools; the hot path uses [`Ecs::write`]).
@@ -406,6 +543,18 @@ impl Ecs {
         let mut buf = Vec::new();
         self.write(ev, &mut buf).expect("serialising an event cannot fail");
         serde_json::from_slice(&buf).expect("valid JSON")
+    }
+}
+
+/// The image fields of a process from the table.
+fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
+    if let Some(img) = &c.image {
+        p.executable = Some(img.exe());
+        p.name = Some(img.name());
+        p.args = Some(Cow::Owned(img.args_vec()));
+        p.args_count = Some(img.args_count() as u32);
+        p.command_line = Some(img.command_line());
+        p.working_directory = Some(img.cwd());
     }
 }
 
@@ -432,7 +581,7 @@ mod tests {
     #[test]
     fn exec_becomes_ecs() {
         let rec = decode(&raw::exec(7, 1_000, "/usr/bin/echo", &["echo", "a", "b c"], "/tmp")).unwrap();
-        let ev = Event { wall_ns: 1_700_000_000_000_001_000, body: EventBody::Record(rec) };
+        let ev = Event { wall_ns: 1_700_000_000_000_001_000, body: EventBody::Record(rec), ctx: None };
         let v = ecs().to_value(&ev);
         assert_eq!(v["event"]["action"], "exec");
         assert_eq!(v["event"]["category"][0], "process");
@@ -452,7 +601,7 @@ mod tests {
         let e = ecs();
         for (status, code, sig) in [(3 << 8, 3, None), (9, 137, Some(9))] {
             let rec = decode(&raw::exit(7, status, 5)).unwrap();
-            let v = e.to_value(&Event { wall_ns: 0, body: EventBody::Record(rec) });
+            let v = e.to_value(&Event { wall_ns: 0, body: EventBody::Record(rec), ctx: None });
             assert_eq!(v["process"]["exit_code"], code);
             assert_eq!(v["osprey"]["exit"]["signal"].as_i64(), sig);
         }
@@ -461,7 +610,7 @@ mod tests {
     #[test]
     fn fork_subject_is_the_child() {
         let rec = decode(&raw::fork(10, 11, 5)).unwrap();
-        let v = ecs().to_value(&Event { wall_ns: 0, body: EventBody::Record(rec) });
+        let v = ecs().to_value(&Event { wall_ns: 0, body: EventBody::Record(rec), ctx: None });
         assert_eq!(v["process"]["pid"], 11);
         assert_eq!(v["process"]["parent"]["pid"], 10);
         assert_eq!(v["event"]["action"], "fork");

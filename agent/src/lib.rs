@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod enrich;
 pub mod event;
 pub mod health;
 pub mod metrics;

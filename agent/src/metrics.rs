@@ -17,6 +17,8 @@ pub struct Metrics {
     output_dropped: IntCounterVec,
     output_retries: IntCounterVec,
     output_queue: IntGaugeVec,
+    table_entries: prometheus::IntGauge,
+    table_evictions: IntCounterVec,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -115,6 +117,18 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let table_entries = prometheus::IntGauge::new(
+            "osprey_process_table_entries",
+            "Processes in the table, running and recently exited",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(table_entries.clone())).expect("unique metric");
+        let table_evictions = counter(
+            &registry,
+            "osprey_process_table_evictions_total",
+            "Processes removed from the table: after their grace period, or by the entry cap",
+            &["reason"],
+        );
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -136,7 +150,28 @@ impl Metrics {
             output_dropped,
             output_retries,
             output_queue,
+            table_entries,
+            table_evictions,
         }
+    }
+
+    /// Mirrors the process table's size and eviction counters.
+    pub fn set_process_table(&self, entries: usize, evicted_grace: u64, evicted_cap: u64) {
+        self.table_entries.set(entries as i64);
+        for (reason, n) in [("grace", evicted_grace), ("cap", evicted_cap)] {
+            let c = self.table_evictions.with_label_values(&[reason]);
+            if n > c.get() {
+                c.inc_by(n - c.get());
+            }
+        }
+    }
+
+    pub fn process_table_entries(&self) -> i64 {
+        self.table_entries.get()
+    }
+
+    pub fn process_table_evictions(&self, reason: &str) -> u64 {
+        self.table_evictions.with_label_values(&[reason]).get()
     }
 
     pub fn record_received(&self, kind: RecordType) {

@@ -12,6 +12,7 @@ use tokio::{
 use tracing::{error, warn};
 
 use crate::{
+    enrich::{Enricher, ProcessSection},
     event::{Ecs, Event, EventBody},
     metrics::Metrics,
     output::Sink,
@@ -25,11 +26,17 @@ pub struct PipelineConfig {
     pub reorder_window: Duration,
     /// How often kernel loss counters are read (and a loss event emitted when they grew).
     pub loss_poll: Duration,
+    /// The process table and enrichment.
+    pub process: ProcessSection,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { reorder_window: Duration::from_millis(50), loss_poll: Duration::from_secs(1) }
+        Self {
+            reorder_window: Duration::from_millis(50),
+            loss_poll: Duration::from_secs(1),
+            process: ProcessSection::default(),
+        }
     }
 }
 
@@ -57,6 +64,7 @@ pub struct Summary {
 }
 
 struct Stage {
+    enrich: Enricher,
     ecs: Ecs,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<Metrics>,
@@ -85,7 +93,15 @@ impl Stage {
 
     fn record(&mut self, rec: crate::decode::Record) {
         let wall_ns = self.ecs.wall_ns(rec.header().ktime_ns);
-        self.emit(Event { wall_ns, body: EventBody::Record(rec) });
+        let ctx = self.enrich.apply(&rec);
+        self.emit(Event { wall_ns, body: EventBody::Record(rec), ctx: Some(Arc::new(ctx)) });
+    }
+
+    fn late_hash(&mut self, done: crate::process::hash::HashDone) {
+        if let Some(late) = self.enrich.late_hash(done) {
+            let wall_ns = self.ecs.wall_ns(boottime_ns());
+            self.emit(Event { wall_ns, body: EventBody::Hash(late), ctx: None });
+        }
     }
 
     /// Reads the kernel counters, updates metrics, and reports new loss as an event.
@@ -110,9 +126,19 @@ impl Stage {
         if !grew.is_empty() {
             warn!(?grew, "kernel ring buffers were full: records lost");
             let wall_ns = self.ecs.wall_ns(boottime_ns());
-            self.emit(Event { wall_ns, body: EventBody::Loss(grew) });
+            self.emit(Event { wall_ns, body: EventBody::Loss(grew), ctx: None });
         }
         Some(counters)
+    }
+}
+
+/// The next late hash, or never when hashing is off.
+async fn recv_late(
+    late: &mut Option<mpsc::Receiver<crate::process::hash::HashDone>>,
+) -> Option<crate::process::hash::HashDone> {
+    match late {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -136,7 +162,8 @@ pub async fn run(
 
     let window_ns = cfg.reorder_window.as_nanos() as u64;
     let mut reorder = Reorder::new(window_ns);
-    let mut stage = Stage { ecs, sinks, metrics, events: 0, last_lost: Vec::new() };
+    let (enrich, mut late) = Enricher::new(&cfg.process, ecs.ids().clone());
+    let mut stage = Stage { enrich, ecs, sinks, metrics, events: 0, last_lost: Vec::new() };
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));
     let mut loss_tick = tokio::time::interval(cfg.loss_poll);
     let mut readers_done = false;
@@ -144,9 +171,13 @@ pub async fn run(
     loop {
         tokio::select! {
             batch = rx.recv() => match batch {
-                Some(batch) => batch.into_iter().for_each(|r| reorder.push(r)),
+                Some(batch) => for r in batch {
+                    stage.enrich.on_arrival(&r);
+                    reorder.push(r);
+                },
                 None => { readers_done = true; break; }
             },
+            Some(done) = recv_late(&mut late) => stage.late_hash(done),
             _ = tick.tick() => {
                 let now = boottime_ns();
                 while let Some(rec) = reorder.pop_ready(now) {
@@ -154,7 +185,12 @@ pub async fn run(
                 }
                 stage.flush();
             }
-            _ = loss_tick.tick() => { stage.poll_loss(sensor); }
+            _ = loss_tick.tick() => {
+                stage.poll_loss(sensor);
+                stage.enrich.tick(boottime_ns());
+                let t = stage.enrich.table().stats();
+                stage.metrics.set_process_table(t.entries, t.evicted_grace, t.evicted_cap);
+            }
             _ = stop.changed() => if *stop.borrow() { break },
         }
     }
@@ -163,7 +199,10 @@ pub async fn run(
     let _ = reader_stop_tx.send(true);
     if !readers_done {
         while let Some(batch) = rx.recv().await {
-            batch.into_iter().for_each(|r| reorder.push(r));
+            for r in batch {
+                stage.enrich.on_arrival(&r);
+                reorder.push(r);
+            }
         }
     }
     while let Some(res) = readers.join_next().await {

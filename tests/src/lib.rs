@@ -39,6 +39,7 @@ pub struct Harness {
     tx: Option<mpsc::UnboundedSender<Event>>,
     pub ecs: Ecs,
     counters: agent::sensor::CounterReader,
+    pub metrics: std::sync::Arc<agent::metrics::Metrics>,
     /// Everything received so far.
     pub events: Vec<Event>,
 }
@@ -60,9 +61,10 @@ impl Harness {
         let agent = Agent::start(config).expect("agent starts: programs load and attach");
         let ecs = agent.ecs().clone();
         let counters = agent.sensor().counter_reader().expect("counter maps");
+        let metrics = agent.metrics();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
-        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, counters, events: Vec::new() }
+        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, counters, metrics, events: Vec::new() }
     }
 
     /// Starts the pipeline.
@@ -129,11 +131,28 @@ impl Harness {
     }
 }
 
+/// The exit event of `pid` has arrived.
+pub fn has_exit(events: &[Event], pid: u32) -> bool {
+    events.iter().any(|e| matches!(e.record(), Some(Record::Exit(x)) if x.hdr.pid == pid))
+}
+
+/// `/path/to/x` with symlinks resolved, as the kernel reports executables.
+pub fn canonical(p: &str) -> String {
+    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")).to_string_lossy().into_owned()
+}
+
+/// sha256 of a file, by the system's sha256sum.
+pub fn sha256sum(path: &str) -> String {
+    let out = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("digest").to_owned()
+}
+
 /// A config for tests: defaults with a short reorder window.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.pipeline.reorder_window = Duration::from_millis(20);
     c.output.stdout = false;
+    c.health.enabled = false;
     c
 }
 

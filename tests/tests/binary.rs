@@ -34,7 +34,7 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     require_root();
     assert!(all_unloaded_within(Duration::from_secs(20)), "no Osprey programs before the test: {:?}", ours_loaded());
     let mut agent = Command::new(osprey_bin())
-        .args(["run", "--duration", "60s", "--log-format", "json"])
+        .args(["run", "--duration", "60s", "--log-format", "json", "--health-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -87,7 +87,7 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
 fn duration_stops_the_agent_by_itself() {
     require_root();
     let started = Instant::now();
-    let out = Command::new(osprey_bin()).args(["run", "--duration", "2s", "--no-stdout"]).output().unwrap();
+    let out = Command::new(osprey_bin()).args(["run", "--duration", "2s", "--no-stdout", "--no-health"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");

@@ -44,12 +44,12 @@ fn ecs() -> Ecs {
 
 fn exec(pid: u32) -> Event {
     let rec = decode(&raw::exec(pid, 1_000, "/usr/bin/true", &["true", "--marker"], "/")).expect("valid record");
-    Event { wall_ns: now_ns(), body: EventBody::Record(rec) }
+    Event { wall_ns: now_ns(), body: EventBody::Record(rec), ctx: None }
 }
 
 fn exit(pid: u32) -> Event {
     let rec = decode(&raw::exit(pid, 0, 2_000)).expect("valid record");
-    Event { wall_ns: now_ns(), body: EventBody::Record(rec) }
+    Event { wall_ns: now_ns(), body: EventBody::Record(rec), ctx: None }
 }
 
 fn sinks_of(entries: Vec<SinkConfig>, metrics: &Arc<Metrics>) -> Vec<Box<dyn Sink>> {

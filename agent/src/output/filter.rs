@@ -218,8 +218,8 @@ mod tests {
             raw::exit(8, 0, 3_000),
         ];
         let mut evs: Vec<Event> =
-            recs.iter().map(|r| Event { wall_ns: 1, body: EventBody::Record(decode(r).unwrap()) }).collect();
-        evs.push(Event { wall_ns: 1, body: EventBody::Loss(vec![(RecordType::ALL[0], 3)]) });
+            recs.iter().map(|r| Event { wall_ns: 1, body: EventBody::Record(decode(r).unwrap()), ctx: None }).collect();
+        evs.push(Event { wall_ns: 1, body: EventBody::Loss(vec![(RecordType::ALL[0], 3)]), ctx: None });
         evs
     }
 

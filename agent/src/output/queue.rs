@@ -351,12 +351,12 @@ pub(crate) mod tests {
 
     pub fn exec(pid: u32) -> Event {
         let rec = decode(&raw::exec(pid, 1_000, "/usr/bin/echo", &["echo", "hi"], "/tmp")).unwrap();
-        Event { wall_ns: 1_700_000_000_123_456_789, body: EventBody::Record(rec) }
+        Event { wall_ns: 1_700_000_000_123_456_789, body: EventBody::Record(rec), ctx: None }
     }
 
     pub fn exit(pid: u32) -> Event {
         let rec = decode(&raw::exit(pid, 0, 2_000)).unwrap();
-        Event { wall_ns: 1_700_000_000_123_456_789, body: EventBody::Record(rec) }
+        Event { wall_ns: 1_700_000_000_123_456_789, body: EventBody::Record(rec), ctx: None }
     }
 
     /// Records what it is given; `gate` blocks it until opened.

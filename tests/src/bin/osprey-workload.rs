@@ -12,6 +12,7 @@
 //!   osprey-workload bpf-load            load a 2-instruction socket filter named osprey_wl
 //!   osprey-workload unshare             unshare(CLONE_NEWNS)
 //!   osprey-workload kill-child          SIGKILL a child `sleep`
+//!   osprey-workload churn N             N children that fork and exit at once
 
 use std::{
     ffi::CString,
@@ -166,6 +167,21 @@ fn kill_child() {
     let _ = child.wait();
 }
 
+fn churn(n: u64) {
+    for _ in 0..n {
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        match unsafe { libc::fork() } {
+            0 => unsafe { libc::_exit(0) },
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}"));
@@ -180,6 +196,7 @@ fn main() {
         "bpf-load" => bpf_load(),
         "unshare" => unshare(),
         "kill-child" => kill_child(),
+        "churn" => churn(arg(1).parse().expect("count")),
         other => panic!("unknown workload {other}"),
     }
 }

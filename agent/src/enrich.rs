@@ -1,0 +1,261 @@
+//! Enrichment: every record, in kernel-time order, updates the process table and leaves with
+//! its process context — the subject's image, parent, ancestry, user names, container and
+//! binary hash — so every event tells who did it, from where, in which container.
+//!
+//! Hashes are requested when an exec record arrives (before the reorder window), so the
+//! window is also the hash budget: by the time the event leaves, the hash is usually known.
+//! When it is not, the event says `hash_pending` and a `hash` event follows with the digest.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{
+    decode::{Header, Record},
+    process::{
+        container::{CgroupInfo, CgroupResolver},
+        hash::{HashConfig, HashDone, HashPool, HashRequest, HashTicket},
+        identity::EntityIds,
+        table::{Ancestor, Image, ProcKey, ProcessTable, TableConfig},
+        users::UserDb,
+    },
+};
+
+/// `process:` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessSection {
+    /// Hard cap on process-table entries (live and exited).
+    pub max_entries: usize,
+    /// How long an exited process stays resolvable.
+    #[serde(with = "humantime_serde")]
+    pub exit_grace: Duration,
+    /// Ancestors listed in `process.ancestry`.
+    pub ancestry_depth: usize,
+    /// sha256 of executed files.
+    pub hash: bool,
+    /// Files larger than this are not hashed.
+    pub hash_max_size: u64,
+    /// Threads hashing files.
+    pub hash_workers: usize,
+}
+
+impl Default for ProcessSection {
+    fn default() -> Self {
+        let t = TableConfig::default();
+        Self {
+            max_entries: t.max_entries,
+            exit_grace: t.exit_grace,
+            ancestry_depth: t.ancestry_depth,
+            hash: true,
+            hash_max_size: HashConfig::default().max_file_size,
+            hash_workers: 2,
+        }
+    }
+}
+
+/// The process an event is about (or by), as the table knows it.
+#[derive(Debug, Clone)]
+pub struct ProcCtx {
+    pub pid: u32,
+    pub entity_id: String,
+    pub start_ns: u64,
+    pub image: Option<Arc<Image>>,
+    pub comm: String,
+}
+
+/// Everything the table adds to an event.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub process: ProcCtx,
+    pub parent: Option<ProcCtx>,
+    /// Nearest first, the subject not included.
+    pub ancestry: Vec<Ancestor>,
+    /// The image before the latest exec (exec chains).
+    pub previous: Option<Arc<Image>>,
+    pub user: Option<Arc<str>>,
+    pub group: Option<Arc<str>>,
+    pub real_user: Option<Arc<str>>,
+    pub cgroup: Option<Arc<CgroupInfo>>,
+    pub hash: Option<String>,
+    pub hash_pending: bool,
+    /// The process was explained by neither records nor /proc.
+    pub incomplete: bool,
+}
+
+/// A hash that arrived after its exec event left.
+#[derive(Debug, Clone)]
+pub struct LateHash {
+    pub process: ProcCtx,
+    pub sha256: String,
+}
+
+pub struct Enricher {
+    table: ProcessTable,
+    users: UserDb,
+    cgroups: CgroupResolver,
+    hashes: Option<HashPool>,
+    tickets: HashMap<(u32, u64), HashTicket>,
+    depth: usize,
+}
+
+impl Enricher {
+    /// Builds the table and seeds it from /proc. Returns the receiver of late hashes too.
+    pub fn new(cfg: &ProcessSection, ids: EntityIds) -> (Self, Option<mpsc::Receiver<HashDone>>) {
+        let cgroups = CgroupResolver::detect("/proc");
+        let tcfg = TableConfig {
+            max_entries: cfg.max_entries,
+            exit_grace: cfg.exit_grace,
+            ancestry_depth: cfg.ancestry_depth,
+            cgroup_mount: cgroups.mount().map(Into::into),
+            ..TableConfig::default()
+        };
+        let mut table = ProcessTable::new(tcfg, ids);
+        match table.seed_from_proc() {
+            Ok(n) => info!(processes = n, "process table seeded from /proc"),
+            Err(e) => warn!(error = %e, "seeding the process table from /proc failed"),
+        }
+        let (hashes, late) = if cfg.hash {
+            let hc = HashConfig { workers: cfg.hash_workers, max_file_size: cfg.hash_max_size, ..HashConfig::default() };
+            match HashPool::new(hc) {
+                Ok((pool, rx)) => (Some(pool), Some(rx)),
+                Err(e) => {
+                    warn!(error = %e, "hash workers did not start: executables are not hashed");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let users = UserDb::new("/").with_check_interval(Duration::from_secs(5));
+        let me = Self { table, users, cgroups, hashes, tickets: HashMap::new(), depth: cfg.ancestry_depth };
+        (me, late)
+    }
+
+    pub fn table(&self) -> &ProcessTable {
+        &self.table
+    }
+
+    /// Called when a record arrives, before the reorder window: starts hashing an exec's image.
+    pub fn on_arrival(&mut self, rec: &Record) {
+        let (Some(pool), Record::Exec(e)) = (&self.hashes, rec) else { return };
+        let key = self.table.key_of_header(&e.hdr);
+        let ticket = pool.request(HashRequest::from_exec(e, key, e.hdr.ktime_ns));
+        self.tickets.insert((e.hdr.pid, e.hdr.ktime_ns), ticket);
+    }
+
+    fn proc_ctx(&self, key: ProcKey, fallback: &Header) -> ProcCtx {
+        match self.table.get(key) {
+            Some(p) => ProcCtx {
+                pid: p.pid(),
+                entity_id: self.table.entity_id_of(p).to_owned(),
+                start_ns: p.start_ns,
+                image: p.image().cloned(),
+                comm: p.name().to_owned(),
+            },
+            None => ProcCtx {
+                pid: key.pid,
+                entity_id: self.table.entity_id(key),
+                start_ns: fallback.start_ns,
+                image: None,
+                comm: fallback.comm.clone(),
+            },
+        }
+    }
+
+    /// Applies a record (in kernel-time order) and returns its context.
+    pub fn apply(&mut self, rec: &Record) -> Context {
+        let applied = self.table.apply(rec);
+        // The subject: the child of a fork, the actor otherwise.
+        let key = match rec {
+            Record::Fork(f) if !f.thread => self.table.key_of(f.child_pid, f.child_start_ns),
+            _ => applied.key,
+        };
+        let h = rec.header();
+        let process = self.proc_ctx(key, h);
+        let entry = self.table.get(key);
+        let parent_key = entry.and_then(|p| p.parent).or(applied.parent);
+        let parent = parent_key.map(|pk| self.proc_ctx(pk, h));
+        let previous = entry.and_then(|p| p.previous_image().cloned());
+        let incomplete = entry.is_none_or(|p| p.incomplete);
+        let ancestry = self.table.ancestry(key, Some(self.depth));
+        self.users.maybe_refresh();
+        let (euid, egid, uid) = match entry {
+            Some(p) => (p.creds.euid, p.creds.egid, p.creds.uid),
+            None => (h.euid, h.egid, h.uid),
+        };
+        let cgroup = self.cgroups.resolve(h.cgroup_id, Some(h.pid));
+        let (hash, hash_pending) = self.hash_of(rec, process.image.as_ref());
+        Context {
+            process,
+            parent,
+            ancestry,
+            previous,
+            user: self.users.user(euid),
+            group: self.users.group(egid),
+            real_user: self.users.user(uid),
+            cgroup,
+            hash,
+            hash_pending,
+            incomplete,
+        }
+    }
+
+    /// The image's hash if known now; for an exec whose hash is still being computed, pending
+    /// (its result then arrives on the late channel).
+    fn hash_of(&mut self, rec: &Record, image: Option<&Arc<Image>>) -> (Option<String>, bool) {
+        if let Some(d) = image.and_then(|i| i.hash()) {
+            return (Some(d.to_hex()), false);
+        }
+        let Record::Exec(e) = rec else { return (None, false) };
+        let Some(ticket) = self.tickets.remove(&(e.hdr.pid, e.hdr.ktime_ns)) else {
+            tracing::debug!(exe = %e.exe_path, "no hash request for this exec");
+            return (None, false);
+        };
+        let outcome = match ticket {
+            HashTicket::Ready(o) => Some(o),
+            HashTicket::Pending(mut p) => p.try_take(),
+        };
+        match outcome {
+            Some(o) => {
+                let digest = o.digest();
+                if digest.is_none() {
+                    tracing::debug!(exe = %e.exe_path, outcome = ?o, "no hash");
+                }
+                if let (Some(d), Some(img)) = (digest, image) {
+                    img.set_hash(d);
+                }
+                (digest.map(|d| d.to_hex()), false)
+            }
+            // Dropping the pending ticket sends its result to the late channel.
+            None => (None, true),
+        }
+    }
+
+    /// A late hash: stored on the image, and returned for a `hash` event.
+    pub fn late_hash(&mut self, done: HashDone) -> Option<LateHash> {
+        let digest = done.outcome.digest()?;
+        let key = done.owner?;
+        self.table.set_hash(key, &done.file, digest);
+        let p = self.table.get(key)?;
+        let process = ProcCtx {
+            pid: p.pid(),
+            entity_id: self.table.entity_id_of(p).to_owned(),
+            start_ns: p.start_ns,
+            image: p.image().cloned(),
+            comm: p.name().to_owned(),
+        };
+        Some(LateHash { process, sha256: digest.to_hex() })
+    }
+
+    /// Periodic housekeeping: evicts exited processes past their grace period.
+    pub fn tick(&mut self, now_boottime_ns: u64) -> usize {
+        // Tickets of records that were dropped before leaving the window would pile up.
+        if self.tickets.len() > 65_536 {
+            self.tickets.clear();
+        }
+        self.table.evict(now_boottime_ns)
+    }
+}
