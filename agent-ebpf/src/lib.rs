@@ -34,6 +34,14 @@ impl Program {
 /// Every program in [`OBJECT`], read from the object's sections at build time.
 pub const PROGRAMS: &[Program] = include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
+/// The floor for benchmarks: the programs of [`OBJECT`] under the same names, on the same hooks,
+/// with empty bodies (`return 0;`). Generated from [`OBJECT`] by build.rs; it has the shared maps
+/// (rings, counters, settings) but nothing ever writes to them.
+pub static BARE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/osprey_bare.bpf.o"));
+
+/// Every program in [`BARE_OBJECT`]: the same table as [`PROGRAMS`].
+pub const BARE_PROGRAMS: &[Program] = include!(concat!(env!("OUT_DIR"), "/bare_programs.rs"));
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +58,36 @@ mod tests {
         assert!(path_hooks.len() >= 20, "{path_hooks:?}");
         for p in PROGRAMS {
             assert!(["proc", "file", "cred", "sys"].contains(&p.domain()), "{} has no known domain", p.name);
+        }
+    }
+
+    #[test]
+    fn the_bare_object_has_the_same_programs_on_the_same_hooks() {
+        use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+        assert_eq!(BARE_PROGRAMS, PROGRAMS);
+        // (symbol, section) of every program, and the maps, in each object
+        let parts = |bytes: &[u8]| {
+            let file = object::File::parse(bytes).expect("BPF object parses");
+            let mut progs = Vec::new();
+            let mut maps = Vec::new();
+            for sym in file.symbols() {
+                let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
+                let section = section.name().unwrap().to_string();
+                let name = sym.name().unwrap().to_string();
+                if sym.kind() == SymbolKind::Text && sym.is_global() {
+                    progs.push((name, section));
+                } else if section == ".maps" {
+                    maps.push(name);
+                }
+            }
+            progs.sort();
+            (progs, maps)
+        };
+        let (real, real_maps) = parts(OBJECT);
+        let (bare, bare_maps) = parts(BARE_OBJECT);
+        assert_eq!(bare, real);
+        for map in ["rings", "loss", "filtered", "config", "scratch"] {
+            assert!(real_maps.iter().any(|m| m == map) && bare_maps.iter().any(|m| m == map), "map {map}: {bare_maps:?}");
         }
     }
 }

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::Config,
+    detect::RuleSet,
     event::Ecs,
     metrics::Metrics,
     output::Sink,
@@ -19,15 +20,27 @@ pub struct Agent {
     sensor: Sensor,
     ecs: Ecs,
     metrics: Arc<Metrics>,
+    rules: Arc<RuleSet>,
     config: Config,
 }
 
 impl Agent {
     /// Loads the BPF object and attaches every hook; events are buffered in the kernel from here.
     pub fn start(config: Config) -> Result<Self, SensorError> {
+        Self::start_with(config, Arc::new(Metrics::new()))
+    }
+
+    /// The same, reporting into `metrics` (created earlier, e.g. to serve /healthz while the
+    /// programs load). Rules are loaded here too: broken files are logged, good ones run.
+    pub fn start_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, SensorError> {
         let sensor = Sensor::start(&config.sensor())?;
         let ecs = Ecs::new(Host::detect(), pipeline::boot_wall_ns());
-        Ok(Self { sensor, ecs, metrics: Arc::new(Metrics::new()), config })
+        let rules = crate::rules::load(&config.rules, &metrics);
+        Ok(Self { sensor, ecs, metrics, rules, config })
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -50,6 +63,17 @@ impl Agent {
     /// buffers at that moment is still delivered. Detaches when the agent is dropped.
     pub async fn run(&mut self, sinks: Vec<Box<dyn Sink>>, stop: watch::Receiver<bool>) -> Result<Summary, SensorError> {
         let cfg = self.config.pipeline();
-        pipeline::run(&mut self.sensor, &cfg, self.ecs.clone(), sinks, self.metrics.clone(), stop).await
+        let rules_cfg = self.config.rules.clone();
+        let watcher = (rules_cfg.reload && !rules_cfg.paths.is_empty()).then(|| {
+            let (tx, rx) = watch::channel(self.rules.clone());
+            let task = tokio::spawn(crate::rules::watch_rules(rules_cfg, self.rules.clone(), self.metrics.clone(), tx));
+            (task, rx)
+        });
+        let (task, rx) = watcher.map_or((None, None), |(t, r)| (Some(t), Some(r)));
+        let res = pipeline::run(&mut self.sensor, &cfg, self.ecs.clone(), sinks, self.metrics.clone(), self.rules.clone(), rx, stop).await;
+        if let Some(t) = task {
+            t.abort();
+        }
+        res
     }
 }

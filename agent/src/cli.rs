@@ -31,6 +31,30 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (file + flags) as YAML.
     Config(RunArgs),
+    /// Validate and replay rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate rule files and IoC lists: one line per problem (file:line:column: reason);
+    /// exit code 1 when any file is broken.
+    Check {
+        /// Rule files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Replay recorded ECS JSON events (one per line) through the rules; prints one JSON line per
+    /// alert. No kernel needed.
+    Test {
+        /// The recorded events.
+        #[arg(long)]
+        events: PathBuf,
+        /// Rule files or directories.
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -50,12 +74,18 @@ pub struct RunArgs {
     /// Do not write events to standard output.
     #[arg(long)]
     pub no_stdout: bool,
+    /// Rule directory or file (repeatable); replaces `rules.paths` from the config file.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
     /// Address of the /metrics, /healthz and /readyz endpoint (port 0: any free port).
     #[arg(long)]
     pub health_listen: Option<std::net::SocketAddr>,
     /// Do not serve the health endpoint.
     #[arg(long)]
     pub no_health: bool,
+    /// Benchmark floor: attach empty programs on the same hooks instead of Osprey's.
+    #[arg(long, hide = true)]
+    pub bare_hooks: bool,
 }
 
 fn parse_size_u32(s: &str) -> Result<u32, String> {
@@ -83,6 +113,12 @@ impl RunArgs {
         }
         if self.no_health {
             cfg.health.enabled = false;
+        }
+        if !self.rules.is_empty() {
+            cfg.rules.paths = self.rules.clone();
+        }
+        if self.bare_hooks {
+            cfg.sensor.bare_hooks = true;
         }
         cfg.validate().map_err(|e| format!("command line: {e}"))
     }

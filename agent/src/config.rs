@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::{
     enrich::ProcessSection,
+    rules::RulesSection,
     output::SinkConfig,
     pipeline::PipelineConfig,
     sensor::{
@@ -43,6 +44,7 @@ pub struct Config {
     pub file: FileSection,
     pub system: SystemSection,
     pub process: ProcessSection,
+    pub rules: RulesSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,11 +55,15 @@ pub struct SensorSection {
     pub ringbuf_size: u32,
     /// Report thread clone/exit too.
     pub threads: bool,
+    /// Benchmark floor (`osprey run --bare-hooks`): empty programs on the same hooks. Not a
+    /// config-file setting.
+    #[serde(skip)]
+    pub bare_hooks: bool,
 }
 
 impl Default for SensorSection {
     fn default() -> Self {
-        Self { ringbuf_size: 8 << 20, threads: false }
+        Self { ringbuf_size: 8 << 20, threads: false, bare_hooks: false }
     }
 }
 
@@ -261,6 +267,7 @@ impl Config {
             read_watch: expand_homes(&self.file.watch_reads, &passwd),
             write_exclude: self.file.write_exclude.clone(),
             write_include: self.file.write_include.clone(),
+            bare: self.sensor.bare_hooks,
         }
     }
 

@@ -234,17 +234,19 @@ impl Enricher {
         }
     }
 
-    /// A late hash: stored on the image, and returned for a `hash` event.
+    /// A late hash: stored on the image, and returned for a `hash` event naming the image whose
+    /// file was hashed (the process may have exec'd something else since).
     pub fn late_hash(&mut self, done: HashDone) -> Option<LateHash> {
         let digest = done.outcome.digest()?;
         let key = done.owner?;
         self.table.set_hash(key, &done.file, digest);
         let p = self.table.get(key)?;
+        let image = p.images().find(|i| i.file.as_ref() == Some(&done.file)).cloned()?;
         let process = ProcCtx {
             pid: p.pid(),
             entity_id: self.table.entity_id_of(p).to_owned(),
             start_ns: p.start_ns,
-            image: p.image().cloned(),
+            image: Some(image),
             comm: p.name().to_owned(),
         };
         Some(LateHash { process, sha256: digest.to_hex() })

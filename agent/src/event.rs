@@ -13,6 +13,7 @@ use agent_common::RecordType;
 use serde::Serialize;
 
 use crate::{
+    alerting::{AlertEvent, AlertMeta, RuleDoc, ThreatDoc},
     decode::{Exec, Exit, Fork, Header, Record},
     enrich::{Context, LateHash, ProcCtx},
     process::{table::Ancestor, EntityIds, Host},
@@ -36,13 +37,15 @@ pub enum EventBody {
     Loss(Vec<(RecordType, u64)>),
     /// The sha256 of an executable that was still being hashed when its exec event left.
     Hash(LateHash),
+    /// A rule, IoC or correlation matched.
+    Alert(Box<AlertEvent>),
 }
 
 impl Event {
     pub fn record(&self) -> Option<&Record> {
         match &self.body {
             EventBody::Record(r) => Some(r),
-            EventBody::Loss(_) | EventBody::Hash(_) => None,
+            EventBody::Loss(_) | EventBody::Hash(_) | EventBody::Alert(_) => None,
         }
     }
 }
@@ -67,6 +70,10 @@ struct Doc<'a> {
     file: Option<file::FileDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<system::UserDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<RuleDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threat: Option<ThreatDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<ContainerDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +113,8 @@ struct EventMeta {
     action: &'static str,
     module: &'static str,
     dataset: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    severity: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -216,6 +225,8 @@ struct Osprey<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     process_incomplete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<AlertMeta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<file::FileMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cred: Option<system::CredMeta>,
@@ -267,7 +278,7 @@ struct LostMeta {
     count: u64,
 }
 
-fn rfc3339(ns: u64) -> String {
+pub fn rfc3339(ns: u64) -> String {
     humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
 }
 
@@ -421,6 +432,8 @@ impl Ecs {
             process: None,
             file: None,
             user: None,
+            rule: None,
+            threat: None,
             container: None,
             orchestrator: None,
             osprey: Osprey::default(),
@@ -467,6 +480,19 @@ impl Ecs {
             }
             EventBody::Loss(lost) => {
                 doc.osprey.lost = Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect());
+            }
+            EventBody::Alert(a) => {
+                doc.event = meta("intrusion_detection", "info", "alert");
+                doc.event.kind = "alert";
+                doc.event.dataset = "osprey.alert";
+                doc.event.severity = Some(a.alert.severity());
+                doc.rule = Some(a.rule_doc());
+                doc.threat = a.threat_doc();
+                doc.osprey.alert = Some(a.meta());
+                if let Some(ctx) = &a.ctx {
+                    doc.process = Some(self.ctx_process(&ctx.process));
+                    self.apply_ctx(&mut doc, ctx, false);
+                }
             }
             EventBody::Hash(late) => {
                 doc.event = meta("process", "info", "hash");
@@ -546,6 +572,21 @@ impl Ecs {
     }
 }
 
+/// event.action of a file operation.
+pub fn file_action(op: u32) -> &'static str {
+    file::classify(op).1
+}
+
+/// event.action of a credential change.
+pub fn cred_action(op: u32) -> &'static str {
+    system::cred_op(op)
+}
+
+/// event.action of a system operation.
+pub fn system_action(op: u32) -> &'static str {
+    system::classify(op).2
+}
+
 /// The image fields of a process from the table.
 fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
     if let Some(img) = &c.image {
@@ -566,6 +607,7 @@ fn meta(category: &'static str, type_: &'static str, action: &'static str) -> Ev
         action,
         module: "osprey",
         dataset: "osprey.process",
+        severity: None,
     }
 }
 

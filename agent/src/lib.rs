@@ -4,9 +4,11 @@
 //! [`decode`] → [`reorder`] → [`event`] → [`output`] sinks, wired in [`pipeline`].
 
 pub mod agent;
+pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod enrich;
 pub mod event;
 pub mod health;
@@ -15,6 +17,7 @@ pub mod output;
 pub mod pipeline;
 pub mod process;
 pub mod reorder;
+pub mod rules;
 pub mod sensor;
 
 pub use agent::Agent;

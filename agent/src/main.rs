@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use agent::{
-    cli::{Cli, Command, LogFormat, RunArgs},
+    cli::{Cli, Command, LogFormat, RulesCommand, RunArgs},
+    metrics::Metrics,
     config::{Config, DEFAULT_PATH},
     health::{self, Readiness},
     output::build_sinks,
@@ -32,21 +35,21 @@ fn effective_config(cli: &Cli, args: &RunArgs) -> Result<Config> {
 }
 
 async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
-    let mut agent = Agent::start(cfg.clone()).context("starting the sensor (are you root?)")?;
-    for p in agent.probes() {
-        info!(program = p.program, hook = p.hook, attached = p.attached, reason = p.reason.as_deref().unwrap_or(""), "probe");
-    }
+    // The health endpoint comes first: /healthz answers and /readyz says 503 while loading.
     let ready = Readiness::new();
-    let metrics = agent.metrics();
+    let metrics = Arc::new(Metrics::new());
     let server = match cfg.health.enabled {
         true => Some(health::start(cfg.health.listen, metrics.clone(), ready.clone()).await.context("health endpoint")?),
         false => None,
     };
+    let mut agent = Agent::start_with(cfg.clone(), metrics.clone()).context("starting the sensor (are you root?)")?;
+    for p in agent.probes() {
+        info!(program = p.program, hook = p.hook, attached = p.attached, reason = p.reason.as_deref().unwrap_or(""), "probe");
+    }
     ready.set_programs_attached(true);
+    ready.set_rules_loaded(true);
     let sinks = build_sinks(&cfg.output, metrics).context("outputs")?;
     ready.set_outputs_flowing(true);
-    // No rule engine is wired in yet: the (empty) rule set is loaded.
-    ready.set_rules_loaded(true);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -83,6 +86,18 @@ fn main() -> Result<()> {
         Command::Config(args) => {
             let cfg = effective_config(&cli, args)?;
             print!("{}", serde_yaml_ng::to_string(&cfg)?);
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Check { paths }) => {
+            let ok = agent::rules::check(paths, &mut std::io::stdout().lock())?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Rules(RulesCommand::Test { events, rules }) => {
+            let n = agent::rules::test_events(rules, events, &mut std::io::stdout().lock())?;
+            eprintln!("{n} alerts");
             Ok(())
         }
     }

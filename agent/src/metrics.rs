@@ -19,6 +19,9 @@ pub struct Metrics {
     output_queue: IntGaugeVec,
     table_entries: prometheus::IntGauge,
     table_evictions: IntCounterVec,
+    rules_loaded: prometheus::IntGauge,
+    rules_reload: IntCounterVec,
+    alerts: IntCounterVec,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -129,6 +132,14 @@ impl Metrics {
             "Processes removed from the table: after their grace period, or by the entry cap",
             &["reason"],
         );
+        let rules_loaded = prometheus::IntGauge::new("osprey_rules_loaded", "Rules and correlations running")
+            .expect("valid metric");
+        registry.register(Box::new(rules_loaded.clone())).expect("unique metric");
+        let rules_reload = counter(&registry, "osprey_rules_reload_total", "Rule reloads, by result", &["result"]);
+        let alerts = counter(&registry, "osprey_alerts_total", "Alerts raised, by rule and severity", &["rule", "severity"]);
+        for r in ["ok", "error"] {
+            rules_reload.with_label_values(&[r]);
+        }
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -152,7 +163,26 @@ impl Metrics {
             output_queue,
             table_entries,
             table_evictions,
+            rules_loaded,
+            rules_reload,
+            alerts,
         }
+    }
+
+    pub fn rules_loaded(&self, n: usize) {
+        self.rules_loaded.set(n as i64);
+    }
+
+    pub fn rules_reloaded(&self, ok: bool) {
+        self.rules_reload.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
+
+    pub fn rules_reloads(&self, ok: bool) -> u64 {
+        self.rules_reload.with_label_values(&[if ok { "ok" } else { "error" }]).get()
+    }
+
+    pub fn alert(&self, rule: &str, severity: u8) {
+        self.alerts.with_label_values(&[rule, &severity.to_string()]).inc();
     }
 
     /// Mirrors the process table's size and eviction counters.

@@ -12,6 +12,9 @@ use tokio::{
 use tracing::{error, warn};
 
 use crate::{
+    alerting::{AlertEvent, Recent, RecentEvents},
+    decode::Record,
+    detect::{Alert, Detector, JsonEvent, RuleSet},
     enrich::{Enricher, ProcessSection},
     event::{Ecs, Event, EventBody},
     metrics::Metrics,
@@ -65,6 +68,10 @@ pub struct Summary {
 
 struct Stage {
     enrich: Enricher,
+    detector: Detector,
+    has_rules: bool,
+    recent: RecentEvents,
+    alerts: Vec<Alert>,
     ecs: Ecs,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<Metrics>,
@@ -74,13 +81,76 @@ struct Stage {
 
 impl Stage {
     fn emit(&mut self, ev: Event) {
+        self.write(&ev);
+        if matches!(ev.body, EventBody::Record(_)) {
+            self.remember(&ev);
+            if self.has_rules {
+                self.detect(&ev);
+            }
+        }
+    }
+
+    fn write(&mut self, ev: &Event) {
         self.events += 1;
         // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}).
         for sink in &mut self.sinks {
-            if let Err(e) = sink.write(&ev, &self.ecs) {
+            if let Err(e) = sink.write(ev, &self.ecs) {
                 warn!(sink = sink.name(), error = %e, "output failed");
             }
         }
+    }
+
+    /// Keeps what a process did for the stories of later alerts.
+    fn remember(&mut self, ev: &Event) {
+        let (Some(ctx), EventBody::Record(rec)) = (&ev.ctx, &ev.body) else { return };
+        let (action, object) = summary(rec);
+        self.recent.push(Recent {
+            wall_ns: ev.wall_ns,
+            timestamp: crate::event::rfc3339(ev.wall_ns),
+            entity_id: ctx.process.entity_id.clone(),
+            pid: ctx.process.pid,
+            parent_entity_id: ctx.parent.as_ref().map(|p| p.entity_id.clone()),
+            action: action.to_owned(),
+            object,
+        });
+    }
+
+    /// Runs the rules on an event and emits the alerts it raises.
+    fn detect(&mut self, ev: &Event) {
+        let doc = self.ecs.to_value(ev);
+        self.detector.evaluate(&JsonEvent::new(&doc), &mut self.alerts);
+        if self.alerts.is_empty() {
+            return;
+        }
+        let doc = Arc::new(doc);
+        let alerts = std::mem::take(&mut self.alerts);
+        for alert in alerts.into_iter().filter(|a| a.standalone) {
+            let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
+            self.raise(AlertEvent { alert, trigger: Some((*doc).clone()), story, ctx: ev.ctx.clone() }, ev.wall_ns);
+        }
+    }
+
+    fn raise(&mut self, a: AlertEvent, wall_ns: u64) {
+        self.metrics.alert(a.alert.rule.key(), a.alert.severity());
+        let ctx = a.ctx.clone();
+        self.write(&Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx });
+    }
+
+    /// Correlation windows that closed.
+    fn flush_correlations(&mut self) {
+        if !self.has_rules {
+            return;
+        }
+        let now = self.ecs.wall_ns(boottime_ns());
+        self.detector.flush(now, &mut self.alerts);
+        for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
+            self.raise(AlertEvent { alert, trigger: None, story: Vec::new(), ctx: None }, now);
+        }
+    }
+
+    fn swap_rules(&mut self, rules: Arc<RuleSet>) {
+        self.has_rules = !rules.is_empty();
+        self.detector.replace_rules(rules);
     }
 
     fn flush(&mut self) {
@@ -132,6 +202,39 @@ impl Stage {
     }
 }
 
+/// (action, object) of a record, for stories.
+fn summary(rec: &Record) -> (&'static str, String) {
+    match rec {
+        Record::Exec(e) => ("exec", crate::event::command_line(&e.args)),
+        Record::Fork(f) => ("fork", f.child_pid.to_string()),
+        Record::Exit(x) => ("exit", x.exit_status().map_or_else(|| format!("signal {}", x.signal().unwrap_or(0)), |c| c.to_string())),
+        Record::File(f) => {
+            let action = crate::event::file_action(f.op);
+            let object = match &f.path2 {
+                Some(p2) => format!("{} -> {p2}", f.path),
+                None => f.path.clone(),
+            };
+            (action, object)
+        }
+        Record::Cred(c) => (crate::event::cred_action(c.op), format!("euid {} -> {}", c.old_uids[1], c.new_uids[1])),
+        Record::System(y) => (crate::event::system_action(y.op), if y.text.is_empty() { y.target_pid.to_string() } else { y.text.clone() }),
+    }
+}
+
+/// The next reloaded rule set, or never without a watcher.
+async fn next_rules(rx: &mut Option<watch::Receiver<Arc<RuleSet>>>) -> Option<Arc<RuleSet>> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(r.borrow_and_update().clone()),
+            Err(_) => {
+                *rx = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// The next late hash, or never when hashing is off.
 async fn recv_late(
     late: &mut Option<mpsc::Receiver<crate::process::hash::HashDone>>,
@@ -144,12 +247,15 @@ async fn recv_late(
 
 /// Runs until `stop` turns true, then drains every ring, flushes the reorder window and the
 /// sinks, and returns what it saw. The sensor stays attached until the caller drops it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     sensor: &mut Sensor,
     cfg: &PipelineConfig,
     ecs: Ecs,
     sinks: Vec<Box<dyn Sink>>,
     metrics: Arc<Metrics>,
+    rules: Arc<RuleSet>,
+    mut rules_rx: Option<watch::Receiver<Arc<RuleSet>>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, SensorError> {
     let (tx, mut rx) = mpsc::channel(256);
@@ -163,7 +269,19 @@ pub async fn run(
     let window_ns = cfg.reorder_window.as_nanos() as u64;
     let mut reorder = Reorder::new(window_ns);
     let (enrich, mut late) = Enricher::new(&cfg.process, ecs.ids().clone());
-    let mut stage = Stage { enrich, ecs, sinks, metrics, events: 0, last_lost: Vec::new() };
+    let mut stage = Stage {
+        enrich,
+        detector: Detector::new(rules.clone()),
+        has_rules: false,
+        recent: RecentEvents::default(),
+        alerts: Vec::new(),
+        ecs,
+        sinks,
+        metrics,
+        events: 0,
+        last_lost: Vec::new(),
+    };
+    stage.swap_rules(rules);
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));
     let mut loss_tick = tokio::time::interval(cfg.loss_poll);
     let mut readers_done = false;
@@ -178,6 +296,7 @@ pub async fn run(
                 None => { readers_done = true; break; }
             },
             Some(done) = recv_late(&mut late) => stage.late_hash(done),
+            Some(rules) = next_rules(&mut rules_rx) => stage.swap_rules(rules),
             _ = tick.tick() => {
                 let now = boottime_ns();
                 while let Some(rec) = reorder.pop_ready(now) {
@@ -188,6 +307,7 @@ pub async fn run(
             _ = loss_tick.tick() => {
                 stage.poll_loss(sensor);
                 stage.enrich.tick(boottime_ns());
+                stage.flush_correlations();
                 let t = stage.enrich.table().stats();
                 stage.metrics.set_process_table(t.entries, t.evicted_grace, t.evicted_cap);
             }

@@ -153,8 +153,8 @@ fn executed_files_and_memfd_images_are_hashed() {
         h.wait_for(Duration::from_millis(200), |_| false);
     }
     assert_eq!(reported_hash(&h, file_pid, false), Some(sha256sum(copy.to_str().unwrap())));
-    // the workload copies /bin/true into a memfd and execs it
-    assert_eq!(reported_hash(&h, memfd_pid, true), Some(sha256sum(&canonical("/bin/true"))));
+    // the workload copies /bin/sleep into a memfd and execs it
+    assert_eq!(reported_hash(&h, memfd_pid, true), Some(sha256sum(&canonical("/bin/sleep"))));
     h.stop();
 }
 

@@ -3,8 +3,11 @@
 //!   cargo xtask deps    install (as root) or name the build packages
 //!   cargo xtask run     build everything and run the agent as root with the default config
 //!   cargo xtask test    clippy, unit tests, then the root integration tests on the real kernel
+//!   cargo xtask bench   what Osprey costs workloads: no agent vs bare hooks vs Osprey (root)
 //!
 //! Kept dependency-free on purpose: it must build before anything else is installed.
+
+mod bench;
 
 use std::{
     env,
@@ -17,6 +20,8 @@ use std::{
 const PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
 /// Extra packages the integration tests and benchmarks use.
 const TEST_PACKAGES: &[&str] = &["bpftool", "rsyslog"];
+/// Workload generators of `cargo xtask bench` (its smoke run is part of `cargo xtask test`).
+const BENCH_PACKAGES: &[&str] = &["stress-ng", "redis-server", "redis-tools", "bpftool"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -65,6 +70,9 @@ fn deps(with_test_packages: bool) {
     let mut want: Vec<&str> = PACKAGES.to_vec();
     if with_test_packages {
         want.extend_from_slice(TEST_PACKAGES);
+        want.extend_from_slice(BENCH_PACKAGES);
+        want.sort_unstable();
+        want.dedup();
     }
     let todo = missing(&want);
     if todo.is_empty() {
@@ -126,7 +134,7 @@ fn cargo() -> Command {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit]>");
+    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit]|bench [--smoke] [--help]>");
     exit(2);
 }
 
@@ -174,6 +182,7 @@ fn main() {
             failed += f;
             println!("osprey: {passed} passed, {failed} failed");
         }
+        "bench" => bench::main(&rest),
         _ => usage(),
     }
 }

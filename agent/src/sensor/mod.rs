@@ -57,6 +57,9 @@ pub struct SensorConfig {
     pub write_exclude: Vec<String>,
     /// When not empty, writes are reported only under these prefixes.
     pub write_include: Vec<String>,
+    /// Benchmark floor: load `agent_ebpf::BARE_OBJECT` (empty programs on the same hooks)
+    /// instead of the real programs. Nothing reaches the ring buffers.
+    pub bare: bool,
 }
 
 impl Default for SensorConfig {
@@ -70,6 +73,7 @@ impl Default for SensorConfig {
             read_watch: Vec::new(),
             write_exclude: Vec::new(),
             write_include: Vec::new(),
+            bare: false,
         }
     }
 }
@@ -206,7 +210,7 @@ impl Sensor {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("rings", ncpus)
             .map_max_entries("scratch", ncpus)
-            .load(agent_ebpf::OBJECT)?;
+            .load(if cfg.bare { agent_ebpf::BARE_OBJECT } else { agent_ebpf::OBJECT })?;
 
         let rings = create_rings(&mut ebpf, ncpus, cfg.ringbuf_bytes)?;
         let mut config: Array<_, osprey_config> =
@@ -226,7 +230,9 @@ impl Sensor {
             system_ops: cfg.system_ops,
         };
         config.set(0, settings, 0).map_err(map_err("config"))?;
-        set_filters(&mut ebpf, cfg)?;
+        if !cfg.bare {
+            set_filters(&mut ebpf, cfg)?; // the bare object has no filter maps
+        }
 
         let btf = Btf::from_sys_fs()?;
         let probes = attach_all(&mut ebpf, &btf, cfg)?;

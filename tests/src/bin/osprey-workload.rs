@@ -6,7 +6,7 @@
 //!   osprey-workload write-storm FILE N  one open, N writes
 //!   osprey-workload read FILE           open read-only and read
 //!   osprey-workload creds               seteuid(65534), then setresuid(0, 0, 0)
-//!   osprey-workload memfd-exec          memfd_create + write /bin/true + execveat
+//!   osprey-workload memfd-exec          memfd_create + write /bin/sleep + execveat (sleep 2)
 //!   osprey-workload mprotect            anonymous RW mapping made executable
 //!   osprey-workload ptrace              PTRACE_ATTACH to a child, then detach
 //!   osprey-workload bpf-load            load a 2-instruction socket filter named osprey_wl
@@ -89,12 +89,13 @@ fn creds() {
 }
 
 fn memfd_exec() -> ! {
-    let image = check("read /bin/true", std::fs::read("/bin/true"));
+    // sleep, not true: the image lives long enough to be read through /proc/PID/exe
+    let image = check("read /bin/sleep", std::fs::read("/bin/sleep"));
     let name = CString::new("osprey-wl").unwrap();
     let fd = check("memfd_create", nix::sys::memfd::memfd_create(&name, nix::sys::memfd::MemFdCreateFlag::empty()));
     let mut f = std::fs::File::from(fd);
     check("write memfd", f.write_all(&image));
-    let argv = [CString::new("true").unwrap()];
+    let argv = [CString::new("sleep").unwrap(), CString::new("2").unwrap()];
     let env: [CString; 0] = [];
     check("execveat", nix::unistd::fexecve(f.as_raw_fd(), &argv, &env));
     unreachable!()

@@ -1,0 +1,261 @@
+//! Alerts as events, with the story an analyst needs: the rule, the process and its ancestry,
+//! the root cause (the entry point the activity came through), and what the process and its
+//! descendants did just before.
+
+use std::{collections::HashSet, collections::VecDeque, path::Path, sync::Arc};
+
+use serde::Serialize;
+
+use crate::{
+    detect::{Alert, AlertKind},
+    enrich::Context,
+    process::table::Ancestor,
+};
+
+/// Programs through which activity enters a host: an ancestor running one of these is where
+/// an attack story starts.
+const ENTRY_POINTS: &[&str] = &[
+    "sshd", "sshd-session", "login", "agetty", "cron", "crond", "atd", "anacron", "nginx", "apache2", "httpd",
+    "php-fpm", "php-fpm8.2", "lighttpd", "caddy", "containerd-shim", "containerd-shim-runc-v2", "conmon", "runc",
+    "crun", "dockerd", "containerd", "crio", "kubelet", "systemd", "init",
+];
+
+/// How many recent events the story looks back through, and how far.
+const RECENT_CAP: usize = 4096;
+const STORY_WINDOW_NS: u64 = 300 * 1_000_000_000;
+const STORY_MAX: usize = 50;
+
+/// One thing a process did, for stories.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recent {
+    #[serde(skip)]
+    pub wall_ns: u64,
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub entity_id: String,
+    pub pid: u32,
+    #[serde(skip)]
+    pub parent_entity_id: Option<String>,
+    pub action: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub object: String,
+}
+
+/// The last events of every process, for the stories of alerts to come.
+#[derive(Debug, Default)]
+pub struct RecentEvents {
+    ring: VecDeque<Recent>,
+}
+
+impl RecentEvents {
+    pub fn push(&mut self, r: Recent) {
+        if self.ring.len() == RECENT_CAP {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(r);
+    }
+
+    /// What `entity` and its descendants did within the window before `now_ns`, in time order.
+    pub fn story(&self, entity: &str, now_ns: u64) -> Vec<Recent> {
+        let mut family: HashSet<&str> = HashSet::from([entity]);
+        let mut out = Vec::new();
+        for r in self.ring.iter().filter(|r| r.wall_ns + STORY_WINDOW_NS >= now_ns) {
+            let ours = family.contains(r.entity_id.as_str())
+                || r.parent_entity_id.as_deref().is_some_and(|p| family.contains(p));
+            if ours {
+                family.insert(&r.entity_id);
+                out.push(r.clone());
+            }
+        }
+        if out.len() > STORY_MAX {
+            out.drain(..out.len() - STORY_MAX);
+        }
+        out
+    }
+}
+
+/// The entry-point ancestor (nearest first), else the farthest one known.
+pub fn root_cause(ancestry: &[Ancestor]) -> Option<&Ancestor> {
+    ancestry
+        .iter()
+        .find(|a| {
+            a.pid == 1
+                || a.executable.as_deref().or(a.name.as_deref()).is_some_and(|exe| {
+                    let base = Path::new(exe).file_name().and_then(|n| n.to_str()).unwrap_or(exe);
+                    ENTRY_POINTS.contains(&base)
+                })
+        })
+        .or(ancestry.last())
+}
+
+/// An alert ready for output: the engine's verdict, the event that triggered it (ECS), and the
+/// story.
+#[derive(Debug, Clone)]
+pub struct AlertEvent {
+    pub alert: Alert,
+    /// The triggering event as it was written (correlations have none).
+    pub trigger: Option<serde_json::Value>,
+    pub story: Vec<Recent>,
+    /// The triggering process's context (ancestry, image) for process.*.
+    pub ctx: Option<Arc<Context>>,
+}
+
+#[derive(Serialize)]
+pub struct RuleDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub reference: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<&'a str>,
+    pub ruleset: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct ThreatDoc {
+    pub framework: &'static str,
+    pub tactic: NamesIds,
+    pub technique: NamesIds,
+}
+
+#[derive(Serialize)]
+pub struct NamesIds {
+    pub id: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct AlertMeta<'a> {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    pub response: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<&'a Ancestor>,
+    pub story: &'a [Recent],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ioc: Option<IocDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<CorrelationDoc<'a>>,
+    pub rule_file: String,
+}
+
+#[derive(Serialize)]
+pub struct IocDoc<'a> {
+    pub field: &'a str,
+    pub value: &'a str,
+    pub indicator: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct CorrelationDoc<'a> {
+    pub group: Vec<(&'a str, &'a str)>,
+    pub count: u64,
+    pub rules: &'a [String],
+}
+
+impl AlertEvent {
+    pub fn rule_doc(&self) -> RuleDoc<'_> {
+        let r = &self.alert.rule;
+        RuleDoc {
+            id: r.id.as_deref(),
+            name: &r.title,
+            description: r.description.as_deref(),
+            reference: &r.references,
+            author: r.author.as_deref(),
+            ruleset: "osprey",
+        }
+    }
+
+    pub fn threat_doc(&self) -> Option<ThreatDoc> {
+        let t = &self.alert.rule.threat;
+        if t.is_empty() {
+            return None;
+        }
+        Some(ThreatDoc {
+            framework: t.framework(),
+            tactic: NamesIds {
+                id: t.tactics.iter().map(|x| x.id.to_string()).collect(),
+                name: t.tactics.iter().map(|x| x.name.to_string()).collect(),
+            },
+            technique: NamesIds {
+                id: t.techniques.iter().map(|x| x.subtechnique.clone().unwrap_or_else(|| x.id.clone())).collect(),
+                name: Vec::new(),
+            },
+        })
+    }
+
+    pub fn meta(&self) -> AlertMeta<'_> {
+        let (kind, ioc, correlation) = match &self.alert.kind {
+            AlertKind::Rule => ("rule", None, None),
+            AlertKind::Ioc { field, value, indicator } => ("ioc", Some(IocDoc { field, value, indicator }), None),
+            AlertKind::Correlation(hit) => (
+                "correlation",
+                None,
+                Some(CorrelationDoc {
+                    group: hit.group.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                    count: hit.count,
+                    rules: &hit.rules,
+                }),
+            ),
+        };
+        let rule = &self.alert.rule;
+        AlertMeta {
+            kind,
+            response: rule.response.iter().map(|a| a.name()).collect(),
+            root_cause: self.ctx.as_ref().and_then(|c| root_cause(&c.ancestry)),
+            story: &self.story,
+            trigger: self.trigger.as_ref(),
+            ioc,
+            correlation,
+            rule_file: format!("{}:{}", rule.path.display(), rule.line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anc(pid: u32, exe: &str) -> Ancestor {
+        Ancestor { pid, entity_id: format!("e{pid}"), executable: Some(exe.into()), name: None, args: None, incomplete: false }
+    }
+
+    #[test]
+    fn root_cause_is_the_nearest_entry_point() {
+        let a = [anc(30, "/usr/bin/bash"), anc(20, "/usr/sbin/nginx"), anc(10, "/usr/sbin/sshd"), anc(1, "/sbin/init")];
+        assert_eq!(root_cause(&a).unwrap().pid, 20);
+        let b = [anc(30, "/usr/bin/bash"), anc(20, "/usr/bin/python3")];
+        assert_eq!(root_cause(&b).unwrap().pid, 20, "else the farthest known");
+        assert!(root_cause(&[]).is_none());
+    }
+
+    fn recent(ns: u64, e: &str, parent: Option<&str>, what: &str) -> Recent {
+        Recent {
+            wall_ns: ns,
+            timestamp: String::new(),
+            entity_id: e.into(),
+            pid: 1,
+            parent_entity_id: parent.map(Into::into),
+            action: what.into(),
+            object: String::new(),
+        }
+    }
+
+    #[test]
+    fn story_follows_descendants_only() {
+        let mut r = RecentEvents::default();
+        r.push(recent(1, "other", None, "noise"));
+        r.push(recent(2, "sh", Some("web"), "exec"));
+        r.push(recent(3, "curl", Some("sh"), "exec"));
+        r.push(recent(4, "curl", Some("sh"), "creation"));
+        r.push(recent(5, "unrelated", Some("init"), "exec"));
+        let s: Vec<String> = r.story("sh", 10).into_iter().map(|x| format!("{}:{}", x.entity_id, x.action)).collect();
+        assert_eq!(s, ["sh:exec", "curl:exec", "curl:creation"]);
+    }
+}
