@@ -34,6 +34,9 @@ impl Agent {
     /// programs load). Rules are loaded here too: broken files are logged, good ones run.
     pub fn start_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, SensorError> {
         let sensor = Sensor::start(&config.sensor())?;
+        for p in sensor.probes() {
+            metrics.probe(p.program, p.hook, p.attached);
+        }
         let ecs = Ecs::new(Host::detect(), pipeline::boot_wall_ns());
         let rules = crate::rules::load(&config.rules, &metrics);
         Ok(Self { sensor, ecs, metrics, rules, config })

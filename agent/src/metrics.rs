@@ -22,6 +22,8 @@ pub struct Metrics {
     rules_loaded: prometheus::IntGauge,
     rules_reload: IntCounterVec,
     alerts: IntCounterVec,
+    probes: IntGaugeVec,
+    latency: prometheus::Histogram,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -140,6 +142,21 @@ impl Metrics {
         for r in ["ok", "error"] {
             rules_reload.with_label_values(&[r]);
         }
+        let probes = IntGaugeVec::new(
+            Opts::new("osprey_probe_attached", "1 when a program is attached to its hook, 0 when this kernel refused it (the reason is logged)"),
+            &["program", "hook"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(probes.clone())).expect("unique metric");
+        let latency = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "osprey_event_latency_seconds",
+                "From the kernel's timestamp of an event to its hand-over to the outputs",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(latency.clone())).expect("unique metric");
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -166,7 +183,18 @@ impl Metrics {
             rules_loaded,
             rules_reload,
             alerts,
+            probes,
+            latency,
         }
+    }
+
+    pub fn probe(&self, program: &str, hook: &str, attached: bool) {
+        self.probes.with_label_values(&[program, hook]).set(attached as i64);
+    }
+
+    /// Kernel timestamp to output, in ns.
+    pub fn event_latency(&self, ns: u64) {
+        self.latency.observe(ns as f64 / 1e9);
     }
 
     pub fn rules_loaded(&self, n: usize) {

@@ -92,6 +92,9 @@ impl Stage {
 
     fn write(&mut self, ev: &Event) {
         self.events += 1;
+        if let Some(rec) = ev.record() {
+            self.metrics.event_latency(boottime_ns().saturating_sub(rec.header().ktime_ns));
+        }
         // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}).
         for sink in &mut self.sinks {
             if let Err(e) = sink.write(ev, &self.ecs) {
