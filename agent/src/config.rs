@@ -199,6 +199,20 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u32::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} bytes is more than 4GiB")))
 }
 
+/// A byte size as a number or with a unit (`256MiB`).
+pub fn de_size_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n),
+        Raw::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
 fn ser_size<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
     if v.is_multiple_of(1 << 20) {
         s.serialize_str(&format!("{}MiB", v >> 20))

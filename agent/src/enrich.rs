@@ -36,7 +36,8 @@ pub struct ProcessSection {
     pub ancestry_depth: usize,
     /// sha256 of executed files.
     pub hash: bool,
-    /// Files larger than this are not hashed.
+    /// Files larger than this are not hashed (bytes, or with a unit: 256MiB).
+    #[serde(deserialize_with = "crate::config::de_size_u64")]
     pub hash_max_size: u64,
     /// Threads hashing files.
     pub hash_workers: usize,

@@ -158,6 +158,8 @@ fn main() {
             if config.exists() {
                 c.arg("--config").arg(config);
             }
+            // The default rule pack.
+            c.arg("--rules").arg(root().join("rules"));
             run(c.args(rest));
         }
         "test" => {
