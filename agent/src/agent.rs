@@ -73,9 +73,34 @@ impl Agent {
             (task, rx)
         });
         let (task, rx) = watcher.map_or((None, None), |(t, r)| (Some(t), Some(r)));
-        let res = pipeline::run(&mut self.sensor, &cfg, self.ecs.clone(), sinks, self.metrics.clone(), self.rules.clone(), rx, stop).await;
-        if let Some(t) = task {
+        let control = match self.config.control.enabled {
+            true => match crate::control::serve(&self.config.control.socket) {
+                Ok((rx, server)) => Some((rx, server)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no control socket: osprey ps/tree/status will not reach this agent");
+                    None
+                }
+            },
+            false => None,
+        };
+        let (control_rx, control_task) = control.map_or((None, None), |(r, t)| (Some(r), Some(t)));
+        let res = pipeline::run(
+            &mut self.sensor,
+            &cfg,
+            self.ecs.clone(),
+            sinks,
+            self.metrics.clone(),
+            self.rules.clone(),
+            rx,
+            control_rx,
+            stop,
+        )
+        .await;
+        for t in [task, control_task].into_iter().flatten() {
             t.abort();
+        }
+        if self.config.control.enabled {
+            let _ = std::fs::remove_file(&self.config.control.socket);
         }
         res
     }

@@ -34,6 +34,26 @@ pub enum Command {
     /// Validate and replay rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The running agent's processes (over its control socket).
+    Ps(SocketArgs),
+    /// The running agent's process tree, from PID or from every root.
+    Tree {
+        pid: Option<u32>,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// The running agent's hooks (attached, or why not), counters and table.
+    Status(SocketArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// The agent's control socket.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +97,9 @@ pub struct RunArgs {
     /// Rule directory or file (repeatable); replaces `rules.paths` from the config file.
     #[arg(long = "rules")]
     pub rules: Vec<PathBuf>,
+    /// Path of the control socket (osprey ps/tree/status).
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
     /// Address of the /metrics, /healthz and /readyz endpoint (port 0: any free port).
     #[arg(long)]
     pub health_listen: Option<std::net::SocketAddr>,
@@ -116,6 +139,9 @@ impl RunArgs {
         }
         if !self.rules.is_empty() {
             cfg.rules.paths = self.rules.clone();
+        }
+        if let Some(p) = &self.control_socket {
+            cfg.control.socket = p.clone();
         }
         if self.bare_hooks {
             cfg.sensor.bare_hooks = true;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use crate::{
+    control::ControlSection,
     enrich::ProcessSection,
     rules::RulesSection,
     output::SinkConfig,
@@ -45,6 +46,7 @@ pub struct Config {
     pub system: SystemSection,
     pub process: ProcessSection,
     pub rules: RulesSection,
+    pub control: ControlSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

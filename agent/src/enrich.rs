@@ -253,6 +253,72 @@ impl Enricher {
         Some(LateHash { process, sha256: digest.to_hex() })
     }
 
+    fn proc_json(&mut self, p: &crate::process::Process) -> serde_json::Value {
+        let img = p.image();
+        serde_json::json!({
+            "pid": p.pid(),
+            "ppid": p.ppid,
+            "entity_id": self.table.entity_id_of(p),
+            "user": self.users.user(p.creds.euid).map(|u| u.to_string()).unwrap_or_else(|| p.creds.euid.to_string()),
+            "state": if p.is_alive() { "running" } else { "exited" },
+            "exited": !p.is_alive(),
+            "executable": img.map(|i| i.exe().to_owned()),
+            "command_line": img.map(|i| i.command_line()).unwrap_or_else(|| format!("[{}]", p.name())),
+        })
+    }
+
+    /// `osprey ps`: the live processes, by pid.
+    pub fn ps_json(&mut self) -> serde_json::Value {
+        self.users.maybe_refresh();
+        let mut keys: Vec<ProcKey> = self.table.iter().filter(|p| p.is_alive()).map(|p| p.key).collect();
+        keys.sort_by_key(|k| k.pid);
+        let procs: Vec<serde_json::Value> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let p = self.table.get(k)?.clone();
+                Some(self.proc_json(&p))
+            })
+            .collect();
+        serde_json::json!({ "processes": procs })
+    }
+
+    /// `osprey tree [PID]`: the process tree from `pid` (else from every process whose parent is
+    /// unknown), recently exited processes included.
+    pub fn tree_json(&mut self, pid: Option<u32>) -> serde_json::Value {
+        const MAX_NODES: usize = 100_000;
+        self.users.maybe_refresh();
+        let roots: Vec<ProcKey> = match pid {
+            Some(pid) => self.table.get_by_pid(pid).map(|p| vec![p.key]).unwrap_or_default(),
+            None => {
+                let mut r: Vec<ProcKey> = self
+                    .table
+                    .iter()
+                    .filter(|p| p.parent.is_none_or(|pk| self.table.get(pk).is_none()))
+                    .map(|p| p.key)
+                    .collect();
+                r.sort_by_key(|k| k.pid);
+                r
+            }
+        };
+        let mut budget = MAX_NODES;
+        let nodes: Vec<serde_json::Value> = roots.into_iter().filter_map(|k| self.tree_node(k, 0, &mut budget)).collect();
+        serde_json::json!({ "roots": nodes })
+    }
+
+    fn tree_node(&mut self, key: ProcKey, depth: usize, budget: &mut usize) -> Option<serde_json::Value> {
+        if *budget == 0 || depth > 256 {
+            return None;
+        }
+        *budget -= 1;
+        let p = self.table.get(key)?.clone();
+        let mut v = self.proc_json(&p);
+        let mut kids: Vec<ProcKey> = self.table.children(key).iter().map(|c| c.key).collect();
+        kids.sort_by_key(|k| (k.ticks, k.pid));
+        let children: Vec<serde_json::Value> = kids.into_iter().filter_map(|k| self.tree_node(k, depth + 1, budget)).collect();
+        v["children"] = serde_json::Value::Array(children);
+        Some(v)
+    }
+
     /// Periodic housekeeping: evicts exited processes past their grace period.
     pub fn tick(&mut self, now_boottime_ns: u64) -> usize {
         // Tickets of records that were dropped before leaving the window would pile up.

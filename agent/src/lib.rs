@@ -7,6 +7,7 @@ pub mod agent;
 pub mod alerting;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod decode;
 pub mod detect;
 pub mod enrich;

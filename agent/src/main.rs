@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::{io::Write, sync::Arc};
 
 use agent::{
     cli::{Cli, Command, LogFormat, RulesCommand, RunArgs},
@@ -74,6 +74,22 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
     Ok(())
 }
 
+/// Sends an operator request to the running agent and prints the answer.
+fn control(
+    args: &agent::cli::SocketArgs,
+    req: &agent::control::Request,
+    print: impl Fn(&serde_json::Value, &mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let v = agent::control::ask(&args.socket, req).context("is the agent running? (osprey run)")?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{v}")?;
+    } else {
+        print(&v, &mut out)?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -88,6 +104,11 @@ fn main() -> Result<()> {
             print!("{}", serde_yaml_ng::to_string(&cfg)?);
             Ok(())
         }
+        Command::Ps(s) => control(s, &agent::control::Request::Ps, agent::control::print_ps),
+        Command::Tree { pid, socket } => control(socket, &agent::control::Request::Tree(*pid), agent::control::print_tree),
+        Command::Status(s) => control(s, &agent::control::Request::Status, |v, out| {
+            writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default())
+        }),
         Command::Rules(RulesCommand::Check { paths }) => {
             let ok = agent::rules::check(paths, &mut std::io::stdout().lock())?;
             if !ok {

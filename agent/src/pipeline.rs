@@ -151,6 +151,31 @@ impl Stage {
         }
     }
 
+    /// Answers an operator's request from the control socket.
+    fn control(&mut self, p: crate::control::Pending, sensor: &Sensor) {
+        use crate::control::Request;
+        let answer = match p.request {
+            Request::Ps => self.enrich.ps_json(),
+            Request::Tree(pid) => self.enrich.tree_json(pid),
+            Request::Status => {
+                let t = self.enrich.table().stats();
+                let counters = sensor.counters().unwrap_or_default();
+                serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "probes": sensor.probes().iter().map(|p| serde_json::json!({
+                        "program": p.program, "hook": p.hook, "attached": p.attached, "reason": p.reason,
+                    })).collect::<Vec<_>>(),
+                    "events": self.events,
+                    "lost": RecordType::ALL.iter().map(|&k| (k.name(), counters.lost_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
+                    "filtered": RecordType::ALL.iter().map(|&k| (k.name(), counters.filtered_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
+                    "process_table": {"entries": t.entries, "evicted_grace": t.evicted_grace, "evicted_cap": t.evicted_cap},
+                    "rules_active": self.has_rules,
+                })
+            }
+        };
+        let _ = p.reply.send(answer);
+    }
+
     fn swap_rules(&mut self, rules: Arc<RuleSet>) {
         self.has_rules = !rules.is_empty();
         self.detector.replace_rules(rules);
@@ -224,6 +249,14 @@ fn summary(rec: &Record) -> (&'static str, String) {
     }
 }
 
+/// The next operator request, or never without a control socket.
+async fn next_control(rx: &mut Option<mpsc::Receiver<crate::control::Pending>>) -> Option<crate::control::Pending> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next reloaded rule set, or never without a watcher.
 async fn next_rules(rx: &mut Option<watch::Receiver<Arc<RuleSet>>>) -> Option<Arc<RuleSet>> {
     match rx {
@@ -259,6 +292,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     rules: Arc<RuleSet>,
     mut rules_rx: Option<watch::Receiver<Arc<RuleSet>>>,
+    mut control: Option<mpsc::Receiver<crate::control::Pending>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, SensorError> {
     let (tx, mut rx) = mpsc::channel(256);
@@ -300,6 +334,7 @@ pub async fn run(
             },
             Some(done) = recv_late(&mut late) => stage.late_hash(done),
             Some(rules) = next_rules(&mut rules_rx) => stage.swap_rules(rules),
+            Some(req) = next_control(&mut control) => stage.control(req, sensor),
             _ = tick.tick() => {
                 let now = boottime_ns();
                 while let Some(rec) = reorder.pop_ready(now) {

@@ -153,6 +153,7 @@ pub fn test_config() -> Config {
     c.pipeline.reorder_window = Duration::from_millis(20);
     c.output.stdout = false;
     c.health.enabled = false;
+    c.control.enabled = false; // never /run/osprey on the test machine
     c
 }
 
@@ -180,10 +181,56 @@ pub fn osprey_bin() -> std::path::PathBuf {
     bin
 }
 
+/// IDs of the BPF programs process `pid` holds open (from /proc/PID/fdinfo).
+pub fn prog_ids_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    let mut ids: Vec<u32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok())))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// IDs of every BPF program loaded in the kernel right now.
+pub fn loaded_program_ids() -> Vec<u32> {
+    aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
+}
+
+/// Waits (bounded) until none of `ids` is loaded any more; the kernel frees programs
+/// asynchronously after their last fd and link close.
+pub fn unloaded_within(ids: &[u32], limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let loaded = loaded_program_ids();
+        if !ids.iter().any(|id| loaded.contains(id)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Names of the BPF programs loaded in the kernel right now (truncated to 15 bytes by the kernel).
 pub fn loaded_program_names() -> Vec<String> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter_map(|p| p.name_as_str().map(str::to_owned))
         .collect()
+}
+
+/// The sum of every series of metric `name` in Prometheus text (`name{labels} value` lines).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name).then(|| value.trim().parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

@@ -8,33 +8,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use osprey_tests::{loaded_program_names, marker, osprey_bin, require_root};
+use osprey_tests::{loaded_program_names, marker, osprey_bin, prog_ids_of, require_root, unloaded_within};
 
-/// Osprey's programs loaded in the kernel now (names as the kernel truncates them).
-fn ours_loaded() -> Vec<String> {
-    let ours: Vec<&str> = agent_ebpf::PROGRAMS.iter().map(|p| p.kernel_name()).collect();
-    loaded_program_names().into_iter().filter(|n| ours.contains(&n.as_str())).collect()
-}
-
-/// The kernel frees a program asynchronously (RCU) after its last fd and link close: wait for it.
-fn all_unloaded_within(limit: Duration) -> bool {
-    // Tearing down ~80 tracepoint links takes the kernel a few seconds.
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if ours_loaded().is_empty() {
-            return true;
+/// Waits until process `pid` holds at least `n` BPF programs; returns their ids.
+fn attached(pid: u32, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids = prog_ids_of(pid);
+        if ids.len() >= n || Instant::now() >= deadline {
+            return ids;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    false
 }
 
 #[test]
 fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     require_root();
-    assert!(all_unloaded_within(Duration::from_secs(20)), "no Osprey programs before the test: {:?}", ours_loaded());
+    let sock = tempfile::tempdir().unwrap();
     let mut agent = Command::new(osprey_bin())
         .args(["run", "--duration", "60s", "--log-format", "json", "--health-listen", "127.0.0.1:0"])
+        .arg("--control-socket")
+        .arg(sock.path().join("osprey.sock"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,7 +47,9 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
         let left = deadline.saturating_duration_since(Instant::now());
         log.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not attach: {log:#?}")));
     }
-    let loaded = ours_loaded();
+    let ids = attached(agent.id(), 40);
+    assert!(ids.len() >= 40, "the agent holds its programs: {ids:?}");
+    let loaded = loaded_program_names();
     for p in ["proc_exec", "proc_fork", "proc_exit", "file_open_x", "file_path_x", "cred_x", "sys_signal"] {
         assert!(loaded.iter().any(|n| n == p), "{p} attached: {loaded:?}");
     }
@@ -66,7 +63,8 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     agent.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
     let exit = agent.wait().unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
-    assert!(all_unloaded_within(Duration::from_secs(20)), "everything detached after exit: {:?}", ours_loaded());
+    // Tearing down ~80 tracepoint links takes the kernel a few seconds.
+    assert!(unloaded_within(&ids, Duration::from_secs(20)), "everything detached after exit: {ids:?}");
 
     let docs: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
@@ -87,11 +85,21 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
 fn duration_stops_the_agent_by_itself() {
     require_root();
     let started = Instant::now();
-    let out = Command::new(osprey_bin()).args(["run", "--duration", "2s", "--no-stdout", "--no-health"]).output().unwrap();
+    let sock = tempfile::tempdir().unwrap();
+    let agent = Command::new(osprey_bin())
+        .args(["run", "--duration", "2s", "--no-stdout", "--no-health"])
+        .arg("--control-socket")
+        .arg(sock.path().join("osprey.sock"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ids = attached(agent.id(), 40);
+    let out = agent.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
-    assert!(all_unloaded_within(Duration::from_secs(20)), "{:?}", ours_loaded());
+    assert!(ids.len() >= 40, "{ids:?}");
+    assert!(unloaded_within(&ids, Duration::from_secs(20)), "{ids:?}");
 }
 
 #[test]

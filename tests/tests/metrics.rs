@@ -37,8 +37,11 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 fn readyz_and_metrics_follow_a_real_workload() {
     require_root();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sock = tempfile::tempdir().unwrap();
     let mut agent = Command::new(osprey_bin())
         .args(["run", "--duration", "90s", "--health-listen", &format!("127.0.0.1:{port}")])
+        .arg("--control-socket")
+        .arg(sock.path().join("osprey.sock"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
