@@ -24,6 +24,7 @@ pub struct Metrics {
     alerts: IntCounterVec,
     probes: IntGaugeVec,
     latency: prometheus::Histogram,
+    ringbuf_used: IntGaugeVec,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -157,6 +158,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
+        let ringbuf_used = IntGaugeVec::new(
+            Opts::new("osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke"),
+            &["cpu"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(ringbuf_used.clone())).expect("unique metric");
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -185,7 +192,12 @@ impl Metrics {
             alerts,
             probes,
             latency,
+            ringbuf_used,
         }
+    }
+
+    pub fn ringbuf_used(&self, cpu: u32, bytes: u64) {
+        self.ringbuf_used.with_label_values(&[&cpu.to_string()]).set(bytes as i64);
     }
 
     pub fn probe(&self, program: &str, hook: &str, attached: bool) {

@@ -98,4 +98,5 @@ fn readyz_and_metrics_follow_a_real_workload() {
     assert_eq!(metric(&after, "osprey_build_info", &[]), 1.0);
     assert_eq!(metric(&after, "osprey_probe_attached", &["program=\"proc_exec\""]), 1.0);
     assert!(metric(&after, "osprey_event_latency_seconds_count", &[]) >= delivered);
+    assert!(after.contains("osprey_ringbuf_used_bytes{cpu=\"0\"}"), "ring fill level per CPU");
 }

@@ -18,6 +18,57 @@ use crate::{
 /// Records per batch handed to the pipeline.
 const BATCH: usize = 256;
 
+/// Read-only view of a ring buffer's consumer and producer positions (the first u64 of its
+/// first and second pages), for the fill-level metric. aya keeps its own mapping private.
+struct Positions {
+    consumer: *mut libc::c_void,
+    producer: *mut libc::c_void,
+    page: usize,
+}
+
+// SAFETY: the pointers are only read (volatile) from the thread that owns the reader.
+unsafe impl Send for Positions {}
+
+impl Positions {
+    fn map(fd: std::os::fd::BorrowedFd<'_>) -> Option<Self> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let map = |off: usize| {
+            // SAFETY: mapping one page of a ring buffer map read-only; checked for MAP_FAILED.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), off as libc::off_t) };
+            (p != libc::MAP_FAILED).then_some(p)
+        };
+        let consumer = map(0)?;
+        let Some(producer) = map(page) else {
+            // SAFETY: unmapping the page mapped just above.
+            unsafe { libc::munmap(consumer, page) };
+            return None;
+        };
+        Some(Self { consumer, producer, page })
+    }
+
+    /// Bytes written by the kernel and not yet consumed.
+    fn used(&self) -> u64 {
+        // SAFETY: both pages stay mapped for our lifetime; the kernel updates them concurrently,
+        // hence volatile reads of the aligned u64 at their start.
+        let (c, p) = unsafe {
+            (std::ptr::read_volatile(self.consumer as *const u64), std::ptr::read_volatile(self.producer as *const u64))
+        };
+        p.saturating_sub(c)
+    }
+}
+
+impl Drop for Positions {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the two pages this value mapped.
+        unsafe {
+            libc::munmap(self.consumer, self.page);
+            libc::munmap(self.producer, self.page);
+        }
+    }
+}
+
 /// Reads `ring` until `stop` turns true, then drains what is left and returns.
 /// A full `tx` blocks this reader, so the kernel ring fills and the kernel counts the loss.
 pub async fn read_ring(
@@ -29,11 +80,15 @@ pub async fn read_ring(
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped,
     // which happens only when this AsyncFd is dropped.
+    let positions = Positions::map(std::os::fd::AsFd::as_fd(&ring));
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
     loop {
         let stopping = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
+                if let Some(p) = &positions {
+                    metrics.ringbuf_used(cpu, p.used());
+                }
                 if !drain(guard.get_inner_mut(), &tx, &metrics).await {
                     return Ok(());
                 }
