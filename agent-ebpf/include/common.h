@@ -136,6 +136,19 @@ static __always_inline void emit(void *rec, __u64 size, __u32 type)
 		count(&loss, type);
 }
 
+/*
+ * Reserves a fixed-size record in this CPU's ring buffer, or counts the loss and returns NULL.
+ * The memory is not zeroed: set every field. Submit with bpf_ringbuf_submit().
+ */
+static __always_inline void *reserve(__u64 size, __u32 type)
+{
+	void *rb = ring_of_this_cpu();
+	void *rec = rb ? bpf_ringbuf_reserve(rb, size, 0) : 0;
+	if (!rec)
+		count(&loss, type);
+	return rec;
+}
+
 /* Copies a record built in scratch space, `fixed` bytes of fixed part plus `len` of data. */
 static __always_inline void emit_scratch(void *rec, __u64 fixed, __u32 len, __u32 type)
 {

@@ -40,6 +40,47 @@ static __always_inline void fill_cred_ids(struct task_struct *task, __u32 *uids,
 	*caps = BPF_CORE_READ(c, cap_effective.val);
 }
 
+/* Credentials before and after a change. */
+struct cred_ids {
+	__u32 uids[4]; /* uid, euid, suid, fsuid */
+	__u32 gids[4]; /* gid, egid, sgid, fsgid */
+	__u64 caps;    /* effective capabilities */
+};
+
+/* Reserves, fills and submits a credential record; a full ring is counted. */
+static __always_inline void emit_cred(struct task_struct *task, __u32 op, long ret, const struct cred_ids *before,
+				      const struct cred_ids *after, const __u64 *args)
+{
+	struct osprey_cred *c = reserve(sizeof(*c), OSPREY_REC_CRED);
+	if (!c)
+		return;
+	fill_hdr(&c->hdr, task, OSPREY_REC_CRED, sizeof(*c));
+	c->op = op;
+	c->ret = ret;
+	c->old_uid = before->uids[0];
+	c->old_euid = before->uids[1];
+	c->old_suid = before->uids[2];
+	c->old_fsuid = before->uids[3];
+	c->old_gid = before->gids[0];
+	c->old_egid = before->gids[1];
+	c->old_sgid = before->gids[2];
+	c->old_fsgid = before->gids[3];
+	c->old_cap_effective = before->caps;
+	c->new_uid = after->uids[0];
+	c->new_euid = after->uids[1];
+	c->new_suid = after->uids[2];
+	c->new_fsuid = after->uids[3];
+	c->new_gid = after->gids[0];
+	c->new_egid = after->gids[1];
+	c->new_sgid = after->gids[2];
+	c->new_fsgid = after->gids[3];
+	c->new_cap_effective = after->caps;
+	c->arg0 = args[0];
+	c->arg1 = args[1];
+	c->arg2 = args[2];
+	bpf_ringbuf_submit(c, 0);
+}
+
 /* Flags a process that runs as root although the last known euid was not 0. */
 static __always_inline void check_unexpected_root(struct task_struct *task)
 {
@@ -49,41 +90,15 @@ static __always_inline void check_unexpected_root(struct task_struct *task)
 		return;
 	__u32 was = *known;
 	remember_euid(tgid, 0); /* report once */
-	void *rb = ring_of_this_cpu();
-	struct osprey_cred *c = rb ? bpf_ringbuf_reserve(rb, sizeof(*c), 0) : 0;
-	if (!c) {
-		count(&loss, OSPREY_REC_CRED);
-		return;
-	}
-	fill_hdr(&c->hdr, task, OSPREY_REC_CRED, sizeof(*c));
-	c->op = OSPREY_CRED_UNEXPECTED_ROOT;
-	c->ret = 0;
-	__u32 uids[4], gids[4];
-	__u64 caps;
-	fill_cred_ids(task, uids, gids, &caps);
-	c->new_uid = uids[0];
-	c->new_euid = uids[1];
-	c->new_suid = uids[2];
-	c->new_fsuid = uids[3];
-	c->new_gid = gids[0];
-	c->new_egid = gids[1];
-	c->new_sgid = gids[2];
-	c->new_fsgid = gids[3];
-	c->new_cap_effective = caps;
-	/* only the effective uid before is known */
-	c->old_uid = was;
-	c->old_euid = was;
-	c->old_suid = was;
-	c->old_fsuid = was;
-	c->old_gid = gids[0];
-	c->old_egid = gids[1];
-	c->old_sgid = gids[2];
-	c->old_fsgid = gids[3];
-	c->old_cap_effective = 0;
-	c->arg0 = 0;
-	c->arg1 = 0;
-	c->arg2 = 0;
-	bpf_ringbuf_submit(c, 0);
+	struct cred_ids now = {}, before = {};
+	fill_cred_ids(task, now.uids, now.gids, &now.caps);
+	/* only the effective uid before is known; the rest is reported as it is now */
+	before = now;
+	for (int i = 0; i < 4; i++)
+		before.uids[i] = was;
+	before.caps = 0;
+	__u64 no_args[3] = {};
+	emit_cred(task, OSPREY_CRED_UNEXPECTED_ROOT, 0, &before, &now, no_args);
 }
 
 #endif /* OSPREY_CREDS_H */

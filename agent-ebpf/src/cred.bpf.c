@@ -9,9 +9,7 @@
 
 struct cred_before {
 	__u32 op;
-	__u32 uids[4];
-	__u32 gids[4];
-	__u64 caps;
+	struct cred_ids ids;
 	__u64 args[3];
 };
 
@@ -31,7 +29,7 @@ static __always_inline int cred_enter(__u32 op, struct sys_enter_ctx *ctx, int n
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct cred_before b = {.op = op};
-	fill_cred_ids(task, b.uids, b.gids, &b.caps);
+	fill_cred_ids(task, b.ids.uids, b.ids.gids, &b.ids.caps);
 	b.args[0] = ctx->args[0];
 	if (nargs > 1)
 		b.args[1] = ctx->args[1];
@@ -51,48 +49,17 @@ static __always_inline int cred_exit(struct sys_exit_ctx *ctx)
 	struct cred_before before = *b;
 	bpf_map_delete_elem(&cred_pending, &tid);
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 uids[4], gids[4];
-	__u64 caps;
-	fill_cred_ids(task, uids, gids, &caps);
-	remember_euid(BPF_CORE_READ(task, tgid), uids[1]);
-	bool changed = caps != before.caps;
+	struct cred_ids now = {};
+	fill_cred_ids(task, now.uids, now.gids, &now.caps);
+	remember_euid(BPF_CORE_READ(task, tgid), now.uids[1]);
+	bool changed = now.caps != before.ids.caps;
 	for (int i = 0; i < 4; i++)
-		changed |= uids[i] != before.uids[i] || gids[i] != before.gids[i];
+		changed |= now.uids[i] != before.ids.uids[i] || now.gids[i] != before.ids.gids[i];
 	if (!changed) {
 		count(&filtered, OSPREY_REC_CRED);
 		return 0;
 	}
-	void *rb = ring_of_this_cpu();
-	struct osprey_cred *c = rb ? bpf_ringbuf_reserve(rb, sizeof(*c), 0) : 0;
-	if (!c) {
-		count(&loss, OSPREY_REC_CRED);
-		return 0;
-	}
-	fill_hdr(&c->hdr, task, OSPREY_REC_CRED, sizeof(*c));
-	c->op = before.op;
-	c->ret = ctx->ret;
-	c->old_uid = before.uids[0];
-	c->old_euid = before.uids[1];
-	c->old_suid = before.uids[2];
-	c->old_fsuid = before.uids[3];
-	c->old_gid = before.gids[0];
-	c->old_egid = before.gids[1];
-	c->old_sgid = before.gids[2];
-	c->old_fsgid = before.gids[3];
-	c->new_uid = uids[0];
-	c->new_euid = uids[1];
-	c->new_suid = uids[2];
-	c->new_fsuid = uids[3];
-	c->new_gid = gids[0];
-	c->new_egid = gids[1];
-	c->new_sgid = gids[2];
-	c->new_fsgid = gids[3];
-	c->old_cap_effective = before.caps;
-	c->new_cap_effective = caps;
-	c->arg0 = before.args[0];
-	c->arg1 = before.args[1];
-	c->arg2 = before.args[2];
-	bpf_ringbuf_submit(c, 0);
+	emit_cred(task, before.op, ctx->ret, &before.ids, &now, before.args);
 	return 0;
 }
 

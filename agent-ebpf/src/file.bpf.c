@@ -123,20 +123,9 @@ static __always_inline void file_identity(struct osprey_file *f, struct file *fi
 static __always_inline struct osprey_file *file_rec(struct scratch *s, __u32 op, long ret)
 {
 	struct osprey_file *f = SCRATCH_REC(s, struct osprey_file);
+	__builtin_memset(f, 0, sizeof(*f));
 	f->op = op;
 	f->ret = ret;
-	f->flags = 0;
-	f->mode = 0;
-	f->uid = 0;
-	f->gid = 0;
-	f->size = 0;
-	f->ino = 0;
-	f->dev = 0;
-	f->pflags = 0;
-	f->path.off = 0;
-	f->path.len = 0;
-	f->path2.off = 0;
-	f->path2.len = 0;
 	return f;
 }
 

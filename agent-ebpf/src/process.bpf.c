@@ -210,16 +210,9 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 		count(&filtered, OSPREY_REC_FORK);
 		return 0;
 	}
-	void *rb = ring_of_this_cpu();
-	if (!rb) {
-		count(&loss, OSPREY_REC_FORK);
+	struct osprey_fork *f = reserve(sizeof(*f), OSPREY_REC_FORK);
+	if (!f)
 		return 0;
-	}
-	struct osprey_fork *f = bpf_ringbuf_reserve(rb, sizeof(*f), 0);
-	if (!f) {
-		count(&loss, OSPREY_REC_FORK);
-		return 0;
-	}
 	struct task_struct *current = bpf_get_current_task_btf();
 	fill_hdr(&f->hdr, current, OSPREY_REC_FORK, sizeof(*f));
 	check_unexpected_root(current);
@@ -245,16 +238,9 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 		count(&filtered, OSPREY_REC_EXIT);
 		return 0;
 	}
-	void *rb = ring_of_this_cpu();
-	if (!rb) {
-		count(&loss, OSPREY_REC_EXIT);
+	struct osprey_exit *x = reserve(sizeof(*x), OSPREY_REC_EXIT);
+	if (!x)
 		return 0;
-	}
-	struct osprey_exit *x = bpf_ringbuf_reserve(rb, sizeof(*x), 0);
-	if (!x) {
-		count(&loss, OSPREY_REC_EXIT);
-		return 0;
-	}
 	fill_hdr(&x->hdr, task, OSPREY_REC_EXIT, sizeof(*x));
 	x->exit_code = BPF_CORE_READ(task, exit_code);
 	if (group_dead) {

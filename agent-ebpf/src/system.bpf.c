@@ -35,21 +35,9 @@ static __always_inline bool is_agent(void)
 static __always_inline struct osprey_system *sys_rec(struct scratch *s, __u32 op, long ret)
 {
 	struct osprey_system *y = SCRATCH_REC(s, struct osprey_system);
+	__builtin_memset(y, 0, sizeof(*y));
 	y->op = op;
 	y->ret = ret;
-	y->target_pid = 0;
-	y->_pad0 = 0;
-	y->target_start_ns = 0;
-	y->arg0 = 0;
-	y->arg1 = 0;
-	y->arg2 = 0;
-	y->str.off = 0;
-	y->str.len = 0;
-	y->str2.off = 0;
-	y->str2.len = 0;
-	y->str3.off = 0;
-	y->str3.len = 0;
-	y->_pad1 = 0;
 	return y;
 }
 
@@ -274,28 +262,18 @@ int BPF_PROG(sys_signal, int sig, struct kernel_siginfo *info, struct task_struc
 		count(&filtered, OSPREY_REC_SYSTEM);
 		return 0;
 	}
-	void *rb = ring_of_this_cpu();
-	struct osprey_system *y = rb ? bpf_ringbuf_reserve(rb, sizeof(*y), 0) : 0;
-	if (!y) {
-		count(&loss, OSPREY_REC_SYSTEM);
+	struct osprey_system *y = reserve(sizeof(*y), OSPREY_REC_SYSTEM);
+	if (!y)
 		return 0;
-	}
+	__builtin_memset(y, 0, sizeof(*y));
 	fill_hdr(&y->hdr, task, OSPREY_REC_SYSTEM, sizeof(*y));
 	y->op = OSPREY_SYS_SIGNAL;
 	y->ret = result;
 	y->target_pid = target_tgid;
-	y->_pad0 = 0;
 	y->target_start_ns = process_start_ns(target);
 	y->arg0 = sig;
 	y->arg1 = result;
 	y->arg2 = code;
-	y->str.off = 0;
-	y->str.len = 0;
-	y->str2.off = 0;
-	y->str2.len = 0;
-	y->str3.off = 0;
-	y->str3.len = 0;
-	y->_pad1 = 0;
 	bpf_ringbuf_submit(y, 0);
 	return 0;
 }

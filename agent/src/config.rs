@@ -188,16 +188,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(u64),
-        S(String),
-    }
-    let n = match Raw::deserialize(d)? {
-        Raw::N(n) => n,
-        Raw::S(s) => parse_size(&s).map_err(serde::de::Error::custom)?,
-    };
+    let n = de_size_u64(d)?;
     u32::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} bytes is more than 4GiB")))
 }
 

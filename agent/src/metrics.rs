@@ -49,6 +49,12 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounte
     c
 }
 
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
 /// Advances a counter that mirrors a monotonic kernel counter to the kernel's value.
 fn catch_up(c: &prometheus::IntCounter, kernel_value: u64) {
     let seen = c.get();
@@ -110,18 +116,8 @@ impl Metrics {
             "Requests or connections a sink tried again after a failure, by sink",
             &["sink"],
         );
-        let output_queue = IntGaugeVec::new(
-            Opts::new("osprey_output_queue_length", "Events waiting in a sink's queue, by sink"),
-            &["sink"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(output_queue.clone())).expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new("osprey_build_info", "Always 1; the labels say which build of Osprey this is"),
-            &["version"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        let output_queue = gauge(&registry, "osprey_output_queue_length", "Events waiting in a sink's queue, by sink", &["sink"]);
+        let build_info = gauge(&registry, "osprey_build_info", "Always 1; the labels say which build of Osprey this is", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let table_entries = prometheus::IntGauge::new(
             "osprey_process_table_entries",
@@ -143,12 +139,7 @@ impl Metrics {
         for r in ["ok", "error"] {
             rules_reload.with_label_values(&[r]);
         }
-        let probes = IntGaugeVec::new(
-            Opts::new("osprey_probe_attached", "1 when a program is attached to its hook, 0 when this kernel refused it (the reason is logged)"),
-            &["program", "hook"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(probes.clone())).expect("unique metric");
+        let probes = gauge(&registry, "osprey_probe_attached", "1 when a program is attached to its hook, 0 when this kernel refused it (the reason is logged)", &["program", "hook"]);
         let latency = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
                 "osprey_event_latency_seconds",
@@ -158,12 +149,7 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
-        let ringbuf_used = IntGaugeVec::new(
-            Opts::new("osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke"),
-            &["cpu"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(ringbuf_used.clone())).expect("unique metric");
+        let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))

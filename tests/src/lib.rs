@@ -150,7 +150,7 @@ pub fn sha256sum(path: &str) -> String {
 /// A config for tests: defaults with a short reorder window.
 pub fn test_config() -> Config {
     let mut c = Config::default();
-    c.pipeline.reorder_window = Duration::from_millis(20);
+    c.pipeline.reorder_window = Duration::from_millis(100);
     c.output.stdout = false;
     c.health.enabled = false;
     c.control.enabled = false; // never /run/osprey on the test machine
