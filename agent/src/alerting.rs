@@ -28,10 +28,9 @@ const STORY_MAX: usize = 50;
 /// One thing a process did, for stories.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recent {
-    #[serde(skip)]
+    /// Formatted only when a story is written.
+    #[serde(rename = "@timestamp", serialize_with = "as_rfc3339")]
     pub wall_ns: u64,
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
     pub entity_id: String,
     pub pid: u32,
     #[serde(skip)]
@@ -39,6 +38,10 @@ pub struct Recent {
     pub action: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub object: String,
+}
+
+fn as_rfc3339<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::event::rfc3339(*ns))
 }
 
 /// The last events of every process, for the stories of alerts to come.
@@ -238,7 +241,6 @@ mod tests {
     fn recent(ns: u64, e: &str, parent: Option<&str>, what: &str) -> Recent {
         Recent {
             wall_ns: ns,
-            timestamp: String::new(),
             entity_id: e.into(),
             pid: 1,
             parent_entity_id: parent.map(Into::into),

@@ -109,7 +109,6 @@ impl Stage {
         let (action, object) = summary(rec);
         self.recent.push(Recent {
             wall_ns: ev.wall_ns,
-            timestamp: crate::event::rfc3339(ev.wall_ns),
             entity_id: ctx.process.entity_id.clone(),
             pid: ctx.process.pid,
             parent_entity_id: ctx.parent.as_ref().map(|p| p.entity_id.clone()),
@@ -125,11 +124,10 @@ impl Stage {
         if self.alerts.is_empty() {
             return;
         }
-        let doc = Arc::new(doc);
         let alerts = std::mem::take(&mut self.alerts);
         for alert in alerts.into_iter().filter(|a| a.standalone) {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-            self.raise(AlertEvent { alert, trigger: Some((*doc).clone()), story, ctx: ev.ctx.clone() }, ev.wall_ns);
+            self.raise(AlertEvent { alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone() }, ev.wall_ns);
         }
     }
 
