@@ -44,17 +44,21 @@ struct Opts {
     redis_tests: String,
     profile: bool,
     build: bool,
+    /// Cargo profile of the agent: release, or debug for the smoke run (CI has built it already).
+    release: bool,
     ringbuf: Option<String>,
     /// The agent's configuration file (written by the bench).
     config: PathBuf,
     config_about: &'static str,
+    /// What the macro workload builds.
+    build_about: &'static str,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo xtask bench [--smoke] [--reps N] [--duration SECS] [--micro SECS] [--only w1,w2]\n\
          \x20                        [--redis-requests N] [--redis-tests set,get] [--ringbuf-size SIZE]\n\
-         \x20                        [--no-profile] [--no-build]\n\
+         \x20                        [--no-profile] [--no-build] [--release|--debug]\n\
          workloads: {}",
         workloads::all().iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
     );
@@ -76,9 +80,11 @@ fn parse_opts(args: &[&str]) -> Opts {
         redis_tests: "set,get".into(),
         profile: true,
         build: true,
+        release: !smoke,
         ringbuf: None,
         config: PathBuf::new(),
         config_about: "",
+        build_about: "",
     };
     let mut it = args.iter();
     while let Some(&a) = it.next() {
@@ -95,6 +101,8 @@ fn parse_opts(args: &[&str]) -> Opts {
             "--ringbuf-size" => o.ringbuf = Some(value().to_string()),
             "--no-profile" => o.profile = false,
             "--no-build" => o.build = false,
+            "--release" => o.release = true,
+            "--debug" => o.release = false,
             _ => usage(),
         }
     }
@@ -193,33 +201,42 @@ fn foreign_osprey_programs() -> usize {
 }
 
 pub fn main(args: &[&str]) {
-    let opts = parse_opts(args);
+    // Errors return through `run` so every child (agent, redis) is stopped before exiting.
+    if let Err(e) = run(parse_opts(args)) {
+        fail(e);
+    }
+}
+
+fn run(mut opts: Opts) -> Result<(), String> {
     if !crate::is_root() {
-        fail("the bench loads BPF programs and needs root: sudo -E cargo xtask bench");
+        return Err("the bench loads BPF programs and needs root: sudo -E cargo xtask bench".into());
     }
     crate::deps(true);
     let target = target_dir();
     let out_dir = target.join("bench");
     let logs = out_dir.join("logs");
-    std::fs::create_dir_all(&logs).unwrap_or_else(|e| fail(format!("{}: {e}", logs.display())));
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     if opts.build {
-        crate::run(crate::cargo().args(["build", "--release", "-p", "agent", "--bin", "osprey"]));
+        let mut build = crate::cargo();
+        build.args(["build", "-p", "agent", "--bin", "osprey"]);
+        if opts.release {
+            build.arg("--release");
+        }
+        crate::run(&mut build);
     }
-    let bin = target.join("release/osprey");
+    let bin = target.join(if opts.release { "release/osprey" } else { "debug/osprey" });
     if !bin.exists() {
-        fail(format!("{} is missing (drop --no-build)", bin.display()));
+        return Err(format!("{} is missing (drop --no-build)", bin.display()));
     }
-    let mut opts = opts;
     opts.config = out_dir.join("osprey-bench.yaml");
-    opts.config_about = agent::write_config(&bin, &opts.config, &crate::root().join("rules")).unwrap_or_else(|e| fail(e));
-    let opts = opts;
+    opts.config_about = agent::write_config(&bin, &opts.config, &crate::root().join("rules"))?;
 
     let all = workloads::all();
     let chosen: Vec<Workload> = match &opts.only {
         Some(names) => {
             for n in names {
                 if !all.iter().any(|w| w.name == n) {
-                    fail(format!("unknown workload {n}"));
+                    return Err(format!("unknown workload {n}"));
                 }
             }
             all.into_iter().filter(|w| names.iter().any(|n| n == w.name)).collect()
@@ -227,25 +244,25 @@ pub fn main(args: &[&str]) {
         None => all,
     };
 
-    let foreign = foreign_osprey_programs();
-    if foreign > 0 {
-        eprintln!("xtask bench: WARNING: {foreign} Osprey programs are already loaded by another process: numbers will be skewed");
-    }
-    let scratch = make_scratch().unwrap_or_else(|e| fail(e));
+    let mut foreign = 0;
+    let scratch = make_scratch()?;
     let macro_dir = out_dir.join("build-crate");
-    workloads::prepare_build(&macro_dir, &crate::root().join("xtask/src"), opts.smoke).unwrap_or_else(|e| fail(e));
+    let cargo = std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from);
+    let build_about = workloads::prepare_build(&macro_dir, &cargo, &crate::root().join("xtask/src"), opts.smoke)?;
+    opts.build_about = build_about;
     let needs_redis = chosen.iter().any(|w| matches!(w.kind, workloads::Kind::Redis));
-    let redis = if needs_redis { Some(workloads::Redis::start(&scratch.0).unwrap_or_else(|e| fail(e))) } else { None };
+    let redis = if needs_redis { Some(workloads::Redis::start(&scratch.0)?) } else { None };
     let ctx = Ctx {
         duration: opts.duration,
         micro: opts.micro,
         tmp: scratch.0.clone(),
         instances: std::thread::available_parallelism().map_or(2, |n| n.get() as u32),
+        stress_ops: opts.smoke.then_some(50),
         redis_port: redis.as_ref().map_or(0, |r| r.port),
         redis_requests: opts.redis_requests,
         redis_tests: opts.redis_tests.clone(),
         macro_dir,
-        cargo: std::env::var_os("CARGO").map_or_else(|| "cargo".into(), PathBuf::from),
+        cargo,
     };
 
     let started = Instant::now();
@@ -265,8 +282,7 @@ pub fn main(args: &[&str]) {
     for rep in 0..opts.reps {
         for i in 0..3 {
             let mode = Mode::ALL[(rep + i) % 3];
-            let series = run_series(&bin, mode, rep, &chosen, &ctx, &logs, &opts, &mut max_rss_kib, &mut probes)
-                .unwrap_or_else(|e| fail(e));
+            let series = run_series(&bin, mode, rep, &chosen, &ctx, &logs, &opts, &mut max_rss_kib, &mut probes, &mut foreign)?;
             for (w, s) in series.into_iter().enumerate() {
                 samples[w][mode as usize].push(s);
             }
@@ -305,12 +321,13 @@ pub fn main(args: &[&str]) {
     print!("{md}");
     let json = report.json().pretty();
     let _ = std::fs::write(out_dir.join("report.md"), &md);
-    std::fs::write(out_dir.join("report.json"), json).unwrap_or_else(|e| fail(format!("writing the report: {e}")));
+    std::fs::write(out_dir.join("report.json"), json).map_err(|e| format!("writing the report: {e}"))?;
     eprintln!(
         "xtask bench: done in {:.0} s; report: {}",
         elapsed.as_secs_f64(),
         out_dir.join("report.json").display()
     );
+    Ok(())
 }
 
 /// Runs every workload once in `mode` (one agent for the whole series).
@@ -325,8 +342,14 @@ fn run_series(
     opts: &Opts,
     max_rss_kib: &mut u64,
     probes: &mut Vec<Probe>,
+    foreign: &mut usize,
 ) -> Result<Vec<Sample>, String> {
     eprintln!("xtask bench: repetition {}/{}, mode {}", rep + 1, opts.reps, mode.name());
+    let others = foreign_osprey_programs();
+    if others > 0 {
+        eprintln!("xtask bench: WARNING: {others} Osprey programs of another process are loaded: numbers will be skewed");
+        *foreign = (*foreign).max(others);
+    }
     let mut agent = match mode {
         Mode::None => None,
         _ => {
@@ -339,10 +362,12 @@ fn run_series(
         }
     };
     // Let the agent finish starting (process table seeding, first loss poll) and the machine settle.
-    std::thread::sleep(Duration::from_millis(if opts.smoke { 500 } else { 1500 }));
+    std::thread::sleep(Duration::from_millis(if opts.smoke { 300 } else { 1500 }));
     if let Some(a) = &agent {
         *max_rss_kib = (*max_rss_kib).max(sys::status_kib(a.pid, "VmHWM").unwrap_or(0));
     }
+    // At least one loss poll (1 s) after each workload, so the loss counters are current.
+    let pause = Duration::from_millis(if opts.smoke { 300 } else { 1200 });
     let mut out = Vec::new();
     for w in chosen {
         let before = match &agent {
@@ -355,7 +380,7 @@ fn run_series(
         let measures = workloads::run(w, ctx).map_err(|e| format!("workload {} ({}): {e}", w.name, mode.name()))?;
         let cost = match (&mut agent, before) {
             (Some(a), Some((ticks, scrape, t0))) => {
-                a.settle(Duration::from_millis(1200), Duration::from_secs(if opts.smoke { 3 } else { 8 }), 200.0);
+                a.settle(pause, Duration::from_secs(if opts.smoke { 1 } else { 6 }));
                 a.check_alive()?;
                 let seen = a.scrape()?.since(&scrape);
                 let cpu_s = a.cpu_ticks().saturating_sub(ticks) as f64 / sys::clk_tck() as f64;
@@ -364,7 +389,7 @@ fn run_series(
                 Some(AgentCost { cpu_s, wall_s: t0.elapsed().as_secs_f64(), peak_rss_kib: peak, seen })
             }
             _ => {
-                std::thread::sleep(Duration::from_millis(1200)); // the same pause as the settle
+                std::thread::sleep(pause); // the same pause as the settle
                 None
             }
         };
@@ -395,6 +420,8 @@ fn profile(
         *probes = agent.probes();
     }
     let names: BTreeMap<u32, String> = sys::prog_names().into_iter().collect();
+    // Shorter than the timed runs: this pass counts, it does not time.
+    let ctx = &Ctx { duration: ctx.duration.min(Duration::from_secs(2)), micro: ctx.micro.min(Duration::from_secs(1)), ..ctx.clone() };
     std::thread::sleep(Duration::from_millis(500));
     let mut out = Vec::new();
     for w in chosen {
@@ -541,6 +568,7 @@ impl Report<'_> {
                 lost: costs.iter().map(|c| c.seen.lost).sum(),
                 filtered: costs.iter().map(|c| c.seen.filtered).sum::<f64>() / costs.len() as f64,
                 decode_errors: costs.iter().map(|c| c.seen.decode_errors).sum(),
+                alerts: costs.iter().map(|c| c.seen.alerts).sum::<f64>() / costs.len() as f64,
                 events_by_type: Vec::new(),
             },
         })
@@ -649,15 +677,16 @@ impl Report<'_> {
         );
         let _ = writeln!(s, "Load average at start: {}; at end: {}", self.load_start, self.load_end);
         let _ = writeln!(s, "Agent configuration: {}; events to stdout (/dev/null).", self.opts.config_about);
+        let _ = writeln!(s, "The build workload compiles {} in release mode from scratch.", self.opts.build_about);
         if self.foreign > 0 {
-            let _ = writeln!(s, "\n**Warning:** {} Osprey programs of another process were loaded at start.", self.foreign);
+            let _ = writeln!(s, "\n**Warning:** up to {} Osprey programs of another process were loaded during the run: numbers are skewed.", self.foreign);
         }
         let _ = writeln!(s, "\n### Throughput (median of repetitions; % of no agent)\n");
         let _ = writeln!(s, "| workload | metric | no agent | bare hooks | Osprey | bare | Osprey | overhead Osprey / bare | noise |");
         let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for r in &rows {
             let over = match (r.overhead(Mode::Full), r.overhead(Mode::Bare)) {
-                (Some(f), Some(b)) if b.abs() >= NOISE => format!("{:.1}×", f / b),
+                (Some(f), Some(b)) if b >= NOISE => format!("{:.1}×", f / b),
                 (Some(_), Some(_)) => "floor < 1%".into(),
                 _ => "–".into(),
             };
@@ -697,15 +726,15 @@ impl Report<'_> {
         let _ = writeln!(s, "\n### The agent during each workload (median; lost summed over repetitions)\n");
         let _ = writeln!(
             s,
-            "| workload | CPU Osprey (% of a core) | CPU bare | peak RSS Osprey (MiB) | events delivered | lost | filtered in kernel | decode errors |"
+            "| workload | CPU Osprey (% of a core) | CPU bare | peak RSS Osprey (MiB) | events delivered | lost | filtered in kernel | alerts | decode errors |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (wi, w) in self.workloads.iter().enumerate() {
             let (Some(f), b) = (self.agent(wi, Mode::Full), self.agent(wi, Mode::Bare)) else { continue };
             let cpu = |c: &AgentCost| if c.wall_s > 0.0 { c.cpu_s / c.wall_s * 100.0 } else { 0.0 };
             let _ = writeln!(
                 s,
-                "| {} | {:.1}% ({:.2} s) | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {} | {:.1}% ({:.2} s) | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 w.name,
                 cpu(&f),
                 f.cpu_s,
@@ -714,6 +743,7 @@ impl Report<'_> {
                 f.seen.events,
                 f.seen.lost,
                 f.seen.filtered,
+                f.seen.alerts,
                 f.seen.decode_errors
             );
         }
@@ -778,7 +808,9 @@ impl Report<'_> {
             .with("redis_requests", self.opts.redis_requests)
             .with("redis_tests", self.opts.redis_tests.as_str())
             .with("ringbuf_size", self.opts.ringbuf.clone())
-            .with("agent_config", self.opts.config_about);
+            .with("agent_profile", if self.opts.release { "release" } else { "debug" })
+            .with("agent_config", self.opts.config_about)
+            .with("build_workload", self.opts.build_about);
         let mode_obj = |f: &dyn Fn(Mode) -> Json| {
             Mode::ALL.iter().fold(Json::obj(), |o, &m| o.with(m.name(), f(m)))
         };
@@ -818,6 +850,7 @@ impl Report<'_> {
                                 .with("lost", c.seen.lost)
                                 .with("filtered", c.seen.filtered)
                                 .with("decode_errors", c.seen.decode_errors)
+                                .with("alerts", c.seen.alerts)
                                 .with(
                                     "events_by_type",
                                     c.seen.events_by_type.iter().fold(Json::obj(), |o, (k, v)| o.with(k, *v)),
