@@ -182,6 +182,15 @@ fn main() {
             let (p, f) = run_counted(cargo().args(["test", "-p", "osprey-tests", "--", "--test-threads=1"]));
             passed += p;
             failed += f;
+            // The benchmark's smoke run (about a minute; speed is not judged): keeps it working.
+            match bench::smoke() {
+                Ok(()) => passed += 1,
+                Err(e) => {
+                    eprintln!("xtask bench --smoke: {e}");
+                    println!("osprey: {passed} passed, {} failed", failed + 1);
+                    exit(1);
+                }
+            }
             println!("osprey: {passed} passed, {failed} failed");
         }
         "bench" => bench::main(&rest),

@@ -194,8 +194,9 @@ impl Agent {
 
     /// Waits until the agent has caught up after a workload: at least `min` (one loss poll,
     /// 1 s, so the loss counters are current), then until the agent is nearly idle (under 20% of
-    /// a core over half a second: its backlog is drained), at most `max`.
-    pub fn settle(&self, min: Duration, max: Duration) {
+    /// a core over half a second: its backlog is processed), at most `max`. Returns how long
+    /// the agent needed to become idle, or None when it still was not at `max`.
+    pub fn settle(&self, min: Duration, max: Duration) -> Option<Duration> {
         let start = Instant::now();
         std::thread::sleep(min);
         let window = Duration::from_millis(500);
@@ -204,9 +205,10 @@ impl Agent {
             let before = self.cpu_ticks();
             std::thread::sleep(window);
             if self.cpu_ticks().saturating_sub(before) <= idle_ticks {
-                return;
+                return Some(start.elapsed().saturating_sub(window));
             }
         }
+        None
     }
 
     pub fn cpu_ticks(&self) -> u64 {

@@ -84,14 +84,15 @@ pub fn all() -> Vec<Workload> {
         Workload { name: "exec", kind: Kind::Stress(&["exec"]), about: "stress-ng --exec (fork + execve), as nobody" },
         Workload { name: "spawn", kind: Kind::Stress(&["spawn"]), about: "stress-ng --spawn (posix_spawn), as nobody" },
         Workload { name: "fork", kind: Kind::Stress(&["fork"]), about: "stress-ng --fork (fork + exit), as nobody" },
+        Workload { name: "connect", kind: Kind::Connect, about: "TCP connect/accept/close loop over 127.0.0.1" },
+        Workload { name: "redis", kind: Kind::Redis, about: "redis-benchmark against a local redis-server (loopback)" },
+        Workload { name: "build", kind: Kind::Macro, about: "cargo build --release of a small crate, from scratch" },
+        // Last: it floods the agent (and raises alerts), whose backlog would spill into the next.
         Workload {
             name: "file-churn",
             kind: Kind::Stress(&["open", "rename", "chmod"]),
             about: "stress-ng --open --rename --chmod on tmpfs, as nobody",
         },
-        Workload { name: "connect", kind: Kind::Connect, about: "TCP connect/accept/close loop over 127.0.0.1" },
-        Workload { name: "redis", kind: Kind::Redis, about: "redis-benchmark against a local redis-server (loopback)" },
-        Workload { name: "build", kind: Kind::Macro, about: "cargo build --release of a small crate, from scratch" },
     ]
 }
 
