@@ -86,13 +86,16 @@ pub async fn read_ring(
         let stopping = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
+                // Clear readiness before draining, not after: a record committed after the last
+                // empty read would otherwise lose its wakeup and wait in the ring until this CPU
+                // produced another one.
+                guard.clear_ready();
                 if let Some(p) = &positions {
                     metrics.ringbuf_used(cpu, p.used());
                 }
                 if !drain(guard.get_inner_mut(), &tx, &metrics).await {
                     return Ok(());
                 }
-                guard.clear_ready();
                 false
             }
             _ = stop.changed() => true,
