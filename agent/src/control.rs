@@ -84,7 +84,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
 
 /// Binds the socket (replacing a stale one) and serves requests until the receiver is dropped.
 pub fn serve(path: &Path) -> Result<(mpsc::Receiver<Pending>, tokio::task::JoinHandle<()>), ControlError> {
-    if let Some(dir) = path.parent() {
+    // A directory the agent creates is root-only; an existing one (e.g. /tmp) is left as it is:
+    // the socket's own 0600 mode and the peer check guard access.
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
     }

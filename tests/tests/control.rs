@@ -19,6 +19,8 @@ fn ps_tree_and_status_answer_from_the_running_agent() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("run/osprey.sock");
+    let mode_of = |p: &std::path::Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o7777;
+    let before = mode_of(dir.path());
     let mut agent = Command::new(osprey_bin())
         .args(["run", "--duration", "60s", "--no-stdout", "--no-health"])
         .arg("--control-socket")
@@ -34,6 +36,9 @@ fn ps_tree_and_status_answer_from_the_running_agent() {
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "root only");
+    let created = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(sock.parent().unwrap()).unwrap().permissions());
+    assert_eq!(created & 0o777, 0o700, "the directory the agent created is root only");
+    assert_eq!(mode_of(dir.path()), before, "an existing directory keeps its mode");
 
     let mut sh = Command::new("/bin/sh").args(["-c", "/bin/sleep 5; true"]).spawn().unwrap();
     let sh_pid = sh.id();
