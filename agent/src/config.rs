@@ -194,16 +194,7 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// A byte size as a number or with a unit (`256MiB`).
 pub fn de_size_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        N(u64),
-        S(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::N(n) => Ok(n),
-        Raw::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
+    ByteSize::deserialize(d).map(|b| b.0)
 }
 
 fn ser_size<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
