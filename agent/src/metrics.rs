@@ -25,6 +25,7 @@ pub struct Metrics {
     probes: IntGaugeVec,
     latency: prometheus::Histogram,
     ringbuf_used: IntGaugeVec,
+    ringbuf_sweep: IntCounterVec,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -150,6 +151,7 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
         let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
+        let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader found on its periodic sweep of a CPU's ring buffer, without a kernel wakeup", &["cpu"]);
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -179,11 +181,16 @@ impl Metrics {
             probes,
             latency,
             ringbuf_used,
+            ringbuf_sweep,
         }
     }
 
     pub fn ringbuf_used(&self, cpu: u32, bytes: u64) {
         self.ringbuf_used.with_label_values(&[&cpu.to_string()]).set(bytes as i64);
+    }
+
+    pub fn ringbuf_sweep(&self, cpu: u32, records: u64) {
+        self.ringbuf_sweep.with_label_values(&[&cpu.to_string()]).inc_by(records);
     }
 
     pub fn probe(&self, program: &str, hook: &str, attached: bool) {

@@ -43,6 +43,9 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Batches (of up to 256 records) queued between the ring readers and the pipeline.
+const READER_QUEUE: usize = 32;
+
 fn clock_ns(id: ClockId) -> u64 {
     let t = clock_gettime(id).expect("clock_gettime cannot fail for a valid clock");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -293,7 +296,9 @@ pub async fn run(
     mut control: Option<mpsc::Receiver<crate::control::Pending>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, SensorError> {
-    let (tx, mut rx) = mpsc::channel(256);
+    // A short queue: the kernel rings are the buffer. A long one only delays recovery after a
+    // flood (records queued here are old news) and hides the backlog from the ring-fill metric.
+    let (tx, mut rx) = mpsc::channel(READER_QUEUE);
     let (reader_stop_tx, reader_stop) = watch::channel(false);
     let mut readers = JoinSet::new();
     for (cpu, ring) in sensor.take_rings() {

@@ -33,6 +33,9 @@ fn flood(workers: usize, children: u64) -> Vec<u32> {
     pids
 }
 
+/// How soon after the flood the agent must deliver new events again.
+const RECOVERY: Duration = Duration::from_secs(10);
+
 fn lost(h: &Harness, kinds: &[RecordType]) -> u64 {
     let c = h.kernel_counters();
     kinds.iter().map(|&k| c.lost_total(k)).sum()
@@ -64,16 +67,27 @@ fn a_small_ring_flooded_while_read_counts_every_loss_reports_it_and_recovers() {
     let metrics = h.metrics.render();
     assert!(metric_sum(&metrics, "osprey_events_lost_total") > 0.0, "osprey_events_lost_total did not move:\n{metrics}");
 
-    // Recovery: a fresh, marked exec is delivered within seconds.
+    // Recovery: fresh, marked execs, one every 200 ms, until one is delivered. A probe may be
+    // lost while the agent is still working through what it queued during the flood (that loss
+    // is counted like any other); what matters is how soon after the flood delivery resumes.
     let tag = marker();
-    let mut child = Command::new("/bin/echo").arg(&tag).stdout(Stdio::null()).spawn().unwrap();
-    let pid = child.id();
-    assert!(child.wait().unwrap().success());
-    let delivered_in = h.wait_for(Duration::from_secs(5), |evs| {
-        evs.iter().any(|e| matches!(e.record(), Some(Record::Exec(x)) if x.hdr.pid == pid && x.args.contains(&tag)))
-    });
-    let recovery = flood_over.elapsed();
-    assert!(delivered_in, "the marked exec after the flood was not delivered within 5 s");
+    let mut probes = Vec::new();
+    let mut recovered = None;
+    while flood_over.elapsed() < RECOVERY {
+        let mut child = Command::new("/bin/echo").arg(format!("{tag}-{}", probes.len())).stdout(Stdio::null()).spawn().unwrap();
+        probes.push(child.id());
+        assert!(child.wait().unwrap().success());
+        let arrived = h.wait_for(Duration::from_millis(200), |evs| {
+            evs.iter().any(|e| matches!(e.record(), Some(Record::Exec(x)) if probes.contains(&x.hdr.pid) && x.args.iter().any(|a| a.starts_with(&tag))))
+        });
+        if arrived {
+            recovered = Some(flood_over.elapsed());
+            break;
+        }
+    }
+    let Some(recovery) = recovered else {
+        panic!("no marked exec delivered within {RECOVERY:?} of the flood ({} probes)", probes.len())
+    };
 
     let summary = h.stop();
     let forks = h
@@ -85,8 +99,9 @@ fn a_small_ring_flooded_while_read_counts_every_loss_reports_it_and_recovers() {
     let (lost_forks, lost_exits) = (summary.counters.lost_total(RecordType::Fork), summary.counters.lost_total(RecordType::Exit));
     eprintln!(
         "overload: {} workers, performed {performed} forks/exits; delivered {forks} forks + {exits} exits; \
-         lost (whole machine) {lost_forks} forks + {lost_exits} exits; marked exec delivered {recovery:?} after the flood",
-        workers.len()
+         lost (whole machine) {lost_forks} forks + {lost_exits} exits; marked exec delivered {recovery:?} after the flood ({} probes)",
+        workers.len(),
+        probes.len()
     );
     assert!(forks <= performed && exits <= performed, "never more than performed");
     assert!(forks + lost_forks >= performed, "forks: delivered {forks} + lost {lost_forks} < performed {performed}");

@@ -18,6 +18,9 @@ use crate::{
 /// Records per batch handed to the pipeline.
 const BATCH: usize = 256;
 
+/// How often a reader looks at its ring without having been woken.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Read-only view of a ring buffer's consumer and producer positions (the first u64 of its
 /// first and second pages), for the fill-level metric. aya keeps its own mapping private.
 struct Positions {
@@ -82,6 +85,10 @@ pub async fn read_ring(
     // which happens only when this AsyncFd is dropped.
     let positions = Positions::map(std::os::fd::AsFd::as_fd(&ring));
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    // The kernel wakes a reader only when a record lands where the reader stopped; a sweep
+    // every POLL bounds the delay of anything that wakeup scheme ever misses.
+    let mut sweep = tokio::time::interval(POLL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             guard = fd.readable_mut() => {
@@ -93,8 +100,19 @@ pub async fn read_ring(
                 if let Some(p) = &positions {
                     metrics.ringbuf_used(cpu, p.used());
                 }
-                if !drain(guard.get_inner_mut(), &tx, &metrics).await {
-                    return Ok(());
+                match drain(guard.get_inner_mut(), &tx, &metrics).await {
+                    Some(_) => false,
+                    None => return Ok(()),
+                }
+            }
+            _ = sweep.tick() => {
+                match drain(fd.get_mut(), &tx, &metrics).await {
+                    Some(0) => {}
+                    Some(n) => {
+                        metrics.ringbuf_sweep(cpu, n);
+                        debug!(cpu, records = n, "records found by the sweep, not by a wakeup");
+                    }
+                    None => return Ok(()),
                 }
                 false
             }
@@ -108,12 +126,15 @@ pub async fn read_ring(
     }
 }
 
-/// Decodes everything currently in the ring. Returns false when the receiver is gone.
-async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metrics: &Metrics) -> bool {
+/// Decodes everything currently in the ring. Returns how many records it read, or None when
+/// the receiver is gone.
+async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metrics: &Metrics) -> Option<u64> {
+    let mut read = 0;
     loop {
         let mut batch = Vec::with_capacity(BATCH);
         while batch.len() < BATCH {
             let Some(item) = ring.next() else { break };
+            read += 1;
             match decode(&item) {
                 Ok(rec) => {
                     metrics.record_received(rec.kind());
@@ -124,10 +145,10 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metr
         }
         let full = batch.len() == BATCH;
         if !batch.is_empty() && tx.send(batch).await.is_err() {
-            return false;
+            return None;
         }
         if !full {
-            return true;
+            return Some(read);
         }
     }
 }
