@@ -42,6 +42,9 @@ fn main() {
     compile(&clang, &arch, &dir, &common, &src, &obj);
     write_program_table(&obj, &out.join("programs.rs"));
 
+    // Network isolation: its own object, loaded on demand, pinned in bpffs.
+    compile(&clang, &arch, &dir, &common, &dir.join("src/isolate.bpf.c"), &out.join("isolate.bpf.o"));
+
     // The floor for benchmarks: the same programs on the same hooks, each body `return 0;`.
     let bare_src = out.join("osprey_bare.bpf.c");
     let bare_obj = out.join("osprey_bare.bpf.o");

@@ -112,6 +112,7 @@ enum osprey_exec_flags {
 	OSPREY_EXEC_PATH_TRUNC = 1 << 6,   /* executable path truncated */
 	OSPREY_EXEC_CWD_TRUNC = 1 << 7,    /* cwd truncated */
 	OSPREY_EXEC_CRED_UNKNOWN = 1 << 8, /* pre-exec credentials not seen: SETUID/SETGID are a guess */
+	OSPREY_EXEC_BLOCKED = 1 << 9,      /* image is on the block list: SIGKILL sent before it ran */
 };
 
 /* osprey_fork.flags */
@@ -135,6 +136,34 @@ struct osprey_inode_key {
 	__u64 ino;
 	__u32 dev;
 	__u32 _pad0;
+};
+
+/* Exec block list (response): `block_inodes` is keyed by struct osprey_inode_key, `block_paths`
+ * by a NUL-padded executable path of at most OSPREY_BLOCK_PATH_MAX - 1 bytes. The value says why
+ * (enum osprey_block_reason). `block_state[0]` counts path entries: 0 skips the path lookup. */
+#define OSPREY_BLOCK_PATH_MAX 256
+struct osprey_block_path {
+	char path[OSPREY_BLOCK_PATH_MAX];
+};
+
+enum osprey_block_reason {
+	OSPREY_BLOCK_BY_HASH = 1,   /* the image's sha256 is blocked */
+	OSPREY_BLOCK_BY_PATH = 2,   /* the image's path is blocked */
+	OSPREY_BLOCK_BY_INODE = 3,  /* the image file itself is blocked */
+};
+
+/* Network isolation (response): allow rules of the isolation programs, in map `iso_allow`. A
+ * packet of an isolated cgroup passes when its peer (destination on egress, source on ingress)
+ * matches a rule; everything else is dropped. */
+#define OSPREY_ISO_RULES_MAX 64
+struct osprey_iso_rule {
+	__u8 family;    /* 4 or 6 */
+	__u8 prefixlen; /* leading bits of addr that must match: 0..32 or 0..128 */
+	__u8 proto;     /* 6 TCP, 17 UDP, 0 any */
+	__u8 _pad0;
+	__u16 port;     /* the peer's port, host order; 0 any */
+	__u16 _pad1;
+	__u8 addr[16];  /* IPv4 in the first 4 bytes */
 };
 
 /* Values of the `watch` map: what the inode (a file, or a directory and all below it) is. */
@@ -284,6 +313,8 @@ _Static_assert(sizeof(struct osprey_cred) == 88 + 112, "osprey_cred");
 _Static_assert(sizeof(struct osprey_system) == 88 + 64, "osprey_system");
 _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
 _Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
+_Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");
+_Static_assert(sizeof(struct osprey_block_path) == OSPREY_BLOCK_PATH_MAX, "osprey_block_path");
 
 /* Largest record a program may emit: the exec record with all its trailing data. */
 #define OSPREY_EXEC_DATA_MAX (OSPREY_PATH_MAX + OSPREY_FILENAME_MAX + OSPREY_ARGS_MAX + OSPREY_PATH_MAX)

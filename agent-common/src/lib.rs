@@ -78,6 +78,8 @@ mod pod {
     // SAFETY: plain C structs of fixed-width integers with explicit padding (osprey.h).
     unsafe impl aya::Pod for osprey_config {}
     unsafe impl aya::Pod for osprey_inode_key {}
+    unsafe impl aya::Pod for osprey_block_path {}
+    unsafe impl aya::Pod for osprey_iso_rule {}
 }
 
 #[cfg(test)]

@@ -3,6 +3,10 @@
 /// The BPF object (ELF with BTF and CO-RE relocations), aligned for aya's parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/osprey.bpf.o"));
 
+/// Network isolation (`cgroup_skb` ingress/egress programs `iso_ingress`, `iso_egress` and
+/// their maps `iso_allow`, `iso_allow_n`, `iso_dropped`, pinned by name), loaded on demand.
+pub static ISOLATE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/isolate.bpf.o"));
+
 /// Where a program attaches, from its ELF section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {

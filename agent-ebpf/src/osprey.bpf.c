@@ -22,6 +22,7 @@ struct btf_anchor {
 	struct osprey_config config;
 	struct osprey_inode_key inode_key;
 	struct osprey_cred cred;
+	struct osprey_block_path block_path;
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
 /* records ending in a flexible array cannot be members: one global each */

@@ -26,6 +26,56 @@ struct {
 	__type(value, struct old_creds);
 } exec_creds SEC(".maps");
 
+/* The exec block list (response), filled by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct osprey_inode_key);
+	__type(value, __u32);
+} block_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct osprey_block_path);
+	__type(value, __u32);
+} block_paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} block_state SEC(".maps");
+
+/* The key of a path lookup, built per CPU (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct osprey_block_path);
+} block_key SEC(".maps");
+
+/*
+ * Whether the image (inode, or the resolved path in the scratch data at 0..len) is blocked.
+ * Only consulted at sched_process_exec: the new image is mapped but has not run an instruction.
+ */
+static __always_inline bool exec_blocked(struct osprey_inode_key *ik, struct scratch *s, __u32 len)
+{
+	if (bpf_map_lookup_elem(&block_inodes, ik))
+		return true;
+	__u32 zero = 0;
+	__u32 *paths = bpf_map_lookup_elem(&block_state, &zero);
+	if (!paths || *paths == 0 || len == 0 || len >= OSPREY_BLOCK_PATH_MAX)
+		return false;
+	struct osprey_block_path *k = bpf_map_lookup_elem(&block_key, &zero);
+	if (!k)
+		return false;
+	__builtin_memset(k, 0, sizeof(*k));
+	bpf_probe_read_kernel(k->path, len & (OSPREY_BLOCK_PATH_MAX - 1), &SCRATCH_DATA_AT(s, 0));
+	return bpf_map_lookup_elem(&block_paths, k) != 0;
+}
+
 static __always_inline bool is_kthread(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, flags) & PF_KTHREAD;
@@ -159,6 +209,13 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 		flags |= OSPREY_EXEC_PATH_TRUNC;
 	e->exe_path = put_str(off, len);
 	off += len;
+
+	struct osprey_inode_key ik = {.ino = e->exe_ino, .dev = e->exe_dev};
+	if (exec_blocked(&ik, s, len)) {
+		/* delivered on the way back to user space: the new image never runs */
+		bpf_send_signal(9 /* SIGKILL */);
+		flags |= OSPREY_EXEC_BLOCKED;
+	}
 
 	long n = bpf_probe_read_kernel_str(&SCRATCH_DATA_AT(s, off & SCRATCH_MASK), OSPREY_FILENAME_MAX,
 					   BPF_CORE_READ(bprm, filename));
