@@ -139,6 +139,14 @@ impl Enricher {
         &self.table
     }
 
+    /// Files the hash cache knows to have this sha256 (hex).
+    pub fn files_with_hash(&self, sha256: &str) -> Vec<crate::process::hash::FileKey> {
+        let (Some(pool), Some(d)) = (&self.hashes, crate::process::hash::Sha256Digest::from_hex(sha256)) else {
+            return Vec::new();
+        };
+        pool.files_with(&d)
+    }
+
     /// Called when a record arrives, before the reorder window: starts hashing an exec's image.
     pub fn on_arrival(&mut self, rec: &Record) {
         let (Some(pool), Record::Exec(e)) = (&self.hashes, rec) else { return };

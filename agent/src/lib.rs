@@ -18,6 +18,7 @@ pub mod output;
 pub mod pipeline;
 pub mod process;
 pub mod reorder;
+pub mod respond;
 pub mod rules;
 pub mod sensor;
 

@@ -87,6 +87,19 @@ impl Sha256Digest {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
+
+    /// From 64 hex digits (either case).
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(std::str::from_utf8(&b[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
 }
 
 impl fmt::Display for Sha256Digest {
@@ -500,6 +513,16 @@ impl HashPool {
             Some(CacheEntry::Done(o)) => Some(o.clone()),
             _ => None,
         }
+    }
+
+    /// Cached files whose content hashed to `digest` (a scan: for block requests).
+    pub fn files_with(&self, digest: &Sha256Digest) -> Vec<FileKey> {
+        lock(&self.shared.cache)
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e, CacheEntry::Done(o) if o.digest().as_ref() == Some(digest)))
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     pub fn stats(&self) -> HashStats {

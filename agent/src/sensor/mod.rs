@@ -258,6 +258,11 @@ impl Sensor {
         self.counter_reader()?.read()
     }
 
+    /// Takes a map out of the object (e.g. the exec block list, for the responder).
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
+    }
+
     /// A handle that reads the counters from any thread.
     pub fn counter_reader(&self) -> Result<CounterReader, SensorError> {
         CounterReader::open(&self.ebpf)
