@@ -13,11 +13,13 @@ use crate::{
     output::Sink,
     pipeline::{self, Summary},
     process::Host,
+    respond::{block::ExecBlocker, Responder},
     sensor::{ProbeStatus, Sensor, SensorError},
 };
 
 pub struct Agent {
     sensor: Sensor,
+    responder: Option<Responder>,
     ecs: Ecs,
     metrics: Arc<Metrics>,
     rules: Arc<RuleSet>,
@@ -33,13 +35,14 @@ impl Agent {
     /// The same, reporting into `metrics` (created earlier, e.g. to serve /healthz while the
     /// programs load). Rules are loaded here too: broken files are logged, good ones run.
     pub fn start_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, SensorError> {
-        let sensor = Sensor::start(&config.sensor())?;
+        let mut sensor = Sensor::start(&config.sensor())?;
+        let responder = Some(Responder::new(config.response.clone(), exec_blocker(&mut sensor)));
         for p in sensor.probes() {
             metrics.probe(p.program, p.hook, p.attached);
         }
         let ecs = Ecs::new(Host::detect(), pipeline::boot_wall_ns());
         let rules = crate::rules::load(&config.rules, &metrics);
-        Ok(Self { sensor, ecs, metrics, rules, config })
+        Ok(Self { sensor, responder, ecs, metrics, rules, config })
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -93,6 +96,7 @@ impl Agent {
             self.rules.clone(),
             rx,
             control_rx,
+            self.responder.take(),
             stop,
         )
         .await;
@@ -104,4 +108,13 @@ impl Agent {
         }
         res
     }
+}
+
+/// The exec block list maps of the sensor's object (absent from the bare benchmark object).
+fn exec_blocker(sensor: &mut Sensor) -> Option<ExecBlocker> {
+    let maps = (sensor.take_map("block_inodes"), sensor.take_map("block_paths"), sensor.take_map("block_state"));
+    let (Some(inodes), Some(paths), Some(state)) = maps else { return None };
+    ExecBlocker::new(inodes, paths, state)
+        .map_err(|e| tracing::warn!(error = %e, "exec block list unavailable"))
+        .ok()
 }

@@ -101,6 +101,8 @@ pub struct AlertEvent {
     pub story: Vec<Recent>,
     /// The triggering process's context (ancestry, image) for process.*.
     pub ctx: Option<Arc<Context>>,
+    /// What the rule's `response:` actions did.
+    pub responses: Vec<crate::respond::Outcome>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +138,8 @@ pub struct AlertMeta<'a> {
     pub kind: &'static str,
     #[serde(skip_serializing_if = "<[&str]>::is_empty")]
     pub response: Vec<&'static str>,
+    #[serde(skip_serializing_if = "<[crate::respond::Outcome]>::is_empty")]
+    pub responses: &'a [crate::respond::Outcome],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub root_cause: Option<&'a Ancestor>,
     pub story: &'a [Recent],
@@ -162,17 +166,21 @@ pub struct CorrelationDoc<'a> {
     pub rules: &'a [String],
 }
 
+/// ECS `rule.*` of a rule.
+pub fn rule_doc(r: &crate::detect::RuleMeta) -> RuleDoc<'_> {
+    RuleDoc {
+        id: r.id.as_deref(),
+        name: &r.title,
+        description: r.description.as_deref(),
+        reference: &r.references,
+        author: r.author.as_deref(),
+        ruleset: "osprey",
+    }
+}
+
 impl AlertEvent {
     pub fn rule_doc(&self) -> RuleDoc<'_> {
-        let r = &self.alert.rule;
-        RuleDoc {
-            id: r.id.as_deref(),
-            name: &r.title,
-            description: r.description.as_deref(),
-            reference: &r.references,
-            author: r.author.as_deref(),
-            ruleset: "osprey",
-        }
+        rule_doc(&self.alert.rule)
     }
 
     pub fn threat_doc(&self) -> Option<ThreatDoc> {
@@ -211,6 +219,7 @@ impl AlertEvent {
         AlertMeta {
             kind,
             response: rule.response.iter().map(|a| a.name()).collect(),
+            responses: &self.responses,
             root_cause: self.ctx.as_ref().and_then(|c| root_cause(&c.ancestry)),
             story: &self.story,
             trigger: self.trigger.as_ref(),

@@ -44,6 +44,70 @@ pub enum Command {
     },
     /// The running agent's hooks (attached, or why not), counters and table.
     Status(SocketArgs),
+    /// Kill a process (PID or entity:ID), or with --tree it and all its descendants (stopped
+    /// first so none can respawn).
+    Kill {
+        target: String,
+        #[arg(long)]
+        tree: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Stop a process and its descendants (SIGSTOP) for inspection.
+    Suspend {
+        target: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Continue a suspended process tree (SIGCONT).
+    Resume {
+        target: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Cut a cgroup (path below the cgroup v2 mount) or `host` off the network, but for
+    /// response.isolation_allow.
+    Isolate {
+        cgroup: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Undo `osprey isolate`.
+    Release {
+        cgroup: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Block an executable in the kernel: killed at exec before it runs.
+    Block(BlockArgs),
+    /// Remove an executable from the block list.
+    Unblock(BlockArgs),
+    /// Move a file into the quarantine directory.
+    Quarantine {
+        path: PathBuf,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Put a quarantined file back exactly where and as it was.
+    Restore {
+        id: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// What is isolated, blocked and quarantined, and the response mode.
+    Responses(SocketArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    /// By exact path (resolved when the file exists).
+    #[arg(long, conflicts_with = "sha256", required_unless_present = "sha256")]
+    pub path: Option<PathBuf>,
+    /// By content: 64 hex digits.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    #[command(flatten)]
+    pub socket: SocketArgs,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@ use crate::{
     rules::RulesSection,
     output::SinkConfig,
     pipeline::PipelineConfig,
+    respond::ResponseSection,
     sensor::{
         filters::expand_homes,
         settings::{op_mask, FileSection, SystemSection, FILE_OPS, SYSTEM_OPS},
@@ -47,6 +48,7 @@ pub struct Config {
     pub process: ProcessSection,
     pub rules: RulesSection,
     pub control: ControlSection,
+    pub response: ResponseSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -240,6 +242,7 @@ impl Config {
             return Err("pipeline.loss_report_interval: must be more than 0".into());
         }
         self.output.validate()?;
+        self.response.validate()?;
         Ok(())
     }
 

@@ -48,17 +48,22 @@ pub enum Request {
     Ps,
     Tree(Option<u32>),
     Status,
+    /// kill, isolate, block, quarantine, … (crate::respond::request).
+    Respond(crate::respond::Request),
 }
 
 impl Request {
     pub fn parse(line: &str) -> Result<Self, String> {
+        if let Some(r) = crate::respond::Request::parse(line) {
+            return r.map(Request::Respond);
+        }
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("ps"), None, _) => Ok(Request::Ps),
             (Some("status"), None, _) => Ok(Request::Status),
             (Some("tree"), None, _) => Ok(Request::Tree(None)),
             (Some("tree"), Some(pid), None) => pid.parse().map(|p| Request::Tree(Some(p))).map_err(|_| format!("not a pid: {pid}")),
-            _ => Err(format!("unknown request: {line:?} (ps | tree [PID] | status)")),
+            _ => Err(format!("unknown request: {line:?} (ps | tree [PID] | status | {})", crate::respond::request::USAGE)),
         }
     }
 
@@ -68,6 +73,7 @@ impl Request {
             Request::Status => "status".into(),
             Request::Tree(None) => "tree".into(),
             Request::Tree(Some(p)) => format!("tree {p}"),
+            Request::Respond(r) => r.line(),
         }
     }
 }
@@ -198,7 +204,8 @@ mod tests {
         assert_eq!(Request::parse("tree 42"), Ok(Request::Tree(Some(42))));
         assert_eq!(Request::parse("tree"), Ok(Request::Tree(None)));
         assert!(Request::parse("tree x").is_err());
-        assert!(Request::parse("kill 1").unwrap_err().contains("unknown request"));
+        assert!(Request::parse("reboot").unwrap_err().contains("unknown request"));
+        assert!(matches!(Request::parse("kill 1"), Ok(Request::Respond(_))));
         for r in [Request::Ps, Request::Status, Request::Tree(None), Request::Tree(Some(7))] {
             assert_eq!(Request::parse(&r.line()), Ok(r));
         }

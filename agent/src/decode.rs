@@ -98,6 +98,10 @@ impl ExecFlags {
     pub fn cred_unknown(self) -> bool {
         self.has(xf::OSPREY_EXEC_CRED_UNKNOWN)
     }
+    /// The image was on the exec block list: the kernel sent SIGKILL before it ran.
+    pub fn blocked(self) -> bool {
+        self.has(xf::OSPREY_EXEC_BLOCKED)
+    }
 }
 
 /// A successful exec: the process now runs `exe_path`.

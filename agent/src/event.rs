@@ -39,13 +39,15 @@ pub enum EventBody {
     Hash(LateHash),
     /// A rule, IoC or correlation matched.
     Alert(Box<AlertEvent>),
+    /// A response action was taken (or refused, or only recorded in monitor mode).
+    Response(Box<crate::respond::ResponseEvent>),
 }
 
 impl Event {
     pub fn record(&self) -> Option<&Record> {
         match &self.body {
             EventBody::Record(r) => Some(r),
-            EventBody::Loss(_) | EventBody::Hash(_) | EventBody::Alert(_) => None,
+            EventBody::Loss(_) | EventBody::Hash(_) | EventBody::Alert(_) | EventBody::Response(_) => None,
         }
     }
 }
@@ -115,6 +117,8 @@ struct EventMeta {
     dataset: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     severity: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -232,6 +236,8 @@ struct Osprey<'a> {
     cred: Option<system::CredMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system: Option<system::SystemMeta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a crate::respond::Outcome>,
 }
 
 #[derive(Serialize)]
@@ -254,6 +260,8 @@ struct ExecMeta<'a> {
     size: u64,
     ctime_ns: u64,
     previous_pid: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    blocked: bool,
 }
 
 #[derive(Serialize)]
@@ -386,6 +394,7 @@ impl Ecs {
             size: e.exe_size,
             ctime_ns: e.exe_ctime_ns,
             previous_pid: e.old_pid,
+            blocked: f.blocked(),
         });
         (meta("process", "start", "exec"), p, o)
     }
@@ -492,6 +501,21 @@ impl Ecs {
                 if let Some(ctx) = &a.ctx {
                     doc.process = Some(self.ctx_process(&ctx.process));
                     self.apply_ctx(&mut doc, ctx, false);
+                }
+            }
+            EventBody::Response(r) => {
+                use crate::respond::Verdict;
+                doc.event = meta(r.outcome.category, "change", "osprey-response");
+                doc.event.dataset = "osprey.response";
+                doc.event.outcome = Some(match r.outcome.result {
+                    Verdict::Done => "success",
+                    Verdict::Failed | Verdict::Refused => "failure",
+                    Verdict::Would | Verdict::RateLimited => "unknown",
+                });
+                doc.rule = r.rule.as_deref().map(crate::alerting::rule_doc);
+                doc.osprey.response = Some(&r.outcome);
+                if let Some(ctx) = &ev.ctx {
+                    doc.process = Some(self.ctx_process(&ctx.process));
                 }
             }
             EventBody::Hash(late) => {
@@ -608,6 +632,7 @@ fn meta(category: &'static str, type_: &'static str, action: &'static str) -> Ev
         module: "osprey",
         dataset: "osprey.process",
         severity: None,
+        outcome: None,
     }
 }
 

@@ -75,6 +75,25 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
 }
 
 /// Sends an operator request to the running agent and prints the answer.
+/// Sends a response request; prints the outcome; exit code 1 unless it was done.
+fn respond(args: &agent::cli::SocketArgs, line: &str) -> Result<()> {
+    let req = agent::control::Request::parse(line).map_err(anyhow::Error::msg)?;
+    let v = agent::control::ask(&args.socket, &req).context("is the agent running? (osprey run)")?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+    }
+    match v.get("result").and_then(|r| r.as_str()) {
+        None | Some("done") => Ok(()),
+        Some(other) => {
+            let reason = v.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+            anyhow::bail!("{other}: {reason}")
+        }
+    }
+}
+
 fn control(
     args: &agent::cli::SocketArgs,
     req: &agent::control::Request,
@@ -109,6 +128,26 @@ fn main() -> Result<()> {
         Command::Status(s) => control(s, &agent::control::Request::Status, |v, out| {
             writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default())
         }),
+        Command::Kill { target, tree, socket } => respond(socket, &format!("kill {}{target}", if *tree { "--tree " } else { "" })),
+        Command::Suspend { target, socket } => respond(socket, &format!("suspend {target}")),
+        Command::Resume { target, socket } => respond(socket, &format!("resume {target}")),
+        Command::Isolate { cgroup, socket } => respond(socket, &format!("isolate {cgroup}")),
+        Command::Release { cgroup, socket } => respond(socket, &format!("release {cgroup}")),
+        Command::Block(b) | Command::Unblock(b) => {
+            let verb = if matches!(cli.command, Command::Block(_)) { "block" } else { "unblock" };
+            let what = match (&b.path, &b.sha256) {
+                (Some(p), _) => format!("path {}", p.display()),
+                (None, Some(h)) => format!("sha256 {h}"),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            respond(&b.socket, &format!("{verb} {what}"))
+        }
+        Command::Quarantine { path, socket } => {
+            let abs = std::path::absolute(path).with_context(|| format!("{}", path.display()))?;
+            respond(socket, &format!("quarantine {}", abs.display()))
+        }
+        Command::Restore { id, socket } => respond(socket, &format!("restore {id}")),
+        Command::Responses(s) => respond(s, "responses"),
         Command::Rules(RulesCommand::Check { paths }) => {
             let ok = agent::rules::check(paths, &mut std::io::stdout().lock())?;
             if !ok {

@@ -26,6 +26,7 @@ pub struct Metrics {
     latency: prometheus::Histogram,
     ringbuf_used: IntGaugeVec,
     ringbuf_sweep: IntCounterVec,
+    responses: IntCounterVec,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -152,6 +153,7 @@ impl Metrics {
         registry.register(Box::new(latency.clone())).expect("unique metric");
         let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
         let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader found on its periodic sweep of a CPU's ring buffer, without a kernel wakeup", &["cpu"]);
+        let responses = counter(&registry, "osprey_responses_total", "Response actions by action and result (done, would: monitor mode, refused: a safety rail, failed, rate_limited)", &["action", "result"]);
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -182,6 +184,7 @@ impl Metrics {
             latency,
             ringbuf_used,
             ringbuf_sweep,
+            responses,
         }
     }
 
@@ -191,6 +194,11 @@ impl Metrics {
 
     pub fn ringbuf_sweep(&self, cpu: u32, records: u64) {
         self.ringbuf_sweep.with_label_values(&[&cpu.to_string()]).inc_by(records);
+    }
+
+    pub fn response(&self, action: &str, result: crate::respond::Verdict) {
+        let r = serde_json::to_value(result).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        self.responses.with_label_values(&[action, &r]).inc();
     }
 
     pub fn probe(&self, program: &str, hook: &str, attached: bool) {

@@ -20,6 +20,7 @@ use crate::{
     metrics::Metrics,
     output::Sink,
     reorder::Reorder,
+    respond::{context::TableLookup, signal::Identity, Outcome, Responder, ResponseEvent},
     sensor::{ring::read_ring, KernelCounters, Sensor, SensorError},
 };
 
@@ -80,6 +81,7 @@ struct Stage {
     metrics: Arc<Metrics>,
     events: u64,
     last_lost: Vec<(RecordType, u64)>,
+    responder: Option<Responder>,
 }
 
 impl Stage {
@@ -130,14 +132,49 @@ impl Stage {
         let alerts = std::mem::take(&mut self.alerts);
         for alert in alerts.into_iter().filter(|a| a.standalone) {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-            self.raise(AlertEvent { alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone() }, ev.wall_ns);
+            let a = AlertEvent { alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new() };
+            self.raise(a, ev.wall_ns);
         }
     }
 
-    fn raise(&mut self, a: AlertEvent, wall_ns: u64) {
+    /// Writes an alert after carrying out its rule's `response:` actions (so the alert reports
+    /// their results), then one response event per action.
+    fn raise(&mut self, mut a: AlertEvent, wall_ns: u64) {
         self.metrics.alert(a.alert.rule.key(), a.alert.severity());
+        let rule = a.alert.rule.clone();
+        if let (Some(r), false) = (self.responder.as_mut(), rule.response.is_empty()) {
+            let subject = crate::respond::context::subject(a.ctx.as_deref(), a.trigger.as_ref(), &self.enrich);
+            let enrich = &self.enrich;
+            a.responses = r.on_alert(rule.key(), &rule.response, &subject, &|h| enrich.files_with_hash(h));
+        }
         let ctx = a.ctx.clone();
-        self.write(&Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx });
+        let responses = a.responses.clone();
+        self.write(&Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx: ctx.clone() });
+        for o in responses {
+            self.respond_event(o, Some(rule.clone()), ctx.clone());
+        }
+    }
+
+    fn respond_event(&mut self, outcome: Outcome, rule: Option<Arc<crate::detect::RuleMeta>>, ctx: Option<Arc<crate::enrich::Context>>) {
+        self.metrics.response(outcome.action, outcome.result);
+        let wall_ns = self.ecs.wall_ns(boottime_ns());
+        self.write(&Event { wall_ns, body: EventBody::Response(Box::new(ResponseEvent { outcome, rule })), ctx });
+    }
+
+    /// An exec the kernel blocked is reported; an exec of a file whose (already known) hash is
+    /// blocked, but whose inode was not yet, is killed now.
+    fn exec_response(&mut self, e: &crate::decode::Exec, ctx: &crate::enrich::Context) -> Option<Outcome> {
+        let r = self.responder.as_mut()?;
+        if e.flags.blocked() {
+            return Some(r.blocked_exec(e.hdr.pid, &e.exe_path));
+        }
+        match (&ctx.hash, ctx.process.image.as_ref().and_then(|i| i.file)) {
+            (Some(h), Some(file)) if r.on_hashed(&file, h) => {
+                let key = self.enrich.table().key_of(e.hdr.pid, e.hdr.start_ns);
+                Some(r.kill_blocked(Identity { pid: key.pid, ticks: key.ticks }, format!("process {} ({})", e.hdr.pid, e.exe_path)))
+            }
+            _ => None,
+        }
     }
 
     /// Correlation windows that closed.
@@ -148,7 +185,7 @@ impl Stage {
         let now = self.ecs.wall_ns(boottime_ns());
         self.detector.flush(now, &mut self.alerts);
         for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
-            self.raise(AlertEvent { alert, trigger: None, story: Vec::new(), ctx: None }, now);
+            self.raise(AlertEvent { alert, trigger: None, story: Vec::new(), ctx: None, responses: Vec::new() }, now);
         }
     }
 
@@ -156,6 +193,16 @@ impl Stage {
     fn control(&mut self, p: crate::control::Pending, sensor: &Sensor) {
         use crate::control::Request;
         let answer = match p.request {
+            Request::Respond(req) => match self.responder.as_mut() {
+                Some(r) => {
+                    let (outcome, answer) = r.operator(&req, &TableLookup(&self.enrich));
+                    if let Some(o) = outcome {
+                        self.respond_event(o, None, None);
+                    }
+                    answer
+                }
+                None => serde_json::json!({"error": "response is not available in this agent"}),
+            },
             Request::Ps => self.enrich.ps_json(),
             Request::Tree(pid) => self.enrich.tree_json(pid),
             Request::Status => {
@@ -192,11 +239,24 @@ impl Stage {
 
     fn record(&mut self, rec: crate::decode::Record) {
         let wall_ns = self.ecs.wall_ns(rec.header().ktime_ns);
-        let ctx = self.enrich.apply(&rec);
-        self.emit(Event { wall_ns, body: EventBody::Record(rec), ctx: Some(Arc::new(ctx)) });
+        let ctx = Arc::new(self.enrich.apply(&rec));
+        let response = match &rec {
+            Record::Exec(e) => self.exec_response(e, &ctx),
+            _ => None,
+        };
+        self.emit(Event { wall_ns, body: EventBody::Record(rec), ctx: Some(ctx.clone()) });
+        if let Some(o) = response {
+            self.respond_event(o, None, Some(ctx));
+        }
     }
 
     fn late_hash(&mut self, done: crate::process::hash::HashDone) {
+        if let (Some(r), Some(d), Some(owner)) = (self.responder.as_mut(), done.outcome.digest(), done.owner) {
+            if r.on_hashed(&done.file, &d.to_hex()) {
+                let o = r.kill_blocked(Identity { pid: owner.pid, ticks: owner.ticks }, format!("process {}", owner.pid));
+                self.respond_event(o, None, None);
+            }
+        }
         if let Some(late) = self.enrich.late_hash(done) {
             let wall_ns = self.ecs.wall_ns(boottime_ns());
             self.emit(Event { wall_ns, body: EventBody::Hash(late), ctx: None });
@@ -294,6 +354,7 @@ pub async fn run(
     rules: Arc<RuleSet>,
     mut rules_rx: Option<watch::Receiver<Arc<RuleSet>>>,
     mut control: Option<mpsc::Receiver<crate::control::Pending>>,
+    responder: Option<Responder>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, SensorError> {
     // A short queue: the kernel rings are the buffer. A long one only delays recovery after a
@@ -320,6 +381,7 @@ pub async fn run(
         metrics,
         events: 0,
         last_lost: Vec::new(),
+        responder,
     };
     stage.swap_rules(rules);
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));
