@@ -183,6 +183,24 @@ fn churn(n: u64) {
     }
 }
 
+/// Creates `path`: the first thing this process does (the exec-block test checks it is never
+/// done by a blocked image).
+fn touch(path: &str) {
+    std::fs::write(path, b"ran").expect("create the marker");
+}
+
+/// A TCP connect to `addr` within `timeout_ms`: exit 0 when it connects, 3 when it does not.
+fn connect(addr: &str, timeout_ms: u64) {
+    let a: std::net::SocketAddr = addr.parse().expect("address");
+    match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(timeout_ms)) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("connect {addr}: {e}");
+            std::process::exit(3)
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}"));
@@ -198,6 +216,8 @@ fn main() {
         "unshare" => unshare(),
         "kill-child" => kill_child(),
         "churn" => churn(arg(1).parse().expect("count")),
+        "touch" => touch(arg(1)),
+        "connect" => connect(arg(1), arg(2).parse().expect("timeout ms")),
         other => panic!("unknown workload {other}"),
     }
 }
