@@ -23,6 +23,7 @@ struct btf_anchor {
 	struct osprey_inode_key inode_key;
 	struct osprey_cred cred;
 	struct osprey_block_path block_path;
+	struct osprey_iso_rule iso_rule; /* used by isolate.bpf.c, a separate object */
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
 /* records ending in a flexible array cannot be members: one global each */
