@@ -78,7 +78,7 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 op, long r
 	c->arg0 = args[0];
 	c->arg1 = args[1];
 	c->arg2 = args[2];
-	bpf_ringbuf_submit(c, 0);
+	submit(c);
 }
 
 /* Flags a process that runs as root although the last known euid was not 0. */

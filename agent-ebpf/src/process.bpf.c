@@ -279,7 +279,7 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	f->child_start_ns = process_start_ns(child);
 	f->flags = thread ? OSPREY_FORK_THREAD : 0;
 	f->_pad0 = 0;
-	bpf_ringbuf_submit(f, 0);
+	submit(f);
 	return 0;
 }
 
@@ -305,6 +305,6 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 		bpf_map_delete_elem(&known_euid, &tgid);
 	}
 	x->flags = group_dead ? 0 : OSPREY_EXIT_THREAD;
-	bpf_ringbuf_submit(x, 0);
+	submit(x);
 	return 0;
 }

@@ -274,7 +274,7 @@ int BPF_PROG(sys_signal, int sig, struct kernel_siginfo *info, struct task_struc
 	y->arg0 = sig;
 	y->arg1 = result;
 	y->arg2 = code;
-	bpf_ringbuf_submit(y, 0);
+	submit(y);
 	return 0;
 }
 

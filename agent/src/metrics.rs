@@ -152,7 +152,7 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(latency.clone())).expect("unique metric");
         let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
-        let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader found on its periodic sweep of a CPU's ring buffer, without a kernel wakeup", &["cpu"]);
+        let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader collected on its periodic sweep of a CPU's ring buffer rather than after a kernel wakeup (kernel programs wake readers only when a ring is over a quarter full)", &["cpu"]);
         let responses = counter(&registry, "osprey_responses_total", "Response actions by action and result (done, would: monitor mode, refused: a safety rail, failed, rate_limited)", &["action", "result"]);
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
