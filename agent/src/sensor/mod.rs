@@ -12,7 +12,10 @@ use agent_common::{osprey_config, osprey_config_flags, osprey_inode_key, osprey_
 use agent_ebpf::{Hook, Program, PROGRAMS};
 use aya::{
     maps::{Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{
+        cgroup_skb::CgroupSkbAttachType, CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError,
+        TracePoint,
+    },
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use thiserror::Error;
@@ -45,8 +48,10 @@ pub struct SensorConfig {
     pub ringbuf_bytes: u32,
     /// Report thread clone/exit too, not only processes.
     pub threads: bool,
-    /// Program domains to attach besides `proc` (always): `file`, `cred`, `sys`.
+    /// Program domains to attach besides `proc` (always): `file`, `cred`, `sys`, `net`.
     pub domains: Vec<&'static str>,
+    /// With `net`: copy DNS messages (cgroup_skb programs on the root cgroup v2).
+    pub dns: bool,
     /// Bit (1 << op) per enum osprey_file_op to report.
     pub file_ops: u32,
     /// Bit (1 << op) per enum osprey_system_op to report.
@@ -67,7 +72,8 @@ impl Default for SensorConfig {
         Self {
             ringbuf_bytes: 8 << 20,
             threads: false,
-            domains: vec!["file", "cred", "sys"],
+            domains: vec!["file", "cred", "sys", "net"],
+            dns: true,
             file_ops: u32::MAX,
             system_ops: u32::MAX,
             read_watch: Vec::new(),
@@ -153,6 +159,9 @@ fn fallback(program: &str) -> &'static str {
             "setuid/setgid execs are judged from the new credentials alone (sched_prepare_exec needs Linux 6.10)"
         }
         p if p.starts_with("file_") => "this syscall's file events are not reported on this kernel",
+        p if p.starts_with("net_dns") => "DNS messages are not reported on this kernel",
+        p if p.starts_with("net_udp") => "UDP peers are not reported on this kernel",
+        p if p.starts_with("net_") => "TCP connections are not reported on this kernel",
         _ => "its events are not reported on this kernel",
     }
 }
@@ -190,6 +199,8 @@ fn unload(p: &mut aya::programs::Program) -> Result<(), ProgramError> {
     match p {
         aya::programs::Program::BtfTracePoint(p) => p.unload(),
         aya::programs::Program::TracePoint(p) => p.unload(),
+        aya::programs::Program::CgroupSkb(p) => p.unload(),
+        aya::programs::Program::CgroupSockAddr(p) => p.unload(),
         _ => Ok(()),
     }
 }
@@ -282,6 +293,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 fn hook_name(p: &Program) -> &'static str {
     match p.hook {
         Hook::TpBtf(tp) | Hook::TracePoint(_, tp) => tp,
+        Hook::CgroupSkb("ingress") => "cgroup_skb/ingress",
+        Hook::CgroupSkb(_) => "cgroup_skb/egress",
+        Hook::CgroupSockAddr(kind) => kind,
     }
 }
 
@@ -292,7 +306,15 @@ const ATTACH_THREADS: usize = 16;
 /// Loads and attaches every program of the enabled domains, in parallel. A required program
 /// that fails is an error; an optional one is reported with what covers for it.
 fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<ProbeStatus>, SensorError> {
-    let wanted = |p: &Program| p.domain() == "proc" || cfg.domains.contains(&p.domain());
+    let wanted = |p: &Program| {
+        (p.domain() == "proc" || cfg.domains.contains(&p.domain())) && (cfg.dns || !p.name.starts_with("net_dns"))
+    };
+    // cgroup programs attach to the root of the cgroup v2 hierarchy: every process on the host.
+    let cgroup = match fs::cgroup2_mount() {
+        Some(m) => std::fs::File::open(&m).map_err(|e| format!("open {m}: {e}")),
+        None => Err("no cgroup v2 mount in /proc/self/mountinfo".to_string()),
+    };
+    let cgroup = &cgroup;
     // One work item per program with all its hooks: it is loaded (verified) once.
     let mut work: Vec<(Vec<&'static Program>, &mut aya::programs::Program)> = ebpf
         .programs_mut()
@@ -306,7 +328,7 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<Prob
     let results: Vec<(&'static Program, Result<(), SensorError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks_mut(chunk)
-            .map(|part| s.spawn(move || part.iter_mut().flat_map(|(hooks, prog)| attach(prog, btf, hooks)).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter_mut().flat_map(|(hooks, prog)| attach(prog, btf, cgroup, hooks)).collect::<Vec<_>>()))
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("attach thread")).collect()
     });
@@ -327,12 +349,21 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<Prob
 }
 
 /// Loads `prog` and attaches it to each of its hooks; one result per hook.
-fn attach(prog: &mut aya::programs::Program, btf: &Btf, hooks: &[&'static Program]) -> Vec<(&'static Program, Result<(), SensorError>)> {
+fn attach(
+    prog: &mut aya::programs::Program,
+    btf: &Btf,
+    cgroup: &Result<std::fs::File, String>,
+    hooks: &[&'static Program],
+) -> Vec<(&'static Program, Result<(), SensorError>)> {
     let first = hooks[0];
     let err = |p: &'static Program| move |source| SensorError::Program { program: p.name, hook: hook_name(p), source };
     let loaded = match first.hook {
         Hook::TpBtf(tp) => <&mut BtfTracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load(tp, btf).map_err(err(first))),
         Hook::TracePoint(..) => <&mut TracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first))),
+        Hook::CgroupSkb(_) => <&mut CgroupSkb>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first))),
+        Hook::CgroupSockAddr(_) => {
+            <&mut CgroupSockAddr>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first)))
+        }
     };
     if let Err(e) = loaded {
         // Not loadable: every hook of it is missing, for the same reason.
@@ -350,6 +381,21 @@ fn attach(prog: &mut aya::programs::Program, btf: &Btf, hooks: &[&'static Progra
                 Hook::TracePoint(category, tp) => <&mut TracePoint>::try_from(&mut *prog)
                     .map_err(err(h))
                     .and_then(|p| p.attach(category, tp).map(drop).map_err(err(h))),
+                // A bpf_link (kernel >= 5.7, what aya uses here) always coexists with other programs
+                // on the cgroup; link_create rejects attach flags, so the mode is Single (flags 0).
+                Hook::CgroupSkb(dir) => match cgroup {
+                    Ok(cg) => <&mut CgroupSkb>::try_from(&mut *prog).map_err(err(h)).and_then(|p| {
+                        let at = if dir == "ingress" { CgroupSkbAttachType::Ingress } else { CgroupSkbAttachType::Egress };
+                        p.attach(cg, at, CgroupAttachMode::Single).map(drop).map_err(err(h))
+                    }),
+                    Err(why) => Err(SensorError::NotLoaded { program: h.name, hook: hook_name(h), reason: why.clone() }),
+                },
+                Hook::CgroupSockAddr(_) => match cgroup {
+                    Ok(cg) => <&mut CgroupSockAddr>::try_from(&mut *prog)
+                        .map_err(err(h))
+                        .and_then(|p| p.attach(cg, CgroupAttachMode::Single).map(drop).map_err(err(h))),
+                    Err(why) => Err(SensorError::NotLoaded { program: h.name, hook: hook_name(h), reason: why.clone() }),
+                },
             };
             (*h, res)
         })
