@@ -61,7 +61,7 @@ fn server(bind: &str, n: usize, reply: usize) -> (std::process::Child, SocketAdd
 
 /// One client connection (a workload process) to a listener (another): the client sends
 /// `sent` bytes and half-closes, the server answers `reply` bytes and closes. Checks both sides.
-fn loopback_exchange(h: &mut Harness, bind: &str, connect_to: impl Fn(u16) -> String, mapped: bool) {
+fn loopback_exchange(h: &mut Harness, bind: &str, connect_to: impl Fn(u16) -> String, server_ip: &str, mapped: bool) {
     let (sent, reply) = (10_000usize, 3_000usize);
     let (srv, addr) = server(bind, 1, reply);
     let me = srv.id();
@@ -71,7 +71,7 @@ fn loopback_exchange(h: &mut Harness, bind: &str, connect_to: impl Fn(u16) -> St
     assert_eq!((printed(&sout, "received:"), printed(&out, "received:")), (sent.to_string().as_str(), reply.to_string().as_str()));
     let client: SocketAddr = printed(&out, "local:").parse().unwrap();
     let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-    let (server_addr, client_addr) = (canon(addr), canon(client));
+    let (server_addr, client_addr) = (SocketAddr::new(server_ip.parse().unwrap(), addr.port()), canon(client));
     let server_end = |n: &Net| n.local.port() == addr.port() && n.remote == client_addr;
     let closed = |evs: &[Event]| {
         find(evs, |n| n.op == NetOp::Close && n.hdr.pid == pid && n.remote.port() == addr.port()).is_some()
@@ -120,9 +120,10 @@ fn loopback_exchange(h: &mut Harness, bind: &str, connect_to: impl Fn(u16) -> St
 #[test]
 fn loopback_connections_over_ipv4_ipv6_and_v4_mapped_report_both_sides_with_byte_counts() {
     let mut h = Harness::start(test_config());
-    loopback_exchange(&mut h, "127.0.0.1:0", |p| format!("127.0.0.1:{p}"), false);
-    loopback_exchange(&mut h, "[::1]:0", |p| format!("[::1]:{p}"), false);
-    loopback_exchange(&mut h, "[::]:0", |p| format!("[::ffff:127.0.0.1]:{p}"), true);
+    loopback_exchange(&mut h, "127.0.0.1:0", |p| format!("127.0.0.1:{p}"), "127.0.0.1", false);
+    loopback_exchange(&mut h, "[::1]:0", |p| format!("[::1]:{p}"), "::1", false);
+    // an IPv6 socket reaching an IPv4 peer: reported as IPv4, flagged v4_mapped
+    loopback_exchange(&mut h, "[::]:0", |p| format!("[::ffff:127.0.0.1]:{p}"), "127.0.0.1", true);
     h.stop();
 }
 
@@ -262,8 +263,18 @@ fn a_storm_of_20000_loopback_connects_is_delivered_or_counted_lost() {
     assert!(srv.wait().unwrap().success());
     let took = started.elapsed();
     // performed, per op: the client's attempt and establishment, the server's accept, a close each
+    // a socket is ours when it connected to or was accepted on the port; its close by its id
     let ours = |n: &Net| n.local.port() == port || n.remote.port() == port;
-    let count = |evs: &[Event], op: NetOp| net_records(evs).filter(|n| n.op == op && ours(n)).count() as u64;
+    let count = |evs: &[Event], op: NetOp| {
+        if op != NetOp::Close {
+            return net_records(evs).filter(|n| n.op == op && ours(n)).count() as u64;
+        }
+        let ids: std::collections::HashSet<u64> = net_records(evs)
+            .filter(|n| matches!(n.op, NetOp::Connect | NetOp::Accept) && ours(n))
+            .map(|n| n.sock_id)
+            .collect();
+        net_records(evs).filter(|n| n.op == NetOp::Close && ids.contains(&n.sock_id)).count() as u64
+    };
     let performed = [(NetOp::Connect, N), (NetOp::Established, N), (NetOp::Accept, N), (NetOp::Close, 2 * N)];
     let total: u64 = performed.iter().map(|(_, n)| *n as u64).sum();
     let lost = |h: &Harness| h.kernel_counters().lost_total(RecordType::Net);
@@ -275,17 +286,21 @@ fn a_storm_of_20000_loopback_connects_is_delivered_or_counted_lost() {
         }
     }
     let summary = h.stop();
+    // ring buffer full, plus runs of net_tcp_state the kernel skipped because an interrupt ran it
+    // again while it was running on that CPU (recursion_misses): both counted, whole machine
     let lost = summary.counters.lost_total(RecordType::Net);
+    let nested = summary.counters.nested_total(RecordType::Net);
     let mut delivered = 0;
     for (op, n) in performed {
         let got = count(&h.events, op);
         assert!(got <= n as u64, "{op:?}: {got} delivered of {n} performed");
         if lost == 0 {
-            assert_eq!(got, n as u64, "{op:?}: nothing was lost, so everything must be delivered");
+            let closes = |inbound: bool| net_records(&h.events).filter(|n| n.op == NetOp::Close && ours(n) && (n.flags & 2 != 0) == inbound).count();
+            assert_eq!(got, n as u64, "{op:?}: nothing was lost, so everything must be delivered (by port: {} client, {} server closes)", closes(false), closes(true));
         }
         delivered += got;
     }
     let _ = pid;
-    eprintln!("storm: {N} connects in {took:?}; {delivered} net records delivered of {total}, {lost} net records lost (whole machine)");
+    eprintln!("storm: {N} connects in {took:?}; {delivered} net records delivered of {total}, {lost} net records lost (whole machine; {nested} of them skipped nested runs)");
     assert!(delivered + lost >= total, "delivered {delivered} + lost {lost} < performed {total}");
 }

@@ -101,11 +101,20 @@ pub struct KernelCounters {
     pub lost: Vec<(RecordType, Vec<u64>)>,
     /// filtered[type]: records dropped on purpose in the kernel (threads, kernel threads).
     pub filtered: Vec<(RecordType, u64)>,
+    /// nested[type]: runs of a program of that record type the kernel skipped because the same
+    /// program was already running on the CPU (an interrupt arrived during it): the program's
+    /// `recursion_misses`. Each may have been a record; counted as lost (an upper bound).
+    pub nested: Vec<(RecordType, u64)>,
 }
 
 impl KernelCounters {
+    /// Records lost: ring buffer full, plus skipped nested runs.
     pub fn lost_total(&self, kind: RecordType) -> u64 {
-        self.lost.iter().filter(|(k, _)| *k == kind).flat_map(|(_, v)| v).sum()
+        self.lost.iter().filter(|(k, _)| *k == kind).flat_map(|(_, v)| v).sum::<u64>() + self.nested_total(kind)
+    }
+
+    pub fn nested_total(&self, kind: RecordType) -> u64 {
+        self.nested.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
     }
 
     pub fn filtered_total(&self, kind: RecordType) -> u64 {
@@ -118,6 +127,30 @@ impl KernelCounters {
 pub struct CounterReader {
     loss: PerCpuArray<MapData, u64>,
     filtered: PerCpuArray<MapData, u64>,
+    /// Programs whose skipped runs count as lost records of a type (the network programs, which
+    /// run in interrupts and so can be interrupted by themselves).
+    programs: Vec<(RecordType, std::os::fd::OwnedFd)>,
+}
+
+/// `recursion_misses` of a loaded program (BPF_OBJ_GET_INFO_BY_FD); None if the kernel says no.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: bpf_prog_info is plain integers and pointers-as-integers: all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = [0u8; 128];
+    let a = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: std::mem::size_of_val(&info) as u32, info: &mut info as *mut _ as u64 };
+    // SAFETY: InfoAttr is the `info` member of union bpf_attr; the buffer is larger than it.
+    unsafe { std::ptr::write_unaligned(attr.as_mut_ptr().cast::<InfoAttr>(), a) };
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: bpf(2) with a valid attr buffer; the kernel writes at most info_len bytes to info.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), attr.len() as u32) };
+    (rc == 0).then_some(info.recursion_misses)
 }
 
 impl CounterReader {
@@ -132,7 +165,20 @@ impl CounterReader {
             let data = MapData::from_fd(fd).map_err(map_err(name))?;
             PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
         };
-        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")? })
+        let mut programs = Vec::new();
+        for (name, prog) in ebpf.programs() {
+            let kind = match name {
+                n if n.starts_with("net_dns") => RecordType::Dns,
+                n if n.starts_with("net_") => RecordType::Net,
+                _ => continue,
+            };
+            if let Ok(fd) = prog.fd() {
+                if let Ok(owned) = fd.as_fd().try_clone_to_owned() {
+                    programs.push((kind, owned));
+                }
+            }
+        }
+        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")?, programs })
     }
 
     pub fn read(&self) -> Result<KernelCounters, SensorError> {
@@ -145,6 +191,13 @@ impl CounterReader {
         Ok(KernelCounters {
             lost: read(&self.loss, "loss")?,
             filtered: read(&self.filtered, "filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
+            nested: RecordType::ALL
+                .iter()
+                .map(|&t| {
+                    let n = self.programs.iter().filter(|(k, _)| *k == t).filter_map(|(_, fd)| recursion_misses(fd.as_fd())).sum();
+                    (t, n)
+                })
+                .collect(),
         })
     }
 }
