@@ -40,7 +40,7 @@ fn net_records(evs: &[Event]) -> impl Iterator<Item = &Net> {
     })
 }
 
-fn find<'a>(evs: &'a [Event], f: impl Fn(&Net) -> bool) -> Option<(&'a Event, &'a Net)> {
+fn find(evs: &[Event], f: impl Fn(&Net) -> bool) -> Option<(&Event, &Net)> {
     evs.iter().find_map(|e| match e.record() {
         Some(Record::Net(n)) if f(n) => Some((e, &**n)),
         _ => None,
