@@ -246,6 +246,13 @@ fn a_dns_answer_from_a_namespace_server_names_the_clients_next_connection() {
     assert_eq!(v["dns"]["response_code"], "NOERROR");
     assert_eq!(v["dns"]["resolved_ip"][0], ns.inside.to_string());
     assert_eq!(v["process"]["pid"], pid);
+    // the same lookup as UDP telemetry: the first datagram each way with this peer
+    let server53 = SocketAddr::new(ns.inside, 53);
+    let (_, send) = find(&h.events, |n| n.op == NetOp::UdpSend && n.hdr.pid == pid && n.remote == server53).expect("udp first send");
+    assert_eq!((send.transport, send.local.port()), (Transport::Udp, q.local.port()));
+    let (_, recv) = find(&h.events, |n| n.op == NetOp::UdpRecv && n.hdr.pid == pid && n.remote == server53).expect("udp first receive");
+    assert_eq!(recv.sock_id, send.sock_id);
+    assert_eq!(net_records(&h.events).filter(|n| n.hdr.pid == pid && n.transport == Transport::Udp).count(), 2, "once per peer and direction");
     let (cev, c) = find(&h.events, connected).unwrap();
     assert_eq!(c.domain.as_deref(), Some(name.as_str()));
     assert_eq!(h.ecs.to_value(cev)["destination"]["domain"], name.as_str());
