@@ -73,12 +73,17 @@ fn loopback_exchange(h: &mut Harness, bind: &str, connect_to: impl Fn(u16) -> St
     let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let (server_addr, client_addr) = (SocketAddr::new(server_ip.parse().unwrap(), addr.port()), canon(client));
     let server_end = |n: &Net| n.local.port() == addr.port() && n.remote == client_addr;
+    // every step of both sides: records of different CPUs may arrive in any order
     let closed = |evs: &[Event]| {
         find(evs, |n| n.op == NetOp::Close && n.hdr.pid == pid && n.remote.port() == addr.port()).is_some()
             && find(evs, |n| n.op == NetOp::Close && server_end(n)).is_some()
+            && find(evs, |n| n.op == NetOp::Connect && n.hdr.pid == pid).is_some()
+            && find(evs, |n| n.op == NetOp::Established && n.hdr.pid == pid).is_some()
+            && find(evs, |n| n.op == NetOp::Accept && server_end(n)).is_some()
+            && find(evs, |n| n.op == NetOp::Listen && n.local.port() == addr.port()).is_some()
     };
     let ok = h.wait_for(Duration::from_secs(10), closed);
-    assert!(ok, "both closes of {bind} → {client}: {:#?}", net_records(&h.events).filter(|n| n.local.port() == addr.port() || n.remote.port() == addr.port() || n.hdr.pid == pid).collect::<Vec<_>>());
+    assert!(ok, "every step of {bind} → {client} (pid {pid}, server {me}): {:#?}", net_records(&h.events).filter(|n| n.local.port() == addr.port() || n.remote.port() == addr.port() || n.hdr.pid == pid).collect::<Vec<_>>());
     let evs = &h.events;
     let (_, listen) = find(evs, |n| n.op == NetOp::Listen && n.local.port() == addr.port()).expect("listen");
     assert_eq!((listen.hdr.pid, listen.transport), (me, Transport::Tcp));
