@@ -96,15 +96,18 @@ fn write_bare_source(obj: &Path, out: &Path) {
         }
         let Some(idx) = sym.section_index() else { continue };
         let section = file.section_by_index(idx).expect("section").name().expect("section name").to_string();
-        let ctx = if section.starts_with("tp_btf/") {
-            "unsigned long long *ctx"
+        // cgroup programs must return 1 (allow): 0 would drop the packet or refuse the call.
+        let (ctx, ret) = if section.starts_with("tp_btf/") {
+            ("unsigned long long *ctx", 0)
         } else if section.starts_with("tracepoint/") {
-            "void *ctx"
+            ("void *ctx", 0)
+        } else if section.starts_with("cgroup_skb/") || section.starts_with("cgroup/") {
+            ("void *ctx", 1)
         } else {
             continue;
         };
         let name = sym.name().expect("symbol name").to_string();
-        programs.push(format!("SEC(\"{section}\")\nint {name}({ctx})\n{{\n\treturn 0;\n}}\n"));
+        programs.push(format!("SEC(\"{section}\")\nint {name}({ctx})\n{{\n\treturn {ret};\n}}\n"));
     }
     programs.sort();
     c.push_str(&programs.concat());
@@ -140,6 +143,10 @@ fn write_program_table(obj: &Path, out: &Path) {
         } else if let Some(rest) = section.strip_prefix("tracepoint/") {
             let (cat, tp) = rest.split_once('/').expect("tracepoint/CATEGORY/NAME");
             format!("Hook::TracePoint({cat:?}, {tp:?})")
+        } else if let Some(dir) = section.strip_prefix("cgroup_skb/") {
+            format!("Hook::CgroupSkb({dir:?})")
+        } else if let Some(kind) = section.strip_prefix("cgroup/") {
+            format!("Hook::CgroupSockAddr({kind:?})")
         } else {
             continue;
         };

@@ -39,8 +39,10 @@ enum osprey_record_type {
 	OSPREY_REC_FILE = 4,
 	OSPREY_REC_CRED = 5,
 	OSPREY_REC_SYSTEM = 6,
+	OSPREY_REC_NET = 7,
+	OSPREY_REC_DNS = 8,
 	/* one past the last tag: sizes the per-type counter maps */
-	OSPREY_REC_TYPE_MAX = 7,
+	OSPREY_REC_TYPE_MAX = 9,
 };
 
 /* osprey_file.op: what happened to a file. */
@@ -100,6 +102,34 @@ enum osprey_system_op {
 	OSPREY_SYS_SIGNAL = 12,      /* arg0 = signal, target = receiving pid, arg1 = result */
 	OSPREY_SYS_OP_MAX = 13,
 };
+
+/* osprey_net.op: a socket's life, as the kernel saw it */
+enum osprey_net_op {
+	OSPREY_NET_CONNECT = 1,     /* TCP connect() started (SYN_SENT); the local port may be 0 */
+	OSPREY_NET_ESTABLISHED = 2, /* an outbound TCP connection was established */
+	OSPREY_NET_REFUSED = 3,     /* an outbound TCP connect failed: ECONNREFUSED (reset) */
+	OSPREY_NET_TIMEOUT = 4,     /* ... ETIMEDOUT */
+	OSPREY_NET_FAILED = 5,      /* ... another error in `err`, 0: closed before it completed */
+	OSPREY_NET_ACCEPT = 6,      /* an inbound TCP connection was established (listener's owner) */
+	OSPREY_NET_LISTEN = 7,      /* a TCP socket started listening */
+	OSPREY_NET_CLOSE = 8,       /* an established TCP connection ended: byte and segment counts */
+	OSPREY_NET_UDP_SEND = 9,    /* first datagram from a UDP socket to a peer (or its connect()) */
+	OSPREY_NET_UDP_RECV = 10,   /* first datagram a UDP socket received from a peer */
+	OSPREY_NET_OP_MAX = 11,
+};
+
+/* osprey_net.flags, osprey_dns.flags */
+enum osprey_net_flags {
+	OSPREY_NET_OWNER_UNKNOWN = 1 << 0, /* the socket predates the agent: the header names no process */
+	OSPREY_NET_INBOUND = 1 << 1,       /* the peer initiated the connection */
+	OSPREY_NET_UDP_CONNECTED = 1 << 2, /* UDP connect(): every datagram goes to this peer */
+	OSPREY_NET_OWNER_FROM_LISTENER = 1 << 3, /* attributed to the listening socket's owner */
+	OSPREY_DNS_RESPONSE = 1 << 4,      /* osprey_dns: received from port 53 (else sent to it) */
+	OSPREY_DNS_TRUNCATED = 1 << 5,     /* osprey_dns: payload longer than OSPREY_DNS_MAX */
+};
+
+/* Largest DNS payload copied into a record. */
+#define OSPREY_DNS_MAX 1024
 
 /* osprey_exec.flags */
 enum osprey_exec_flags {
@@ -294,6 +324,50 @@ struct osprey_system {
 	__u8 data[];
 };
 
+/*
+ * OSPREY_REC_NET: one step of a TCP connection, or a UDP socket's first datagram to / from a
+ * peer. Addresses: AF_INET in the first 4 bytes, network order; AF_INET6 all 16 (v4-mapped
+ * stays as the socket saw it). Ports in host order. "local" is this host's end.
+ */
+struct osprey_net {
+	struct osprey_hdr hdr;
+	__u32 op;       /* enum osprey_net_op */
+	__u16 family;   /* AF_INET (2) or AF_INET6 (10) */
+	__u8 protocol;  /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u8 _pad0;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__s32 err;      /* sk_err of a failed connect */
+	__u32 flags;    /* enum osprey_net_flags */
+	__u32 netns;    /* network namespace inode number */
+	__u64 sock_id;  /* socket cookie: the same for every record of one socket */
+	__u64 bytes_sent;     /* data bytes (retransmissions included), CLOSE only */
+	__u64 bytes_received; /* data bytes */
+	__u32 segs_out;
+	__u32 segs_in;
+	__u64 duration_ns;    /* since connect()/accept(), outcomes and CLOSE; 0 when unknown */
+};
+
+/* OSPREY_REC_DNS: a DNS message (UDP or TCP port 53) this host's process sent or received. */
+struct osprey_dns {
+	struct osprey_hdr hdr;
+	__u16 family;
+	__u8 protocol;
+	__u8 _pad0;
+	__u32 flags;    /* enum osprey_net_flags: OSPREY_DNS_* */
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u32 len;      /* payload bytes in data[] */
+	__u32 wire_len; /* payload bytes on the wire */
+	__u32 netns;
+	__u64 sock_id;
+	__u8 data[];
+};
+
 /* Settings user space writes into the CONFIG array (one entry, key 0). */
 struct osprey_config {
 	__u32 flags;      /* enum osprey_config_flags */
@@ -311,6 +385,8 @@ _Static_assert(sizeof(struct osprey_exit) == 88 + 8, "osprey_exit");
 _Static_assert(sizeof(struct osprey_file) == 88 + 56, "osprey_file");
 _Static_assert(sizeof(struct osprey_cred) == 88 + 112, "osprey_cred");
 _Static_assert(sizeof(struct osprey_system) == 88 + 64, "osprey_system");
+_Static_assert(sizeof(struct osprey_net) == 88 + 96, "osprey_net");
+_Static_assert(sizeof(struct osprey_dns) == 88 + 64, "osprey_dns");
 _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
 _Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
 _Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");

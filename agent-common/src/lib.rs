@@ -25,17 +25,21 @@ pub enum RecordType {
     File = osprey_record_type::OSPREY_REC_FILE,
     Cred = osprey_record_type::OSPREY_REC_CRED,
     System = osprey_record_type::OSPREY_REC_SYSTEM,
+    Net = osprey_record_type::OSPREY_REC_NET,
+    Dns = osprey_record_type::OSPREY_REC_DNS,
 }
 
 impl RecordType {
     /// Every tag, in tag order.
-    pub const ALL: [RecordType; 6] = [
+    pub const ALL: [RecordType; 8] = [
         RecordType::Exec,
         RecordType::Fork,
         RecordType::Exit,
         RecordType::File,
         RecordType::Cred,
         RecordType::System,
+        RecordType::Net,
+        RecordType::Dns,
     ];
     /// Number of slots in the per-type counter maps (one past the largest tag).
     pub const SLOTS: u32 = osprey_record_type::OSPREY_REC_TYPE_MAX;
@@ -49,6 +53,8 @@ impl RecordType {
             RecordType::File => "file",
             RecordType::Cred => "cred",
             RecordType::System => "system",
+            RecordType::Net => "net",
+            RecordType::Dns => "dns",
         }
     }
 }
@@ -67,6 +73,8 @@ impl TryFrom<u32> for RecordType {
             osprey_record_type::OSPREY_REC_FILE => Ok(RecordType::File),
             osprey_record_type::OSPREY_REC_CRED => Ok(RecordType::Cred),
             osprey_record_type::OSPREY_REC_SYSTEM => Ok(RecordType::System),
+            osprey_record_type::OSPREY_REC_NET => Ok(RecordType::Net),
+            osprey_record_type::OSPREY_REC_DNS => Ok(RecordType::Dns),
             other => Err(UnknownTag(other)),
         }
     }
@@ -105,6 +113,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_exit>(), 88 + 8);
         assert_eq!(core::mem::size_of::<osprey_config>(), 16);
         assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 56);
+        assert_eq!(core::mem::size_of::<osprey_net>(), 88 + 96);
+        assert_eq!(core::mem::size_of::<osprey_dns>(), 88 + 64);
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Hook {
     TpBtf(&'static str),
     /// `tracepoint/CATEGORY/NAME`: a classic tracepoint (tracefs).
     TracePoint(&'static str, &'static str),
+    /// `cgroup_skb/ingress|egress`: every packet of the cgroup (attached to the root cgroup v2).
+    CgroupSkb(&'static str),
+    /// `cgroup/connect4|connect6|sendmsg4|sendmsg6|recvmsg4|recvmsg6`: socket address calls.
+    CgroupSockAddr(&'static str),
 }
 
 /// A program in [`OBJECT`] and one of its hooks (a program may have several: ATTACH_ALSO).
@@ -24,7 +28,7 @@ pub struct Program {
 }
 
 impl Program {
-    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`.
+    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`, `net`.
     pub fn domain(&self) -> &'static str {
         self.name.split('_').next().unwrap_or(self.name)
     }
@@ -61,7 +65,7 @@ mod tests {
         assert!(path_hooks.contains(&Hook::TracePoint("syscalls", "sys_exit_renameat2")), "{path_hooks:?}");
         assert!(path_hooks.len() >= 20, "{path_hooks:?}");
         for p in PROGRAMS {
-            assert!(["proc", "file", "cred", "sys"].contains(&p.domain()), "{} has no known domain", p.name);
+            assert!(["proc", "file", "cred", "sys", "net"].contains(&p.domain()), "{} has no known domain", p.name);
         }
     }
 

@@ -9,6 +9,7 @@
 #include "file.bpf.c"
 #include "cred.bpf.c"
 #include "system.bpf.c"
+#include "net.bpf.c"
 
 /*
  * Anchors every record type in the object's BTF (BTF keeps only types reachable from globals),
@@ -24,11 +25,13 @@ struct btf_anchor {
 	struct osprey_cred cred;
 	struct osprey_block_path block_path;
 	struct osprey_iso_rule iso_rule; /* used by isolate.bpf.c, a separate object */
+	struct osprey_net net;
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
 /* records ending in a flexible array cannot be members: one global each */
 const volatile struct osprey_exec btf_anchor_exec __attribute__((used));
 const volatile struct osprey_file btf_anchor_file __attribute__((used));
 const volatile struct osprey_system btf_anchor_system __attribute__((used));
+const volatile struct osprey_dns btf_anchor_dns __attribute__((used));
 
 char LICENSE[] SEC("license") = "GPL";

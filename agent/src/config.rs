@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::{
     control::ControlSection,
     enrich::ProcessSection,
+    net::NetworkSection,
     rules::RulesSection,
     output::SinkConfig,
     pipeline::PipelineConfig,
@@ -46,6 +47,7 @@ pub struct Config {
     pub file: FileSection,
     pub system: SystemSection,
     pub process: ProcessSection,
+    pub network: NetworkSection,
     pub rules: RulesSection,
     pub control: ControlSection,
     pub response: ResponseSection,
@@ -243,6 +245,9 @@ impl Config {
         }
         self.output.validate()?;
         self.response.validate()?;
+        if self.network.dns_cache_entries == 0 {
+            return Err("network.dns_cache_entries: must be more than 0".into());
+        }
         Ok(())
     }
 
@@ -259,6 +264,9 @@ impl Config {
         if self.system.enabled {
             domains.push("sys");
         }
+        if self.network.enabled {
+            domains.push("net");
+        }
         SensorConfig {
             ringbuf_bytes: self.sensor.ringbuf_size,
             threads: self.sensor.threads,
@@ -269,6 +277,7 @@ impl Config {
             write_exclude: self.file.write_exclude.clone(),
             write_include: self.file.write_include.clone(),
             bare: self.sensor.bare_hooks,
+            dns: self.network.enabled && self.network.dns,
         }
     }
 
@@ -277,6 +286,7 @@ impl Config {
             reorder_window: self.pipeline.reorder_window,
             loss_poll: self.pipeline.loss_report_interval,
             process: self.process.clone(),
+            network: self.network.clone(),
         }
     }
 }

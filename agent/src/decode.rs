@@ -11,6 +11,8 @@ use agent_common::{
 };
 use thiserror::Error;
 
+pub use crate::net::record::{Dns, Net};
+
 /// Why a record was rejected. `reason()` is the metrics label.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -22,11 +24,15 @@ pub enum DecodeError {
     UnknownType(u32),
     #[error("field {field}: bytes {off}..{end} lie outside the {data_len} bytes of trailing data")]
     SliceOutOfBounds { field: &'static str, off: usize, end: usize, data_len: usize },
+    #[error("field {field}: value {value} is not one this build knows")]
+    BadValue { field: &'static str, value: u64 },
+    #[error("DNS message: {0}")]
+    Dns(crate::net::dns::DnsError),
 }
 
 impl DecodeError {
-    pub const REASONS: [&'static str; 4] =
-        ["truncated", "size_mismatch", "unknown_type", "slice_out_of_bounds"];
+    pub const REASONS: [&'static str; 6] =
+        ["truncated", "size_mismatch", "unknown_type", "slice_out_of_bounds", "bad_value", "dns_malformed"];
 
     pub fn reason(&self) -> &'static str {
         match self {
@@ -34,6 +40,8 @@ impl DecodeError {
             DecodeError::SizeMismatch { .. } => "size_mismatch",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::SliceOutOfBounds { .. } => "slice_out_of_bounds",
+            DecodeError::BadValue { .. } => "bad_value",
+            DecodeError::Dns(_) => "dns_malformed",
         }
     }
 }
@@ -235,6 +243,8 @@ pub enum Record {
     File(Box<File>),
     Cred(Box<Cred>),
     System(Box<System>),
+    Net(Box<Net>),
+    Dns(Box<Dns>),
 }
 
 impl Record {
@@ -246,6 +256,8 @@ impl Record {
             Record::File(f) => &f.hdr,
             Record::Cred(c) => &c.hdr,
             Record::System(s) => &s.hdr,
+            Record::Net(n) => &n.hdr,
+            Record::Dns(d) => &d.hdr,
         }
     }
     pub fn kind(&self) -> RecordType {
@@ -436,6 +448,8 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 text3: cstr(slice(data, y.str3, "str3")?),
             }))
         }
+        RecordType::Net => Record::Net(Box::new(crate::net::record::decode_net(buf, hdr)?)),
+        RecordType::Dns => Record::Dns(Box::new(crate::net::record::decode_dns(buf, hdr)?)),
     })
 }
 

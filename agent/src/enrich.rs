@@ -155,6 +155,14 @@ impl Enricher {
         self.tickets.insert((e.hdr.pid, e.hdr.ktime_ns), ticket);
     }
 
+    /// Adds a network record to its process's summary (call after [`Enricher::apply`]).
+    pub fn note_network(&mut self, rec: &Record) {
+        let key = self.table.key_of_header(rec.header());
+        if let Some(s) = self.table.net_mut(key) {
+            s.observe(rec);
+        }
+    }
+
     fn proc_ctx(&self, key: ProcKey, fallback: &Header) -> ProcCtx {
         match self.table.get(key) {
             Some(p) => ProcCtx {
@@ -272,6 +280,7 @@ impl Enricher {
             "exited": !p.is_alive(),
             "executable": img.map(|i| i.exe().to_owned()),
             "command_line": img.map(|i| i.command_line()).unwrap_or_else(|| format!("[{}]", p.name())),
+            "network": p.net.as_deref(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The event model and its ECS JSON form (one object per line; DESIGN.md "Event schema").
 
 mod file;
+mod net;
 mod system;
 
 use std::{
@@ -73,6 +74,14 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<system::UserDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<net::Endpoint<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<net::Endpoint<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<net::NetworkDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<net::DnsDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<RuleDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     threat: Option<ThreatDoc>,
@@ -119,6 +128,8 @@ struct EventMeta {
     severity: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -238,6 +249,10 @@ struct Osprey<'a> {
     system: Option<system::SystemMeta<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<&'a crate::respond::Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    net: Option<net::NetMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<net::DnsMeta>,
 }
 
 #[derive(Serialize)]
@@ -441,6 +456,10 @@ impl Ecs {
             process: None,
             file: None,
             user: None,
+            source: None,
+            destination: None,
+            network: None,
+            dns: None,
             rule: None,
             threat: None,
             container: None,
@@ -486,6 +505,31 @@ impl Ecs {
                 doc.process = Some(self.base_process(&y.hdr));
                 doc.osprey = Self::meta(&y.hdr);
                 doc.osprey.system = Some(system::system_doc(y, &self.ids));
+            }
+            EventBody::Record(Record::Net(n)) => {
+                let (type_, outcome) = net::classify(n.op);
+                let (src, dst, network, nmeta) = net::net_doc(n);
+                doc.event = meta("network", type_, net::op_name(n.op));
+                doc.event.dataset = "osprey.network";
+                doc.event.outcome = outcome;
+                doc.event.duration = (n.duration_ns != 0).then_some(n.duration_ns);
+                if !n.owner_unknown() {
+                    doc.process = Some(self.base_process(&n.hdr));
+                }
+                (doc.source, doc.destination, doc.network) = (src, Some(dst), Some(network));
+                doc.osprey = Self::meta(&n.hdr);
+                doc.osprey.net = Some(nmeta);
+            }
+            EventBody::Record(Record::Dns(d)) => {
+                let (src, dst, network, dns, dmeta) = net::dns_doc(d);
+                doc.event = meta("network", "protocol", net::dns_action(d));
+                doc.event.dataset = "osprey.dns";
+                if !d.owner_unknown() {
+                    doc.process = Some(self.base_process(&d.hdr));
+                }
+                (doc.source, doc.destination, doc.network, doc.dns) = (Some(src), Some(dst), Some(network), Some(dns));
+                doc.osprey = Self::meta(&d.hdr);
+                doc.osprey.dns = Some(dmeta);
             }
             EventBody::Loss(lost) => {
                 doc.osprey.lost = Some(lost.iter().map(|(k, n)| LostMeta { kind: k.name(), count: *n }).collect());
@@ -611,6 +655,16 @@ pub fn system_action(op: u32) -> &'static str {
     system::classify(op).2
 }
 
+/// event.action of a network record.
+pub fn net_action(op: crate::net::NetOp) -> &'static str {
+    net::op_name(op)
+}
+
+/// event.action of a DNS record.
+pub fn dns_action(d: &crate::net::Dns) -> &'static str {
+    net::dns_action(d)
+}
+
 /// The image fields of a process from the table.
 fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
     if let Some(img) = &c.image {
@@ -633,6 +687,7 @@ fn meta(category: &'static str, type_: &'static str, action: &'static str) -> Ev
         dataset: "osprey.process",
         severity: None,
         outcome: None,
+        duration: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod event;
 pub mod health;
 pub mod metrics;
+pub mod net;
 pub mod output;
 pub mod pipeline;
 pub mod process;

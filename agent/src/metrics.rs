@@ -270,6 +270,12 @@ impl Metrics {
         for (kind, n) in &c.filtered {
             catch_up(&self.filtered.with_label_values(&[kind.name()]), *n);
         }
+        // Skipped nested program runs: lost too, under cpu="nested" (not tied to one CPU).
+        for (kind, n) in &c.nested {
+            if *n > 0 {
+                catch_up(&self.lost.with_label_values(&[kind.name(), "nested"]), *n);
+            }
+        }
     }
 
     pub fn output_written(&self, sink: &str, n: u64) {

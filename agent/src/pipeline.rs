@@ -32,6 +32,8 @@ pub struct PipelineConfig {
     pub loss_poll: Duration,
     /// The process table and enrichment.
     pub process: ProcessSection,
+    /// DNS answers cache and network summaries.
+    pub network: crate::net::NetworkSection,
 }
 
 impl Default for PipelineConfig {
@@ -40,6 +42,7 @@ impl Default for PipelineConfig {
             reorder_window: Duration::from_millis(50),
             loss_poll: Duration::from_secs(1),
             process: ProcessSection::default(),
+            network: crate::net::NetworkSection::default(),
         }
     }
 }
@@ -72,6 +75,7 @@ pub struct Summary {
 
 struct Stage {
     enrich: Enricher,
+    net: crate::net::NetState,
     detector: Detector,
     has_rules: bool,
     recent: RecentEvents,
@@ -237,16 +241,27 @@ impl Stage {
         }
     }
 
-    fn record(&mut self, rec: crate::decode::Record) {
+    fn record(&mut self, mut rec: crate::decode::Record) {
         let wall_ns = self.ecs.wall_ns(rec.header().ktime_ns);
-        let ctx = Arc::new(self.enrich.apply(&rec));
-        let response = match &rec {
-            Record::Exec(e) => self.exec_response(e, &ctx),
+        self.net.observe(&mut rec);
+        // A socket that predates the agent has no owner: no process to apply or describe.
+        let ctx = match &rec {
+            Record::Net(n) if n.owner_unknown() => None,
+            Record::Dns(d) if d.owner_unknown() => None,
+            Record::Net(_) | Record::Dns(_) => {
+                let ctx = self.enrich.apply(&rec);
+                self.enrich.note_network(&rec);
+                Some(Arc::new(ctx))
+            }
+            _ => Some(Arc::new(self.enrich.apply(&rec))),
+        };
+        let response = match (&rec, &ctx) {
+            (Record::Exec(e), Some(ctx)) => self.exec_response(e, ctx),
             _ => None,
         };
-        self.emit(Event { wall_ns, body: EventBody::Record(rec), ctx: Some(ctx.clone()) });
+        self.emit(Event { wall_ns, body: EventBody::Record(rec), ctx: ctx.clone() });
         if let Some(o) = response {
-            self.respond_event(o, None, Some(ctx));
+            self.respond_event(o, None, ctx);
         }
     }
 
@@ -307,6 +322,11 @@ fn summary(rec: &Record) -> (&'static str, String) {
         }
         Record::Cred(c) => (crate::event::cred_action(c.op), format!("euid {} -> {}", c.old_uids[1], c.new_uids[1])),
         Record::System(y) => (crate::event::system_action(y.op), if y.text.is_empty() { y.target_pid.to_string() } else { y.text.clone() }),
+        Record::Net(n) => (crate::event::net_action(n.op), match &n.domain {
+            Some(d) => format!("{} ({d})", n.remote),
+            None => n.remote.to_string(),
+        }),
+        Record::Dns(d) => (crate::event::dns_action(d), d.message.questions.first().map(|q| q.name.clone()).unwrap_or_default()),
     }
 }
 
@@ -372,6 +392,7 @@ pub async fn run(
     let (enrich, mut late) = Enricher::new(&cfg.process, ecs.ids().clone());
     let mut stage = Stage {
         enrich,
+        net: crate::net::NetState::new(&cfg.network),
         detector: Detector::new(rules.clone()),
         has_rules: false,
         recent: RecentEvents::default(),

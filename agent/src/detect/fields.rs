@@ -129,6 +129,10 @@ impl Category {
             };
         }
         if has(categories, "network") {
+            // Osprey's DNS query as sent: the answer (`dns_query`) is the event rules see, once.
+            if action == "dns_request" {
+                return None;
+            }
             if action.starts_with("dns")
                 || action == "lookup_requested"
                 || has(types, "protocol") && action.contains("dns")
@@ -383,6 +387,17 @@ pub trait EventFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_events_classify_once_per_flow() {
+        let c = |t: &str, a: &str| Category::from_ecs(&["network"], &[t], a);
+        assert_eq!(c("connection", "connection_attempted"), Some(Category::NetworkConnection));
+        assert_eq!(c("connection", "connection_accepted"), Some(Category::NetworkConnection));
+        assert_eq!(c("end", "connection_closed"), None);
+        assert_eq!(c("info", "connection_established"), None);
+        assert_eq!(c("protocol", "dns_query"), Some(Category::DnsQuery));
+        assert_eq!(c("protocol", "dns_request"), None);
+    }
 
     #[test]
     fn known_fields_resolve() {

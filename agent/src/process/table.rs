@@ -395,6 +395,8 @@ pub struct Process {
     seq: u64,
     /// `entity_id`, made on first use.
     entity_id: OnceLock<Box<str>>,
+    /// Network activity (connections, peers, bytes), once it has any.
+    pub net: Option<Box<crate::net::NetSummary>>,
 }
 
 impl Process {
@@ -637,6 +639,11 @@ impl ProcessTable {
         p.entity_id.get_or_init(|| self.entity_id(p.key).into_boxed_str())
     }
 
+    /// The network summary of `key`, created on first use; None for a process not in the table.
+    pub fn net_mut(&mut self, key: ProcKey) -> Option<&mut crate::net::NetSummary> {
+        self.map.get_mut(&key).map(|p| &mut **p.net.get_or_insert_with(Default::default))
+    }
+
     pub fn get(&self, key: ProcKey) -> Option<&Process> {
         self.map.get(&key)
     }
@@ -848,6 +855,7 @@ impl ProcessTable {
             children: 0,
             seq: 0,
             entity_id: OnceLock::new(),
+            net: None,
         };
         self.insert(child);
         Applied { key: ck, parent: linkable.then_some(pk), created: true }
@@ -908,6 +916,7 @@ impl ProcessTable {
             children: 0,
             seq: 0,
             entity_id: OnceLock::new(),
+            net: None,
         };
         if incomplete {
             self.stats.incomplete += 1;
@@ -986,6 +995,7 @@ impl ProcessTable {
             children: 0,
             seq: 0,
             entity_id: OnceLock::new(),
+            net: None,
         };
         self.stats.incomplete += 1;
         self.insert(p);
@@ -1051,6 +1061,7 @@ impl ProcessTable {
             children: 0,
             seq: 0,
             entity_id: OnceLock::new(),
+            net: None,
         }
     }
 

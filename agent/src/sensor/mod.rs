@@ -12,7 +12,10 @@ use agent_common::{osprey_config, osprey_config_flags, osprey_inode_key, osprey_
 use agent_ebpf::{Hook, Program, PROGRAMS};
 use aya::{
     maps::{Array, ArrayOfMaps, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{
+        cgroup_skb::CgroupSkbAttachType, CgroupAttachMode, BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError,
+        TracePoint,
+    },
     Btf, Ebpf, EbpfError, EbpfLoader,
 };
 use thiserror::Error;
@@ -45,8 +48,10 @@ pub struct SensorConfig {
     pub ringbuf_bytes: u32,
     /// Report thread clone/exit too, not only processes.
     pub threads: bool,
-    /// Program domains to attach besides `proc` (always): `file`, `cred`, `sys`.
+    /// Program domains to attach besides `proc` (always): `file`, `cred`, `sys`, `net`.
     pub domains: Vec<&'static str>,
+    /// With `net`: copy DNS messages (cgroup_skb programs on the root cgroup v2).
+    pub dns: bool,
     /// Bit (1 << op) per enum osprey_file_op to report.
     pub file_ops: u32,
     /// Bit (1 << op) per enum osprey_system_op to report.
@@ -67,7 +72,8 @@ impl Default for SensorConfig {
         Self {
             ringbuf_bytes: 8 << 20,
             threads: false,
-            domains: vec!["file", "cred", "sys"],
+            domains: vec!["file", "cred", "sys", "net"],
+            dns: true,
             file_ops: u32::MAX,
             system_ops: u32::MAX,
             read_watch: Vec::new(),
@@ -95,11 +101,20 @@ pub struct KernelCounters {
     pub lost: Vec<(RecordType, Vec<u64>)>,
     /// filtered[type]: records dropped on purpose in the kernel (threads, kernel threads).
     pub filtered: Vec<(RecordType, u64)>,
+    /// nested[type]: runs of a program of that record type the kernel skipped because the same
+    /// program was already running on the CPU (an interrupt arrived during it): the program's
+    /// `recursion_misses`. Each may have been a record; counted as lost (an upper bound).
+    pub nested: Vec<(RecordType, u64)>,
 }
 
 impl KernelCounters {
+    /// Records lost: ring buffer full, plus skipped nested runs.
     pub fn lost_total(&self, kind: RecordType) -> u64 {
-        self.lost.iter().filter(|(k, _)| *k == kind).flat_map(|(_, v)| v).sum()
+        self.lost.iter().filter(|(k, _)| *k == kind).flat_map(|(_, v)| v).sum::<u64>() + self.nested_total(kind)
+    }
+
+    pub fn nested_total(&self, kind: RecordType) -> u64 {
+        self.nested.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
     }
 
     pub fn filtered_total(&self, kind: RecordType) -> u64 {
@@ -112,6 +127,30 @@ impl KernelCounters {
 pub struct CounterReader {
     loss: PerCpuArray<MapData, u64>,
     filtered: PerCpuArray<MapData, u64>,
+    /// Programs whose skipped runs count as lost records of a type (the network programs, which
+    /// run in interrupts and so can be interrupted by themselves).
+    programs: Vec<(RecordType, std::os::fd::OwnedFd)>,
+}
+
+/// `recursion_misses` of a loaded program (BPF_OBJ_GET_INFO_BY_FD); None if the kernel says no.
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: bpf_prog_info is plain integers and pointers-as-integers: all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = [0u8; 128];
+    let a = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: std::mem::size_of_val(&info) as u32, info: &mut info as *mut _ as u64 };
+    // SAFETY: InfoAttr is the `info` member of union bpf_attr; the buffer is larger than it.
+    unsafe { std::ptr::write_unaligned(attr.as_mut_ptr().cast::<InfoAttr>(), a) };
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: bpf(2) with a valid attr buffer; the kernel writes at most info_len bytes to info.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), attr.len() as u32) };
+    (rc == 0).then_some(info.recursion_misses)
 }
 
 impl CounterReader {
@@ -126,7 +165,20 @@ impl CounterReader {
             let data = MapData::from_fd(fd).map_err(map_err(name))?;
             PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
         };
-        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")? })
+        let mut programs = Vec::new();
+        for (name, prog) in ebpf.programs() {
+            let kind = match name {
+                n if n.starts_with("net_dns") => RecordType::Dns,
+                n if n.starts_with("net_") => RecordType::Net,
+                _ => continue,
+            };
+            if let Ok(fd) = prog.fd() {
+                if let Ok(owned) = fd.as_fd().try_clone_to_owned() {
+                    programs.push((kind, owned));
+                }
+            }
+        }
+        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")?, programs })
     }
 
     pub fn read(&self) -> Result<KernelCounters, SensorError> {
@@ -139,6 +191,13 @@ impl CounterReader {
         Ok(KernelCounters {
             lost: read(&self.loss, "loss")?,
             filtered: read(&self.filtered, "filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
+            nested: RecordType::ALL
+                .iter()
+                .map(|&t| {
+                    let n = self.programs.iter().filter(|(k, _)| *k == t).filter_map(|(_, fd)| recursion_misses(fd.as_fd())).sum();
+                    (t, n)
+                })
+                .collect(),
         })
     }
 }
@@ -153,6 +212,9 @@ fn fallback(program: &str) -> &'static str {
             "setuid/setgid execs are judged from the new credentials alone (sched_prepare_exec needs Linux 6.10)"
         }
         p if p.starts_with("file_") => "this syscall's file events are not reported on this kernel",
+        p if p.starts_with("net_dns") => "DNS messages are not reported on this kernel",
+        p if p.starts_with("net_udp") => "UDP peers are not reported on this kernel",
+        p if p.starts_with("net_") => "TCP connections are not reported on this kernel",
         _ => "its events are not reported on this kernel",
     }
 }
@@ -190,6 +252,8 @@ fn unload(p: &mut aya::programs::Program) -> Result<(), ProgramError> {
     match p {
         aya::programs::Program::BtfTracePoint(p) => p.unload(),
         aya::programs::Program::TracePoint(p) => p.unload(),
+        aya::programs::Program::CgroupSkb(p) => p.unload(),
+        aya::programs::Program::CgroupSockAddr(p) => p.unload(),
         _ => Ok(()),
     }
 }
@@ -287,6 +351,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 fn hook_name(p: &Program) -> &'static str {
     match p.hook {
         Hook::TpBtf(tp) | Hook::TracePoint(_, tp) => tp,
+        Hook::CgroupSkb("ingress") => "cgroup_skb/ingress",
+        Hook::CgroupSkb(_) => "cgroup_skb/egress",
+        Hook::CgroupSockAddr(kind) => kind,
     }
 }
 
@@ -297,7 +364,15 @@ const ATTACH_THREADS: usize = 16;
 /// Loads and attaches every program of the enabled domains, in parallel. A required program
 /// that fails is an error; an optional one is reported with what covers for it.
 fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<ProbeStatus>, SensorError> {
-    let wanted = |p: &Program| p.domain() == "proc" || cfg.domains.contains(&p.domain());
+    let wanted = |p: &Program| {
+        (p.domain() == "proc" || cfg.domains.contains(&p.domain())) && (cfg.dns || !p.name.starts_with("net_dns"))
+    };
+    // cgroup programs attach to the root of the cgroup v2 hierarchy: every process on the host.
+    let cgroup = match fs::cgroup2_mount() {
+        Some(m) => std::fs::File::open(&m).map_err(|e| format!("open {m}: {e}")),
+        None => Err("no cgroup v2 mount in /proc/self/mountinfo".to_string()),
+    };
+    let cgroup = &cgroup;
     // One work item per program with all its hooks: it is loaded (verified) once.
     let mut work: Vec<(Vec<&'static Program>, &mut aya::programs::Program)> = ebpf
         .programs_mut()
@@ -311,7 +386,7 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<Prob
     let results: Vec<(&'static Program, Result<(), SensorError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = work
             .chunks_mut(chunk)
-            .map(|part| s.spawn(move || part.iter_mut().flat_map(|(hooks, prog)| attach(prog, btf, hooks)).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter_mut().flat_map(|(hooks, prog)| attach(prog, btf, cgroup, hooks)).collect::<Vec<_>>()))
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("attach thread")).collect()
     });
@@ -332,12 +407,21 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<Prob
 }
 
 /// Loads `prog` and attaches it to each of its hooks; one result per hook.
-fn attach(prog: &mut aya::programs::Program, btf: &Btf, hooks: &[&'static Program]) -> Vec<(&'static Program, Result<(), SensorError>)> {
+fn attach(
+    prog: &mut aya::programs::Program,
+    btf: &Btf,
+    cgroup: &Result<std::fs::File, String>,
+    hooks: &[&'static Program],
+) -> Vec<(&'static Program, Result<(), SensorError>)> {
     let first = hooks[0];
     let err = |p: &'static Program| move |source| SensorError::Program { program: p.name, hook: hook_name(p), source };
     let loaded = match first.hook {
         Hook::TpBtf(tp) => <&mut BtfTracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load(tp, btf).map_err(err(first))),
         Hook::TracePoint(..) => <&mut TracePoint>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first))),
+        Hook::CgroupSkb(_) => <&mut CgroupSkb>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first))),
+        Hook::CgroupSockAddr(_) => {
+            <&mut CgroupSockAddr>::try_from(&mut *prog).map_err(err(first)).and_then(|p| p.load().map_err(err(first)))
+        }
     };
     if let Err(e) = loaded {
         // Not loadable: every hook of it is missing, for the same reason.
@@ -355,6 +439,21 @@ fn attach(prog: &mut aya::programs::Program, btf: &Btf, hooks: &[&'static Progra
                 Hook::TracePoint(category, tp) => <&mut TracePoint>::try_from(&mut *prog)
                     .map_err(err(h))
                     .and_then(|p| p.attach(category, tp).map(drop).map_err(err(h))),
+                // A bpf_link (kernel >= 5.7, what aya uses here) always coexists with other programs
+                // on the cgroup; link_create rejects attach flags, so the mode is Single (flags 0).
+                Hook::CgroupSkb(dir) => match cgroup {
+                    Ok(cg) => <&mut CgroupSkb>::try_from(&mut *prog).map_err(err(h)).and_then(|p| {
+                        let at = if dir == "ingress" { CgroupSkbAttachType::Ingress } else { CgroupSkbAttachType::Egress };
+                        p.attach(cg, at, CgroupAttachMode::Single).map(drop).map_err(err(h))
+                    }),
+                    Err(why) => Err(SensorError::NotLoaded { program: h.name, hook: hook_name(h), reason: why.clone() }),
+                },
+                Hook::CgroupSockAddr(_) => match cgroup {
+                    Ok(cg) => <&mut CgroupSockAddr>::try_from(&mut *prog)
+                        .map_err(err(h))
+                        .and_then(|p| p.attach(cg, CgroupAttachMode::Single).map(drop).map_err(err(h))),
+                    Err(why) => Err(SensorError::NotLoaded { program: h.name, hook: hook_name(h), reason: why.clone() }),
+                },
             };
             (*h, res)
         })

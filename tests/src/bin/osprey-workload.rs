@@ -13,6 +13,13 @@
 //!   osprey-workload unshare             unshare(CLONE_NEWNS)
 //!   osprey-workload kill-child          SIGKILL a child `sleep`
 //!   osprey-workload churn N             N children that fork and exit at once
+//!   osprey-workload tcp ADDR N          connect, send N bytes, half-close, read to the end
+//!   osprey-workload connect ADDR        one connect attempt; prints its result
+//!   osprey-workload dns SERVER NAME PORT  UDP query for NAME (A) to SERVER:53, then a TCP connect
+//!                                       to the first answered address at PORT
+//!   osprey-workload storm ADDR N        N connects to ADDR, each reset (SO_LINGER 0) at once
+//!   osprey-workload serve ADDR N REPLY  listen on ADDR (prints it), then N times: accept, read
+//!                                       to the end, answer REPLY bytes, close
 
 use std::{
     ffi::CString,
@@ -26,6 +33,81 @@ use nix::{
     sys::stat::{fchmodat, FchmodatFlags, Mode},
     unistd::{self, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags},
 };
+
+mod net {
+    use std::{
+        io::{Read, Write},
+        net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    };
+
+    use super::check;
+
+    pub fn tcp(addr: &str, n: usize) {
+        let mut s = check("connect", TcpStream::connect(addr));
+        println!("local: {}", check("local", s.local_addr()));
+        check("write", s.write_all(&vec![b'x'; n]));
+        check("shutdown", s.shutdown(std::net::Shutdown::Write));
+        let mut got = Vec::new();
+        check("read", s.read_to_end(&mut got));
+        println!("received: {}", got.len());
+    }
+
+    pub fn connect(addr: &str) {
+        match TcpStream::connect(addr) {
+            Ok(s) => println!("result: ok {}", check("local", s.local_addr())),
+            Err(e) => println!("result: error {}", e.raw_os_error().unwrap_or(0)),
+        }
+    }
+
+    pub fn dns(server: &str, name: &str, port: u16) {
+        let server: IpAddr = server.parse().expect("server address");
+        let sock = check("bind", UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }));
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let q = agent::net::dns::wire::query(0x4242, name, 1);
+        check("send", sock.send_to(&q, SocketAddr::new(server, 53)));
+        println!("dns_local: {}", check("local", sock.local_addr()));
+        let mut buf = [0u8; 1500];
+        let (n, _) = check("recv", sock.recv_from(&mut buf));
+        let m = check("parse", agent::net::dns::parse(&buf[..n]));
+        let addr = m.addresses().next().expect("an address in the answer");
+        println!("answer: {addr}");
+        let s = check("connect", TcpStream::connect(SocketAddr::new(addr, port)));
+        println!("local: {}", check("local", s.local_addr()));
+    }
+
+    pub fn serve(addr: &str, n: usize, reply: usize) {
+        let l = check("bind", std::net::TcpListener::bind(addr));
+        println!("listening: {}", check("local", l.local_addr()));
+        check("flush", std::io::stdout().flush());
+        for _ in 0..n {
+            let (mut s, peer) = check("accept", l.accept());
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got); // a reset peer is fine
+            if reply > 0 {
+                check("write", s.write_all(&vec![b'y'; reply]));
+            }
+            if n == 1 {
+                println!("peer: {peer}\nreceived: {}", got.len());
+            }
+        }
+    }
+
+    /// Closes with SO_LINGER 0 (a reset, no TIME_WAIT): thousands of connects in a row would
+    /// otherwise use up the ephemeral ports for a minute and slow every later connect.
+    pub fn storm(addr: &str, n: usize) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        for _ in 0..n {
+            let s = check("connect", TcpStream::connect(addr));
+            // SAFETY: setsockopt on an open socket with a correctly sized linger value.
+            let rc = unsafe {
+                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&linger as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
+            };
+            assert_eq!(rc, 0, "SO_LINGER");
+        }
+        println!("connects: {n}");
+    }
+}
 
 fn check<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e:?}"))
@@ -190,7 +272,7 @@ fn touch(path: &str) {
 }
 
 /// A TCP connect to `addr` within `timeout_ms`: exit 0 when it connects, 3 when it does not.
-fn connect(addr: &str, timeout_ms: u64) {
+fn try_connect(addr: &str, timeout_ms: u64) {
     let a: std::net::SocketAddr = addr.parse().expect("address");
     match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(timeout_ms)) {
         Ok(_) => std::process::exit(0),
@@ -217,7 +299,12 @@ fn main() {
         "kill-child" => kill_child(),
         "churn" => churn(arg(1).parse().expect("count")),
         "touch" => touch(arg(1)),
-        "connect" => connect(arg(1), arg(2).parse().expect("timeout ms")),
+        "try-connect" => try_connect(arg(1), arg(2).parse().expect("timeout ms")),
+        "tcp" => net::tcp(arg(1), arg(2).parse().expect("bytes")),
+        "connect" => net::connect(arg(1)),
+        "dns" => net::dns(arg(1), arg(2), arg(3).parse().expect("port")),
+        "storm" => net::storm(arg(1), arg(2).parse().expect("count")),
+        "serve" => net::serve(arg(1), arg(2).parse().expect("count"), arg(3).parse().expect("reply bytes")),
         other => panic!("unknown workload {other}"),
     }
 }
