@@ -8,23 +8,10 @@
  * maps by name and the links of each isolated cgroup in bpffs, so isolation outlives the agent
  * and a restarted agent finds it again.
  */
-#include "kernel_types.h"
+#include "net_types.h" /* struct __sk_buff, ETH_P_*, IPPROTO_* */
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "osprey.h"
-
-/* The start of the UAPI context (offsets are ABI; the verifier rewrites the accesses). */
-struct __sk_buff {
-	__u32 len;
-	__u32 pkt_type;
-	__u32 mark;
-	__u32 queue_mapping;
-	__u32 protocol;
-};
-
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -59,16 +46,11 @@ struct packet {
 	__u8 addr[16]; /* the peer's address (v4 in the first 4 bytes) */
 };
 
-static __always_inline __u16 be16(__u16 x)
-{
-	return __builtin_bswap16(x);
-}
-
 /* The peer of this packet: its destination on egress, its source on ingress. */
 static __always_inline int peer_of(struct __sk_buff *skb, bool egress, struct packet *p)
 {
 	__u32 l4 = 0;
-	__u16 proto = be16(skb->protocol);
+	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto == ETH_P_IP) {
 		__u8 ip[20];
 		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
@@ -91,7 +73,7 @@ static __always_inline int peer_of(struct __sk_buff *skb, bool egress, struct pa
 	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
 		__u16 ports[2];
 		if (bpf_skb_load_bytes(skb, l4 & 0xff, ports, sizeof(ports)) == 0)
-			p->port = be16(egress ? ports[1] : ports[0]);
+			p->port = bpf_ntohs(egress ? ports[1] : ports[0]);
 	}
 	return 0;
 }

@@ -110,9 +110,13 @@ fn lineage_of(pid: u32) -> Vec<u32> {
     out
 }
 
-fn own_cgroup() -> Option<String> {
-    let s = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned)
+/// The executable (if readable) and name (comm) of whatever runs as `pid` now, for the
+/// protected-process check.
+fn running_image(pid: u32) -> (Option<String>, String) {
+    let p = procfs::process::Process::new(pid as i32);
+    let exe = p.as_ref().ok().and_then(|p| p.exe().ok()).map(|e| e.display().to_string());
+    let name = p.as_ref().ok().and_then(|p| p.stat().ok()).map(|s| s.comm).unwrap_or_default();
+    (exe, name)
 }
 
 impl Responder {
@@ -147,7 +151,7 @@ impl Responder {
             quarantine: None,
             cgroup_root,
             agent_lineage: lineage_of(std::process::id()),
-            agent_cgroup: own_cgroup(),
+            agent_cgroup: crate::process::container::proc_cgroup_path(Path::new("/proc"), std::process::id()),
             limiter: policy::Limiter::default(),
         }
     }
@@ -267,9 +271,7 @@ impl Responder {
             if self.agent_lineage.contains(&pid) || pid <= 1 {
                 return true;
             }
-            let p = procfs::process::Process::new(pid as i32);
-            let exe = p.as_ref().ok().and_then(|p| p.exe().ok()).map(|e| e.display().to_string());
-            let name = p.as_ref().ok().and_then(|p| p.stat().ok()).map(|s| s.comm).unwrap_or_default();
+            let (exe, name) = running_image(pid);
             self.cfg.is_protected_process(exe.as_deref(), &name)
         }
     }

@@ -176,9 +176,7 @@ impl Responder {
             ProcessRef::Pid(p) => signal::identify(*p).map_err(|e| (Verdict::Failed, e.to_string()))?,
             ProcessRef::Entity(e) => lookup.entity(e).ok_or_else(|| (Verdict::Failed, format!("no process with entity id {e} in the process table")))?,
         };
-        let p = procfs::process::Process::new(id.pid as i32);
-        let exe = p.as_ref().ok().and_then(|p| p.exe().ok()).map(|e| e.display().to_string());
-        let name = p.as_ref().ok().and_then(|p| p.stat().ok()).map(|s| s.comm).unwrap_or_default();
+        let (exe, name) = super::running_image(id.pid);
         self.check_process(id.pid, exe.as_deref(), &name).map_err(|e| (Verdict::Refused, e))?;
         Ok(id)
     }

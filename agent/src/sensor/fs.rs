@@ -48,11 +48,7 @@ pub fn ensure_mounted() -> Vec<String> {
 /// /sys/fs/cgroup).
 pub fn cgroup2_mount() -> Option<String> {
     let m = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    m.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next() == Some("cgroup2"))
-            .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
-    })
+    crate::process::container::find_cgroup2_mount(&m).map(|p| p.display().to_string())
 }
 
 #[cfg(test)]
