@@ -143,9 +143,17 @@ impl StoppedTree {
         self.members.iter().map(|m| m.id.pid).collect()
     }
 
-    /// Sends `sig` to every member; returns the pids it reached (a member may have died).
+    /// Sends `sig` to every member, descendants before their ancestors; returns the pids it
+    /// reached (a member may have died), root first.
+    ///
+    /// The order matters for SIGKILL: when a process dies and leaves a process group orphaned
+    /// with stopped members (ours are stopped), the kernel sends that group SIGHUP + SIGCONT.
+    /// Killing the root first let stopped children die of that SIGHUP before our SIGKILL.
     pub fn signal_all(&self, sig: Signal) -> Vec<u32> {
-        self.members.iter().filter(|m| m.signal(sig).is_ok()).map(|m| m.id.pid).collect()
+        // `members` is in discovery order (breadth first from the root), so reversed every
+        // process comes after all of its descendants.
+        let reached: Vec<bool> = self.members.iter().rev().map(|m| m.signal(sig).is_ok()).collect();
+        self.members.iter().zip(reached.iter().rev()).filter(|(_, ok)| **ok).map(|(m, _)| m.id.pid).collect()
     }
 }
 
