@@ -77,7 +77,7 @@ impl Agent {
         });
         let (task, rx) = watcher.map_or((None, None), |(t, r)| (Some(t), Some(r)));
         let control = match self.config.control.enabled {
-            true => match crate::control::serve(&self.config.control.socket) {
+            true => match crate::control::serve(&self.config.control.socket, self.config.recorder.enabled.then(|| self.config.recorder.path.clone())) {
                 Ok((rx, server)) => Some((rx, server)),
                 Err(e) => {
                     tracing::warn!(error = %e, "no control socket: osprey ps/tree/status will not reach this agent");

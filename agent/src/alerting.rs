@@ -14,7 +14,7 @@ use crate::{
 
 /// Programs through which activity enters a host: an ancestor running one of these is where
 /// an attack story starts.
-const ENTRY_POINTS: &[&str] = &[
+pub const ENTRY_POINTS: &[&str] = &[
     "sshd", "sshd-session", "login", "agetty", "cron", "crond", "atd", "anacron", "nginx", "apache2", "httpd",
     "php-fpm", "php-fpm8.2", "lighttpd", "caddy", "containerd-shim", "containerd-shim-runc-v2", "conmon", "runc",
     "crun", "dockerd", "containerd", "crio", "kubelet", "systemd", "init",
@@ -91,10 +91,22 @@ pub fn root_cause(ancestry: &[Ancestor]) -> Option<&Ancestor> {
         .or(ancestry.last())
 }
 
+/// A unique alert id: 32 hex digits from the host's boot id, the alert's time and its number
+/// in this run.
+pub fn alert_id(boot_id: &str, wall_ns: u64, seq: u64) -> String {
+    let mut buf = Vec::with_capacity(boot_id.len() + 16);
+    buf.extend_from_slice(boot_id.as_bytes());
+    buf.extend_from_slice(&wall_ns.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
 /// An alert ready for output: the engine's verdict, the event that triggered it (ECS), and the
 /// story.
 #[derive(Debug, Clone)]
 pub struct AlertEvent {
+    /// ECS `event.id`: unique per alert ([`alert_id`]).
+    pub id: String,
     pub alert: Alert,
     /// The triggering event as it was written (correlations have none).
     pub trigger: Option<serde_json::Value>,

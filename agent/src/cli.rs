@@ -96,6 +96,112 @@ pub enum Command {
     },
     /// What is isolated, blocked and quarantined, and the response mode.
     Responses(SocketArgs),
+    /// Search the recorder: events by hash, address, domain, path, command line, user, time;
+    /// or sweep history with IoC lists (`--ioc`) or Sigma rules (`--rules`).
+    Hunt(HuntArgs),
+    /// The attack story of an alert (or a process): root cause, process tree, what each did.
+    Story(StoryArgs),
+}
+
+/// Where recorder queries go: the running agent's control socket, else the store itself.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The recorder's store (default: `recorder.path` of the config).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Read the store directly even when the agent is running.
+    #[arg(long)]
+    pub direct: bool,
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print JSON instead of a table / tree.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HuntArgs {
+    /// Processes whose executable has this sha256.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Events with this address at either end (or in this CIDR block).
+    #[arg(long, conflicts_with = "cidr")]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub cidr: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A domain, or a glob like `*.example.com`.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// A glob over file paths (`/etc/cron.d/*`).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Processes whose command line contains this.
+    #[arg(long)]
+    pub cmdline: Option<String>,
+    /// Processes of this user (name).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A glob over executable paths.
+    #[arg(long)]
+    pub exe: Option<String>,
+    /// Only this host (host.id or hostname as recorded).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// From this long ago (`24h`) or this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Sweep history with this IoC list (repeatable).
+    #[arg(long)]
+    pub ioc: Vec<PathBuf>,
+    /// Run these Sigma rules (files or directories) over history: retroactive detection.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl HuntArgs {
+    pub fn hunt(&self) -> Result<crate::recorder::hunt::Hunt, String> {
+        use crate::recorder::hunt::parse_time;
+        let h = crate::recorder::hunt::Hunt {
+            sha256: self.sha256.clone(),
+            ip: self.ip.clone().or(self.cidr.clone()),
+            port: self.port,
+            domain: self.domain.clone(),
+            path: self.path.clone(),
+            cmdline: self.cmdline.clone(),
+            user: self.user.clone(),
+            exe: self.exe.clone(),
+            host: self.host.clone(),
+            since_ns: self.since.as_deref().map(parse_time).transpose().map_err(|e| format!("--since: {e}"))?,
+            until_ns: self.until.as_deref().map(parse_time).transpose().map_err(|e| format!("--until: {e}"))?,
+            limit: self.limit,
+            rules: self.ioc.iter().chain(&self.rules).cloned().collect(),
+        };
+        h.validate()?;
+        Ok(h)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StoryArgs {
+    /// The alert's `event.id`.
+    #[arg(required_unless_present = "entity", conflicts_with = "entity")]
+    pub alert_id: Option<String>,
+    /// A process's `process.entity_id` instead of an alert.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Also write the story as a self-contained HTML graph to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +279,12 @@ pub struct RunArgs {
     /// Benchmark floor: attach empty programs on the same hooks instead of Osprey's.
     #[arg(long, hide = true)]
     pub bare_hooks: bool,
+    /// Record every event into this store (`recorder.path`).
+    #[arg(long, conflicts_with = "no_recorder")]
+    pub recorder: Option<PathBuf>,
+    /// Do not record events (`recorder.enabled: false`).
+    #[arg(long)]
+    pub no_recorder: bool,
 }
 
 fn parse_size_u32(s: &str) -> Result<u32, String> {
@@ -209,6 +321,13 @@ impl RunArgs {
         }
         if self.bare_hooks {
             cfg.sensor.bare_hooks = true;
+        }
+        if let Some(p) = &self.recorder {
+            cfg.recorder.enabled = true;
+            cfg.recorder.path = p.clone();
+        }
+        if self.no_recorder {
+            cfg.recorder.enabled = false;
         }
         cfg.validate().map_err(|e| format!("command line: {e}"))
     }

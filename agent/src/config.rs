@@ -51,6 +51,7 @@ pub struct Config {
     pub rules: RulesSection,
     pub control: ControlSection,
     pub response: ResponseSection,
+    pub recorder: crate::recorder::RecorderSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -245,6 +246,7 @@ impl Config {
         }
         self.output.validate()?;
         self.response.validate()?;
+        self.recorder.validate()?;
         if self.network.dns_cache_entries == 0 {
             return Err("network.dns_cache_entries: must be more than 0".into());
         }

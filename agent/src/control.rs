@@ -43,19 +43,24 @@ impl Default for ControlSection {
 }
 
 /// What an operator can ask.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Ps,
     Tree(Option<u32>),
     Status,
     /// kill, isolate, block, quarantine, … (crate::respond::request).
     Respond(crate::respond::Request),
+    /// A hunt or story over the recorder (`query {json}`); answered off the pipeline.
+    Query(Box<crate::recorder::query::Query>),
 }
 
 impl Request {
     pub fn parse(line: &str) -> Result<Self, String> {
         if let Some(r) = crate::respond::Request::parse(line) {
             return r.map(Request::Respond);
+        }
+        if let Some(json) = line.strip_prefix("query ") {
+            return serde_json::from_str(json).map(|q| Request::Query(Box::new(q))).map_err(|e| format!("query: {e}"));
         }
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
@@ -74,6 +79,7 @@ impl Request {
             Request::Tree(None) => "tree".into(),
             Request::Tree(Some(p)) => format!("tree {p}"),
             Request::Respond(r) => r.line(),
+            Request::Query(q) => format!("query {}", serde_json::to_string(q).unwrap_or_default()),
         }
     }
 }
@@ -89,7 +95,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
 }
 
 /// Binds the socket (replacing a stale one) and serves requests until the receiver is dropped.
-pub fn serve(path: &Path) -> Result<(mpsc::Receiver<Pending>, tokio::task::JoinHandle<()>), ControlError> {
+pub fn serve(path: &Path, recorder: Option<PathBuf>) -> Result<(mpsc::Receiver<Pending>, tokio::task::JoinHandle<()>), ControlError> {
     // A directory the agent creates is root-only; an existing one (e.g. /tmp) is left as it is:
     // the socket's own 0600 mode and the peer check guard access.
     if let Some(dir) = path.parent().filter(|d| !d.exists()) {
@@ -107,8 +113,9 @@ pub fn serve(path: &Path) -> Result<(mpsc::Receiver<Pending>, tokio::task::JoinH
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let tx = tx.clone();
+            let recorder = recorder.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, tx).await {
+                if let Err(e) = answer(stream, tx, recorder).await {
                     warn!(error = %e, "control request failed");
                 }
             });
@@ -117,7 +124,7 @@ pub fn serve(path: &Path) -> Result<(mpsc::Receiver<Pending>, tokio::task::JoinH
     Ok((rx, task))
 }
 
-async fn answer(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) -> std::io::Result<()> {
+async fn answer(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>, recorder: Option<PathBuf>) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     if peer.uid() != 0 {
@@ -127,6 +134,14 @@ async fn answer(stream: tokio::net::UnixStream, tx: mpsc::Sender<Pending>) -> st
     let mut line = String::new();
     TokioBufReader::new(read).read_line(&mut line).await?;
     let reply = match Request::parse(line.trim()) {
+        // Recorder queries read the store on a blocking thread; the pipeline never waits.
+        Ok(Request::Query(q)) => match recorder {
+            Some(path) => tokio::task::spawn_blocking(move || q.answer(&path))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .unwrap_or_else(|e| serde_json::json!({ "error": e })),
+            None => serde_json::json!({"error": "the recorder is disabled in this agent's config"}),
+        },
         Ok(request) => {
             let (reply, rx) = oneshot::channel();
             if tx.send(Pending { request, reply }).await.is_err() {

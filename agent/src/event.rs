@@ -117,6 +117,9 @@ struct PodResource<'a> {
 
 #[derive(Serialize)]
 struct EventMeta {
+    /// ECS `event.id`: alerts carry one, for `osprey story ALERT_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     kind: &'static str,
     category: [&'static str; 1],
     #[serde(rename = "type")]
@@ -537,6 +540,7 @@ impl Ecs {
             EventBody::Alert(a) => {
                 doc.event = meta("intrusion_detection", "info", "alert");
                 doc.event.kind = "alert";
+                doc.event.id = Some(a.id.clone());
                 doc.event.dataset = "osprey.alert";
                 doc.event.severity = Some(a.alert.severity());
                 doc.rule = Some(a.rule_doc());
@@ -679,6 +683,7 @@ fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
 
 fn meta(category: &'static str, type_: &'static str, action: &'static str) -> EventMeta {
     EventMeta {
+        id: None,
         kind: "event",
         category: [category],
         type_: [type_],

@@ -48,7 +48,10 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
     }
     ready.set_programs_attached(true);
     ready.set_rules_loaded(true);
-    let sinks = build_sinks(&cfg.output, metrics).context("outputs")?;
+    let mut sinks = build_sinks(&cfg.output, metrics.clone()).context("outputs")?;
+    if cfg.recorder.enabled {
+        sinks.push(Box::new(agent::recorder::sink(&cfg.recorder, &metrics).context("recorder")?));
+    }
     ready.set_outputs_flowing(true);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -109,6 +112,27 @@ fn control(
     Ok(())
 }
 
+/// A recorder query: to the running agent if its control socket answers (unless `--direct`),
+/// else straight from the store.
+fn query(cli: &Cli, args: &agent::cli::StoreArgs, q: agent::recorder::query::Query) -> Result<serde_json::Value> {
+    if !args.direct && args.store.is_none() && args.socket.exists() {
+        let req = agent::control::Request::Query(Box::new(q.clone()));
+        match agent::control::ask(&args.socket, &req) {
+            Ok(v) => return Ok(v),
+            Err(agent::control::ControlError::Protocol(e)) if !e.contains("recorder is disabled") => anyhow::bail!("{e}"),
+            Err(e) => tracing::debug!(error = %e, "agent not answering; reading the store"),
+        }
+    }
+    let path = match &args.store {
+        Some(p) => p.clone(),
+        None => {
+            let required = cli.config.as_os_str() != DEFAULT_PATH;
+            Config::load(&cli.config, required)?.recorder.path
+        }
+    };
+    q.answer(&path).map_err(anyhow::Error::msg)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -148,6 +172,39 @@ fn main() -> Result<()> {
         }
         Command::Restore { id, socket } => respond(socket, &format!("restore {id}")),
         Command::Responses(s) => respond(s, "responses"),
+        Command::Hunt(h) => {
+            let hunt = h.hunt().map_err(anyhow::Error::msg)?;
+            let v = query(&cli, &h.store, agent::recorder::query::Query::Hunt(hunt))?;
+            let answer: agent::recorder::hunt::Answer = serde_json::from_value(v).context("the agent's answer")?;
+            let mut out = std::io::stdout().lock();
+            if h.store.json {
+                writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+            } else {
+                agent::recorder::hunt::print_table(&answer, &mut out)?;
+            }
+            Ok(())
+        }
+        Command::Story(a) => {
+            use agent::recorder::story::{Story, Subject};
+            let subject = match (&a.alert_id, &a.entity) {
+                (Some(id), _) => Subject::Alert(id.clone()),
+                (None, Some(e)) => Subject::Entity(e.clone()),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let v = query(&cli, &a.store, agent::recorder::query::Query::Story(subject))?;
+            let story: Story = serde_json::from_value(v).context("the agent's answer")?;
+            if let Some(path) = &a.html {
+                std::fs::write(path, agent::recorder::html::render(&story)).with_context(|| format!("{}", path.display()))?;
+                eprintln!("story written to {}", path.display());
+            }
+            let mut out = std::io::stdout().lock();
+            if a.store.json {
+                writeln!(out, "{}", serde_json::to_string(&story)?)?;
+            } else {
+                story.print(&mut out)?;
+            }
+            Ok(())
+        }
         Command::Rules(RulesCommand::Check { paths }) => {
             let ok = agent::rules::check(paths, &mut std::io::stdout().lock())?;
             if !ok {

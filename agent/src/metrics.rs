@@ -27,6 +27,9 @@ pub struct Metrics {
     ringbuf_used: IntGaugeVec,
     ringbuf_sweep: IntCounterVec,
     responses: IntCounterVec,
+    pub(crate) recorder_batches: prometheus::IntCounter,
+    pub(crate) recorder_deleted: IntCounterVec,
+    pub(crate) recorder_bytes: prometheus::IntGauge,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -154,6 +157,11 @@ impl Metrics {
         let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
         let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader collected on its periodic sweep of a CPU's ring buffer rather than after a kernel wakeup (kernel programs wake readers only when a ring is over a quarter full)", &["cpu"]);
         let responses = counter(&registry, "osprey_responses_total", "Response actions by action and result (done, would: monitor mode, refused: a safety rail, failed, rate_limited)", &["action", "result"]);
+        let recorder_batches = prometheus::IntCounter::new("osprey_recorder_batches_total", "Transactions of events the recorder committed to its store").expect("valid metric");
+        registry.register(Box::new(recorder_batches.clone())).expect("unique metric");
+        let recorder_deleted = counter(&registry, "osprey_recorder_deleted_total", "Recorded events deleted by retention, by reason (age, size)", &["reason"]);
+        let recorder_bytes = prometheus::IntGauge::new("osprey_recorder_bytes", "Bytes the recorder's store holds (at the last retention pass)").expect("valid metric");
+        registry.register(Box::new(recorder_bytes.clone())).expect("unique metric");
         // RSS, CPU seconds, open fds, threads, start time of this process (process_* metrics).
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -185,6 +193,9 @@ impl Metrics {
             ringbuf_used,
             ringbuf_sweep,
             responses,
+            recorder_batches,
+            recorder_deleted,
+            recorder_bytes,
         }
     }
 

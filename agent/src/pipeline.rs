@@ -86,6 +86,8 @@ struct Stage {
     events: u64,
     last_lost: Vec<(RecordType, u64)>,
     responder: Option<Responder>,
+    /// Alerts raised in this run, for their ids.
+    alert_seq: u64,
 }
 
 impl Stage {
@@ -136,7 +138,7 @@ impl Stage {
         let alerts = std::mem::take(&mut self.alerts);
         for alert in alerts.into_iter().filter(|a| a.standalone) {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-            let a = AlertEvent { alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new() };
+            let a = AlertEvent { id: String::new(), alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new() };
             self.raise(a, ev.wall_ns);
         }
     }
@@ -144,6 +146,8 @@ impl Stage {
     /// Writes an alert after carrying out its rule's `response:` actions (so the alert reports
     /// their results), then one response event per action.
     fn raise(&mut self, mut a: AlertEvent, wall_ns: u64) {
+        self.alert_seq += 1;
+        a.id = crate::alerting::alert_id(&self.ecs.host().boot_id, wall_ns, self.alert_seq);
         self.metrics.alert(a.alert.rule.key(), a.alert.severity());
         let rule = a.alert.rule.clone();
         if let (Some(r), false) = (self.responder.as_mut(), rule.response.is_empty()) {
@@ -189,7 +193,7 @@ impl Stage {
         let now = self.ecs.wall_ns(boottime_ns());
         self.detector.flush(now, &mut self.alerts);
         for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
-            self.raise(AlertEvent { alert, trigger: None, story: Vec::new(), ctx: None, responses: Vec::new() }, now);
+            self.raise(AlertEvent { id: String::new(), alert, trigger: None, story: Vec::new(), ctx: None, responses: Vec::new() }, now);
         }
     }
 
@@ -207,6 +211,8 @@ impl Stage {
                 }
                 None => serde_json::json!({"error": "response is not available in this agent"}),
             },
+            // The control socket answers these itself (off the pipeline).
+            Request::Query(_) => serde_json::json!({"error": "recorder queries are not answered by the pipeline"}),
             Request::Ps => self.enrich.ps_json(),
             Request::Tree(pid) => self.enrich.tree_json(pid),
             Request::Status => {
@@ -403,6 +409,7 @@ pub async fn run(
         events: 0,
         last_lost: Vec::new(),
         responder,
+        alert_seq: 0,
     };
     stage.swap_rules(rules);
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));

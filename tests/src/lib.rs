@@ -154,6 +154,7 @@ pub fn test_config() -> Config {
     c.output.stdout = false;
     c.health.enabled = false;
     c.control.enabled = false; // never /run/osprey on the test machine
+    c.recorder.enabled = false; // never /var/lib/osprey either
     c
 }
 

@@ -27,7 +27,7 @@ fn run_writes_ecs_json_lines_and_detaches_on_sigterm() {
     require_root();
     let sock = tempfile::tempdir().unwrap();
     let mut agent = Command::new(osprey_bin())
-        .args(["run", "--duration", "60s", "--log-format", "json", "--health-listen", "127.0.0.1:0"])
+        .args(["run", "--duration", "60s", "--log-format", "json", "--health-listen", "127.0.0.1:0", "--no-recorder"])
         .arg("--control-socket")
         .arg(sock.path().join("osprey.sock"))
         .stdout(Stdio::piped())
@@ -87,7 +87,7 @@ fn duration_stops_the_agent_by_itself() {
     let started = Instant::now();
     let sock = tempfile::tempdir().unwrap();
     let agent = Command::new(osprey_bin())
-        .args(["run", "--duration", "2s", "--no-stdout", "--no-health"])
+        .args(["run", "--duration", "2s", "--no-stdout", "--no-health", "--no-recorder"])
         .arg("--control-socket")
         .arg(sock.path().join("osprey.sock"))
         .stderr(Stdio::piped())

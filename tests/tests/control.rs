@@ -22,7 +22,7 @@ fn ps_tree_and_status_answer_from_the_running_agent() {
     let mode_of = |p: &std::path::Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o7777;
     let before = mode_of(dir.path());
     let mut agent = Command::new(osprey_bin())
-        .args(["run", "--duration", "60s", "--no-stdout", "--no-health"])
+        .args(["run", "--duration", "60s", "--no-stdout", "--no-health", "--no-recorder"])
         .arg("--control-socket")
         .arg(&sock)
         .stdout(Stdio::null())

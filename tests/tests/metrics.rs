@@ -39,7 +39,7 @@ fn readyz_and_metrics_follow_a_real_workload() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let sock = tempfile::tempdir().unwrap();
     let mut agent = Command::new(osprey_bin())
-        .args(["run", "--duration", "90s", "--health-listen", &format!("127.0.0.1:{port}")])
+        .args(["run", "--duration", "90s", "--no-recorder", "--health-listen", &format!("127.0.0.1:{port}")])
         .arg("--control-socket")
         .arg(sock.path().join("osprey.sock"))
         .stdout(Stdio::piped())

@@ -11,7 +11,7 @@
 pub mod file;
 pub mod filter;
 pub mod http;
-mod queue;
+pub(crate) mod queue;
 pub mod stdout;
 pub mod syslog;
 

@@ -113,6 +113,13 @@ pub fn write_config(bin: &Path, path: &Path, rules: &Path) -> Result<&'static st
         let out = Command::new(bin).arg("config").arg("--config").arg(path).output().map_err(|e| format!("{}: {e}", bin.display()))?;
         Ok(out.status.success())
     };
+    // The recorder (on by default) writes beside the config, not into /var/lib/osprey.
+    let store = path.with_file_name("recorder.db");
+    let _ = std::fs::remove_file(&store);
+    let recorder = format!("recorder:\n  path: {}\n", store.display());
+    if rules.is_dir() && valid(&format!("rules:\n  paths:\n    - {}\n{recorder}", rules.display()))? {
+        return Ok("defaults + the rules/ pack + the recorder");
+    }
     if rules.is_dir() && valid(&format!("rules:\n  paths:\n    - {}\n", rules.display()))? {
         return Ok("defaults + the rules/ pack");
     }
