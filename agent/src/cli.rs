@@ -149,6 +149,9 @@ pub struct HuntArgs {
     /// Only this host (host.id or hostname as recorded).
     #[arg(long)]
     pub host: Option<String>,
+    /// Alerts only (with the other filters: alerts on those processes).
+    #[arg(long)]
+    pub alerts: bool,
     /// From this long ago (`24h`) or this RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
@@ -179,6 +182,7 @@ impl HuntArgs {
             user: self.user.clone(),
             exe: self.exe.clone(),
             host: self.host.clone(),
+            alerts: self.alerts,
             since_ns: self.since.as_deref().map(parse_time).transpose().map_err(|e| format!("--since: {e}"))?,
             until_ns: self.until.as_deref().map(parse_time).transpose().map_err(|e| format!("--until: {e}"))?,
             limit: self.limit,

@@ -235,3 +235,42 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         })
         .sum()
 }
+
+/// A cgroup v2 directory of the test's own, removed (with its processes gone) on drop.
+pub struct TestCgroup {
+    pub path: std::path::PathBuf,
+    /// Its path below the cgroup2 mount, `/osprey-…`.
+    pub rel: String,
+}
+
+impl TestCgroup {
+    pub fn new() -> Self {
+        let root = agent::sensor::fs::cgroup2_mount().expect("cgroup v2 is mounted");
+        let rel = format!("/{}", marker());
+        let path = std::path::PathBuf::from(format!("{root}{rel}"));
+        std::fs::create_dir(&path).unwrap();
+        Self { path, rel }
+    }
+
+    /// Makes `cmd`'s process move itself into this cgroup before it execs.
+    pub fn enter_on_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let procs = self.path.join("cgroup.procs");
+        // SAFETY: between fork and exec only a write(2) to a path computed before the fork.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+    }
+}
+
+impl Default for TestCgroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -16,7 +16,7 @@ use agent::{
     event::{Event, EventBody},
     respond::{Mode, Outcome, Verdict},
 };
-use osprey_tests::{marker, sha256sum, test_config, Harness};
+use osprey_tests::{marker, sha256sum, test_config, Harness, TestCgroup};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_osprey-workload");
 
@@ -232,40 +232,14 @@ fn blocked_binaries_by_path_and_by_hash_are_killed_before_they_run() {
     h.stop();
 }
 
-/// A cgroup v2 directory of the test's own, removed (with its processes gone) on drop.
-struct TestCgroup {
-    path: PathBuf,
-    rel: String,
-}
-
-impl TestCgroup {
-    fn new() -> Self {
-        let root = agent::sensor::fs::cgroup2_mount().expect("cgroup v2 is mounted");
-        let rel = format!("/{}", marker());
-        let path = PathBuf::from(format!("{root}{rel}"));
-        std::fs::create_dir(&path).unwrap();
-        Self { path, rel }
+/// Connects to `addr` from a process inside `cg` (or outside it): true when it did.
+fn connect(cg: &TestCgroup, addr: &str, inside: bool) -> bool {
+    let mut cmd = Command::new(WORKLOAD);
+    cmd.args(["try-connect", addr, "700"]).stderr(Stdio::null());
+    if inside {
+        cg.enter_on_exec(&mut cmd);
     }
-
-    /// Connects to `addr` from a process inside this cgroup (or outside it): true when it did.
-    fn connect(&self, addr: &str, inside: bool) -> bool {
-        let mut cmd = Command::new(WORKLOAD);
-        cmd.args(["try-connect", addr, "700"]).stderr(Stdio::null());
-        if inside {
-            let procs = self.path.join("cgroup.procs");
-            // SAFETY: between fork and exec only a write(2) to a path computed before the fork.
-            unsafe {
-                cmd.pre_exec(move || std::fs::write(&procs, b"0"));
-            }
-        }
-        cmd.status().unwrap().success()
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
+    cmd.status().unwrap().success()
 }
 
 fn listener() -> (std::net::TcpListener, String) {
@@ -287,29 +261,29 @@ fn an_isolated_cgroup_loses_the_network_but_its_allow_list_and_isolation_outlive
     let _pins = Pins(cfg.response.bpffs_dir.clone());
 
     let mut h = Harness::start(cfg.clone());
-    assert!(cg.connect(&blocked_addr, true), "before isolation the cgroup connects");
+    assert!(connect(&cg, &blocked_addr, true), "before isolation the cgroup connects");
     let v = ask(&cfg, &format!("isolate {}", cg.rel));
     assert!(done(&v), "{v}");
-    assert!(!cg.connect(&blocked_addr, true), "isolated: the connect fails");
-    assert!(cg.connect(&blocked_addr, false), "a process outside the cgroup still connects");
-    assert!(cg.connect(&allowed_addr, true), "the allow-listed port still works");
+    assert!(!connect(&cg, &blocked_addr, true), "isolated: the connect fails");
+    assert!(connect(&cg, &blocked_addr, false), "a process outside the cgroup still connects");
+    assert!(connect(&cg, &allowed_addr, true), "the allow-listed port still works");
     let v = ask(&cfg, &format!("isolate {}", protected.rel));
     assert_eq!(v["result"], "refused", "a protected cgroup is never isolated: {v}");
-    assert!(protected.connect(&blocked_addr, true), "and keeps its network");
+    assert!(connect(&protected, &blocked_addr, true), "and keeps its network");
     h.stop();
     drop(h);
 
     // No agent: the pinned links keep the cgroup isolated.
-    assert!(!cg.connect(&blocked_addr, true), "isolation outlives the agent");
+    assert!(!connect(&cg, &blocked_addr, true), "isolation outlives the agent");
 
     let mut h = Harness::start(cfg.clone());
     let list = ask(&cfg, "responses");
     assert_eq!(list["isolated"][0]["cgroup"], cg.path.to_str().unwrap(), "found again at start-up: {list}");
-    assert!(!cg.connect(&blocked_addr, true), "still isolated under the restarted agent");
-    assert!(cg.connect(&allowed_addr, true), "the restarted agent's allow list is in force");
+    assert!(!connect(&cg, &blocked_addr, true), "still isolated under the restarted agent");
+    assert!(connect(&cg, &allowed_addr, true), "the restarted agent's allow list is in force");
     let v = ask(&cfg, &format!("release {}", cg.rel));
     assert!(done(&v), "{v}");
-    assert!(cg.connect(&blocked_addr, true), "released: it connects again");
+    assert!(connect(&cg, &blocked_addr, true), "released: it connects again");
     assert_eq!(ask(&cfg, "responses")["isolated"], serde_json::json!([]));
     let ev = response_events(&h.events, "release").next();
     assert!(ev.is_none() || ev.is_some_and(|o| o.result == Verdict::Done));

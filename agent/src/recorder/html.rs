@@ -36,10 +36,10 @@ const view=document.getElementById('view');
 function el(n,a,p){const e=document.createElementNS(NS,n);for(const k in a)e.setAttribute(k,a[k]);(p||view).appendChild(e);return e;}
 function base(p){return p?p.split('/').pop():'?';}
 function tm(s){return s.substring(11,23);}
-const W=230,H=40,DX=270,DY=58;
+const W=210,H=40,DX=240,DY=58;
 const pos={};let row=0;let maxDepth=0;
 S.processes.forEach(p=>{pos[p.entity_id]={x:20+p.depth*DX,y:20+row*DY};row++;maxDepth=Math.max(maxDepth,p.depth);});
-const tx=20+(maxDepth+1)*DX+120;const tpos={};let trow=0;
+const tx=20+(maxDepth+1)*DX+100;const tpos={};let trow=0;
 S.timeline.forEach(s=>{if(s.target){const k=s.target.type+':'+s.target.name;if(!(k in tpos)){tpos[k]={x:tx,y:20+trow*DY,t:s.target};trow++;}}});
 const edges=el('g',{id:'edges'});const nodes=el('g',{id:'nodes'});
 function edge(a,b,label,cls){const x1=a.x+W,y1=a.y+H/2,x2=b.x,y2=b.y+H/2;const mx=(x1+x2)/2;
@@ -47,20 +47,23 @@ function edge(a,b,label,cls){const x1=a.x+W,y1=a.y+H/2,x2=b.x,y2=b.y+H/2;const m
  const t=el('text',{x:mx,y:(y1+y2)/2-3,'text-anchor':'middle',class:'elabel'},edges);t.textContent=label;}
 const byId={};S.processes.forEach(p=>byId[p.entity_id]=p);
 S.processes.forEach(p=>{if(p.parent&&pos[p.parent]){const ex=p.steps.map(i=>S.timeline[i]).find(s=>s.action==='exec');
- edge(pos[p.parent],pos[p.entity_id],(ex?'exec ':'fork ')+tm(ex?ex.timestamp:new Date(p.start/1e6).toISOString()));}});
-S.timeline.forEach(s=>{if(s.target&&pos[s.entity_id]){const k=s.target.type+':'+s.target.name;edge(pos[s.entity_id],tpos[k],s.action+' '+tm(s.timestamp),s.kind==='alert'?'alert':'');}});
+ edge(pos[p.parent],pos[p.entity_id],(ex?'exec ':'fork ')+tm(ex?ex['@timestamp']:new Date(p.start/1e6).toISOString()));}});
+const seen={};S.timeline.forEach(s=>{if(s.target&&pos[s.entity_id]){const k=s.target.type+':'+s.target.name;const e=s.entity_id+'|'+k;(seen[e]=seen[e]||[]).push(s);}});
+Object.keys(seen).forEach(e=>{const l=seen[e];const s=l[0];const k=s.target.type+':'+s.target.name;
+ const acts=[...new Set(l.map(x=>x.action))];edge(pos[s.entity_id],tpos[k],acts.slice(0,2).join(', ')+(acts.length>2?' +'+(acts.length-2):'')+' '+tm(s['@timestamp']),'');});
 function details(lines,title){const d=document.getElementById('details');d.textContent='';const h=document.createElement('b');h.textContent=title;d.appendChild(h);
  lines.forEach(l=>{const e=document.createElement('div');e.className='step'+(l.alert?' alert':'');e.textContent=l.text;d.appendChild(e);});}
 S.processes.forEach(p=>{const g=el('g',{class:'node process'+(p.subject?' subject':'')+(p.entity_id===S.root?' root':''),'data-entity':p.entity_id,transform:`translate(${pos[p.entity_id].x},${pos[p.entity_id].y})`},nodes);
  el('rect',{width:W,height:H},g);const t1=el('text',{x:8,y:16},g);t1.textContent=base(p.executable)+'  ['+p.pid+']'+(p.user?'  '+p.user:'');
  const t2=el('text',{x:8,y:32},g);t2.textContent=(p.command_line||'').substring(0,34);
- g.addEventListener('click',()=>details(p.steps.map(i=>{const s=S.timeline[i];return {text:tm(s.timestamp)+' '+s.action+' '+s.object,alert:s.kind==='alert'};}),(p.command_line||p.executable||'?')+' (pid '+p.pid+')'));});
+ g.addEventListener('click',()=>details(p.steps.map(i=>{const s=S.timeline[i];return {text:tm(s['@timestamp'])+' '+s.action+' '+s.object,alert:s.kind==='alert'};}),(p.command_line||p.executable||'?')+' (pid '+p.pid+')'));});
 Object.keys(tpos).forEach(k=>{const o=tpos[k];const g=el('g',{class:'node '+o.t.type,'data-target':o.t.name,transform:`translate(${o.x},${o.y})`},nodes);
  el('rect',{width:W,height:H},g);const t=el('text',{x:8,y:24},g);t.textContent=o.t.name.length>34?'…'+o.t.name.slice(-33):o.t.name;
- g.addEventListener('click',()=>details(S.timeline.filter(s=>s.target&&s.target.type+':'+s.target.name===k).map(s=>({text:tm(s.timestamp)+' '+s.action+' by pid '+(byId[s.entity_id]||{}).pid,alert:false})),o.t.type+' '+o.t.name));});
+ g.addEventListener('click',()=>details(S.timeline.filter(s=>s.target&&s.target.type+':'+s.target.name===k).map(s=>({text:tm(s['@timestamp'])+' '+s.action+' by pid '+(byId[s.entity_id]||{}).pid,alert:false})),o.t.type+' '+o.t.name));});
 const a=S.alert;document.getElementById('title').textContent=a?('Alert: '+((a.rule||{}).name||'')):'Story';
 const r=byId[S.root]||{};document.getElementById('summary').textContent='Root cause: '+(r.executable||'?')+' (pid '+r.pid+') — '+S.root_reason+'. '+S.processes.length+' processes, '+S.timeline.length+' steps.';
 let sc=1,ox=0,oy=0;function apply(){view.setAttribute('transform',`translate(${ox},${oy}) scale(${sc})`);}
+const g0=document.getElementById('graph');const bw=tx+W+20,bh=20+Math.max(row,trow)*DY;sc=Math.min(1,g0.clientWidth/bw,g0.clientHeight/bh);apply();
 const svg=document.getElementById('svg');svg.addEventListener('wheel',e=>{e.preventDefault();sc*=e.deltaY<0?1.1:0.9;apply();});
 let drag=null;svg.addEventListener('mousedown',e=>{drag=[e.clientX-ox,e.clientY-oy];});window.addEventListener('mouseup',()=>drag=null);
 window.addEventListener('mousemove',e=>{if(drag){ox=e.clientX-drag[0];oy=e.clientY-drag[1];apply();}});

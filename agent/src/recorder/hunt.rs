@@ -40,6 +40,8 @@ pub struct Hunt {
     /// A glob over the executable path.
     pub exe: Option<String>,
     pub host: Option<String>,
+    /// Alerts only.
+    pub alerts: bool,
     pub since_ns: Option<i64>,
     pub until_ns: Option<i64>,
     /// At most this many hits (0: 1000).
@@ -126,7 +128,7 @@ impl Hunt {
     }
 
     fn has_event_filter(&self) -> bool {
-        self.ip.is_some() || self.port.is_some() || self.domain.is_some() || self.path.is_some()
+        self.ip.is_some() || self.port.is_some() || self.domain.is_some() || self.path.is_some() || self.alerts
     }
 
     /// Checks the filters before any query runs.
@@ -202,6 +204,9 @@ impl Hunt {
         if let Some(p) = &self.path {
             sql.push_str(" AND path GLOB ?");
             args.push(Sql::Text(p.clone()));
+        }
+        if self.alerts {
+            sql.push_str(" AND alert IS NOT NULL");
         }
         self.time_and_host(&mut sql, &mut args);
         sql_hits(store, &format!("{sql} ORDER BY ts, id LIMIT {}", self.limit() + 1), &args, self.limit())

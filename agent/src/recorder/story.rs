@@ -183,6 +183,20 @@ fn proc_of(store: &Store, entity: &str) -> Result<Option<Proc>, StoreError> {
             }
         }
     }
+    if p.cgroup.is_none() {
+        // Started before the recorder: its other events still say where it runs.
+        p.cgroup = sql(
+            store,
+            store
+                .conn
+                .query_row(
+                    "SELECT cgroup FROM events WHERE entity = ?1 AND cgroup IS NOT NULL ORDER BY ts DESC, id DESC LIMIT 1",
+                    [entity],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )?;
+    }
     Ok(Some(p))
 }
 

@@ -34,6 +34,9 @@ use nix::{
     unistd::{self, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags},
 };
 
+#[path = "workload/intrusion.rs"]
+mod intrusion;
+
 mod net {
     use std::{
         io::{Read, Write},
@@ -304,6 +307,9 @@ fn main() {
         "connect" => net::connect(arg(1)),
         "dns" => net::dns(arg(1), arg(2), arg(3).parse().expect("port")),
         "storm" => net::storm(arg(1), arg(2).parse().expect("count")),
+        "websrv" => intrusion::websrv(arg(1), arg(2)),
+        "fetch" => intrusion::fetch(arg(1), arg(2)),
+        "payload" => intrusion::payload(arg(1), arg(2), arg(3)),
         "serve" => net::serve(arg(1), arg(2).parse().expect("count"), arg(3).parse().expect("reply bytes")),
         other => panic!("unknown workload {other}"),
     }
