@@ -293,3 +293,57 @@ fn check_html_in_chromium(html: &Path, processes: usize, dir: &Path) {
     assert!(other * 100 > pixels.len(), "{other} of {} pixels differ from the background", pixels.len());
     assert!(colours.len() > 8, "{} colours: the graph is drawn", colours.len());
 }
+
+#[test]
+fn retention_deletes_the_oldest_first_and_kill_9_mid_write_loses_no_committed_batch() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let limit: u64 = 2 << 20;
+    let agent = Agent::start(
+        dir.path(),
+        "  max_size: 2MiB\n  batch: 256\n",
+    );
+    let store_path = agent.store();
+    // A storm of forks and exits: far more than 2 MiB of events.
+    let mut storm = Command::new(WORKLOAD).args(["churn", "200000"]).spawn().unwrap();
+    let open = || agent::recorder::Store::open_read(&store_path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen_max = 0;
+    let mut first_seen = None;
+    // Until retention has deleted (the oldest id moved) and well past the limit in total.
+    loop {
+        let s = open();
+        if let Some((lo, hi)) = s.id_range().unwrap() {
+            first_seen.get_or_insert(lo);
+            seen_max = seen_max.max(hi);
+            if lo > first_seen.unwrap() && hi > 20_000 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "retention never ran: {:?}\n{}", s.id_range(), agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Mid-write: the storm still runs, batches are being committed.
+    std::thread::sleep(Duration::from_millis(300));
+    let s = open();
+    seen_max = seen_max.max(s.id_range().unwrap().unwrap().1);
+    drop(s);
+    let mut agent = agent;
+    agent.child.kill().unwrap(); // SIGKILL
+    agent.child.wait().unwrap();
+    let _ = storm.kill();
+    let _ = storm.wait();
+
+    // It opens cleanly for writing (recovering its WAL) and keeps every committed batch.
+    let s = agent::recorder::Store::open(&store_path).unwrap();
+    assert_eq!(s.integrity().unwrap(), "ok");
+    let (lo, hi) = s.id_range().unwrap().unwrap();
+    assert!(hi >= seen_max, "the newest committed event {seen_max} survives (store ends at {hi})");
+    assert!(lo > 1, "the oldest were deleted first");
+    assert_eq!(s.count().unwrap() as i64, hi - lo + 1, "deletion took a prefix: no holes in the ids");
+    let used = s.used_bytes().unwrap();
+    // Retention runs after every 5% of the limit written: a batch or two over it at most.
+    assert!(used < limit + limit / 4, "{used} bytes held against a limit of {limit}");
+    drop(s);
+    let _ = dir;
+}

@@ -131,6 +131,7 @@ pub fn sink(cfg: &RecorderSection, metrics: &Arc<Metrics>) -> Result<Queued, Out
         pending: Vec::with_capacity(cfg.batch.min(1 << 16)),
         oldest: None,
         next_retention: Instant::now(),
+        since_retention: 0,
         out: out.clone(),
         rec: RecorderMetrics::new(metrics),
     };
@@ -148,6 +149,9 @@ struct RecorderWriter {
     /// When the oldest pending event arrived.
     oldest: Option<Instant>,
     next_retention: Instant,
+    /// Document bytes committed since the last retention pass: a flood triggers one early, so
+    /// the store overshoots `max_size` by a few percent at most.
+    since_retention: u64,
     out: OutputMetrics,
     rec: RecorderMetrics,
 }
@@ -159,6 +163,7 @@ impl RecorderWriter {
             return Ok(());
         }
         let n = self.pending.len() as u64;
+        self.since_retention += self.pending.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
         let r = self.store.insert(self.pending.iter().map(|(r, d)| (r, d.as_slice())));
         self.pending.clear();
         match r {
@@ -172,8 +177,9 @@ impl RecorderWriter {
                 return Err(OutputError::Config(e.to_string()));
             }
         }
-        if Instant::now() >= self.next_retention {
+        if Instant::now() >= self.next_retention || self.since_retention > self.cfg.max_size.0 / 20 {
             self.next_retention = Instant::now() + self.cfg.retention_interval;
+            self.since_retention = 0;
             self.retention();
         }
         Ok(())

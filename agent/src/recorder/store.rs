@@ -263,6 +263,13 @@ impl Store {
         Ok(d)
     }
 
+    /// The lowest and highest event ids (the oldest and newest events), if any.
+    pub fn id_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.conn
+            .query_row("SELECT min(id), max(id) FROM events", [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
+            .map_err(|x| self.err(x))
+    }
+
     /// `PRAGMA integrity_check`: "ok" or what is wrong.
     pub fn integrity(&self) -> Result<String, StoreError> {
         self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|x| self.err(x))
