@@ -98,7 +98,7 @@ pub enum Command {
     Responses(SocketArgs),
     /// Search the recorder: events by hash, address, domain, path, command line, user, time;
     /// or sweep history with IoC lists (`--ioc`) or Sigma rules (`--rules`).
-    Hunt(HuntArgs),
+    Hunt(Box<HuntArgs>),
     /// The attack story of an alert (or a process): root cause, process tree, what each did.
     Story(StoryArgs),
 }

@@ -174,7 +174,7 @@ fn main() -> Result<()> {
         Command::Responses(s) => respond(s, "responses"),
         Command::Hunt(h) => {
             let hunt = h.hunt().map_err(anyhow::Error::msg)?;
-            let v = query(&cli, &h.store, agent::recorder::query::Query::Hunt(hunt))?;
+            let v = query(&cli, &h.store, agent::recorder::query::Query::Hunt(Box::new(hunt)))?;
             let answer: agent::recorder::hunt::Answer = serde_json::from_value(v).context("the agent's answer")?;
             let mut out = std::io::stdout().lock();
             if h.store.json {

@@ -276,7 +276,7 @@ pub enum HuntError {
 
 fn hit_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
     let doc: Vec<u8> = r.get(10)?;
-    let doc: Value = serde_json::from_slice(&doc).unwrap_or(Value::Null);
+    let doc = super::store::decode_doc(&doc);
     let ts: i64 = r.get(1)?;
     Ok(Hit {
         id: r.get(0)?,

@@ -7,6 +7,7 @@
 //! `osprey_output_dropped_total{sink="recorder"}`. Its thread appends events in batched
 //! transactions ([`store`]) and enforces retention by age and size.
 
+pub mod history;
 pub mod html;
 pub mod hunt;
 pub mod index;
@@ -34,7 +35,7 @@ use crate::{
     },
 };
 
-pub const DEFAULT_PATH: &str = "/var/lib/osprey/recorder.db";
+pub const DEFAULT_PATH: &str = "/var/lib/osprey/recorder/events.db";
 
 /// `recorder:` in the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Query {
-    Hunt(Hunt),
+    Hunt(Box<Hunt>),
     Story(Subject),
 }
 

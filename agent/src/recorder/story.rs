@@ -9,11 +9,10 @@
 
 use std::{collections::HashMap, path::Path};
 
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{hunt::describe, store::Store, StoreError};
+use super::{hunt::describe, StoreError};
 
 /// Processes a story holds at most, and events per process.
 const MAX_PROCESSES: usize = 500;
@@ -98,106 +97,44 @@ pub enum StoryError {
     NoEntity(String),
     #[error("alert {0} names no process (a correlation across processes): use --entity")]
     NoProcess(String),
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// A process as its lineage events (fork, exec) recorded it.
 #[derive(Debug, Clone, Default)]
-struct Proc {
-    entity: String,
-    parent: Option<String>,
-    host: String,
-    pid: i64,
-    exe: Option<String>,
-    cmdline: Option<String>,
-    user: Option<String>,
-    start_ns: i64,
-    cgroup: Option<i64>,
+pub struct Proc {
+    pub entity: String,
+    pub parent: Option<String>,
+    pub host: String,
+    pub pid: i64,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+    pub user: Option<String>,
+    pub start_ns: i64,
+    pub cgroup: Option<i64>,
 }
 
-fn sql<T>(store: &Store, r: rusqlite::Result<T>) -> Result<T, StoreError> {
-    r.map_err(|e| store.err(e))
+/// One recorded event of a process, for its story.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub id: i64,
+    pub ts_ns: i64,
+    pub kind: String,
+    pub action: String,
+    pub doc: Value,
 }
 
-fn proc_of(store: &Store, entity: &str) -> Result<Option<Proc>, StoreError> {
-    // The first lineage event names the parent and the start; the latest exec the image.
-    let first = sql(
-        store,
-        store
-            .conn
-            .query_row(
-                "SELECT parent, host, pid, ts, cgroup FROM events WHERE entity = ?1 AND parent IS NOT NULL ORDER BY ts, id LIMIT 1",
-                [entity],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?)),
-            )
-            .optional(),
-    )?;
-    let exec = sql(
-        store,
-        store
-            .conn
-            .query_row(
-                "SELECT exe, cmdline, user, cgroup, host, pid, ts FROM events WHERE entity = ?1 AND cmdline IS NOT NULL ORDER BY ts DESC, id DESC LIMIT 1",
-                [entity],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional(),
-    )?;
-    let mut p = Proc { entity: entity.to_owned(), ..Proc::default() };
-    match (&first, &exec) {
-        (None, None) => {
-            // Seen only in other events (started before the recorder): what they say.
-            let any = sql(
-                store,
-                store
-                    .conn
-                    .query_row(
-                        "SELECT host, pid, exe, user, ts FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT 1",
-                        [entity],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?)),
-                    )
-                    .optional(),
-            )?;
-            let Some((host, pid, exe, user, ts)) = any else { return Ok(None) };
-            (p.host, p.pid, p.exe, p.user, p.start_ns) = (host, pid.unwrap_or(0), exe, user, ts);
-        }
-        _ => {
-            if let Some((parent, host, pid, ts, cgroup)) = first {
-                (p.parent, p.host, p.pid, p.start_ns, p.cgroup) = (Some(parent), host, pid, ts, cgroup);
-            }
-            if let Some((exe, cmdline, user, cgroup, host, pid, ts)) = exec {
-                (p.exe, p.cmdline, p.user) = (exe, cmdline, user);
-                p.cgroup = cgroup.or(p.cgroup);
-                if p.host.is_empty() {
-                    (p.host, p.pid, p.start_ns) = (host, pid, ts);
-                }
-            }
-        }
-    }
-    if p.cgroup.is_none() {
-        // Started before the recorder: its other events still say where it runs.
-        p.cgroup = sql(
-            store,
-            store
-                .conn
-                .query_row(
-                    "SELECT cgroup FROM events WHERE entity = ?1 AND cgroup IS NOT NULL ORDER BY ts DESC, id DESC LIMIT 1",
-                    [entity],
-                    |r| r.get(0),
-                )
-                .optional(),
-        )?;
-    }
-    Ok(Some(p))
+/// Where stories are read from: the node's recorder ([`Store`]), or a fleet store.
+pub trait History {
+    /// The alert with this `event.id`: its process's entity id (if it names one) and document.
+    fn alert(&self, id: &str) -> Result<Option<(Option<String>, Value)>, StoryError>;
+    /// A process by entity id.
+    fn process(&self, entity: &str) -> Result<Option<Proc>, StoryError>;
+    /// The entity ids of a process's children.
+    fn children(&self, entity: &str) -> Result<Vec<String>, StoryError>;
+    /// A process's events in time order, at most `limit`.
+    fn events(&self, entity: &str, limit: usize) -> Result<Vec<Recorded>, StoryError>;
 }
 
 fn basename(p: &str) -> &str {
@@ -222,25 +159,16 @@ fn root_reason(p: &Proc, parent: Option<&Proc>) -> Option<String> {
 
 impl Story {
     /// Rebuilds the story of `subject` from the store.
-    pub fn build(store: &Store, subject: &Subject) -> Result<Self, StoryError> {
+    pub fn build(store: &dyn History, subject: &Subject) -> Result<Self, StoryError> {
         let (entity, alert) = match subject {
             Subject::Alert(id) => {
-                let row = sql(
-                    store,
-                    store
-                        .conn
-                        .query_row("SELECT entity, doc FROM events WHERE alert = ?1 LIMIT 1", [id], |r| {
-                            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                        })
-                        .optional(),
-                )?;
-                let Some((entity, doc)) = row else { return Err(StoryError::NoAlert(id.clone())) };
+                let Some((entity, doc)) = store.alert(id)? else { return Err(StoryError::NoAlert(id.clone())) };
                 let entity = entity.ok_or_else(|| StoryError::NoProcess(id.clone()))?;
-                (entity, serde_json::from_slice::<Value>(&doc).ok())
+                (entity, Some(doc).filter(|v| !v.is_null()))
             }
             Subject::Entity(e) => (e.clone(), None),
         };
-        let me = proc_of(store, &entity)?.ok_or_else(|| StoryError::NoEntity(entity.clone()))?;
+        let me = store.process(&entity)?.ok_or_else(|| StoryError::NoEntity(entity.clone()))?;
 
         // Up the lineage to the root cause.
         let mut cache: HashMap<String, Proc> = HashMap::new();
@@ -249,7 +177,7 @@ impl Story {
             let parent = match &cur.parent {
                 Some(pe) if cache.len() < MAX_DEPTH => match cache.get(pe) {
                     Some(p) => Some(p.clone()),
-                    None => proc_of(store, pe)?,
+                    None => store.process(pe)?,
                 },
                 _ => None,
             };
@@ -265,18 +193,14 @@ impl Story {
         // Down from the root: every descendant, depth first in start order.
         let mut processes: Vec<ProcessNode> = Vec::new();
         let mut stack = vec![(root.clone(), 0usize)];
-        let mut child_q = sql(
-            store,
-            store.conn.prepare("SELECT DISTINCT entity FROM events WHERE parent = ?1 AND entity IS NOT NULL"),
-        )?;
         while let Some((p, depth)) = stack.pop() {
             if processes.len() == MAX_PROCESSES {
                 break;
             }
-            let kids: Vec<String> = sql(store, child_q.query_map([&p.entity], |r| r.get(0)).and_then(Iterator::collect))?;
+            let kids = store.children(&p.entity)?;
             let mut children = Vec::new();
             for k in kids.iter().filter(|k| **k != p.entity && !processes.iter().any(|n| &n.entity_id == *k)) {
-                if let Some(c) = proc_of(store, k)? {
+                if let Some(c) = store.process(k)? {
                     children.push(c);
                 }
             }
@@ -296,27 +220,15 @@ impl Story {
             });
             stack.extend(children.into_iter().map(|c| (c, depth + 1)));
         }
-        drop(child_q);
 
         // What each did.
         let mut timeline = Vec::new();
-        let mut ev_q = sql(
-            store,
-            store.conn.prepare("SELECT id, ts, kind, action, doc FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT ?2"),
-        )?;
         for p in &processes {
-            let rows = sql(
-                store,
-                ev_q.query_map(rusqlite::params![p.entity_id, MAX_EVENTS_PER_PROCESS as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, Vec<u8>>(4)?))
-                })
-                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>),
-            )?;
-            for (id, ts, kind, action, doc) in rows {
+            let rows = store.events(&p.entity_id, MAX_EVENTS_PER_PROCESS)?;
+            for Recorded { id, ts_ns: ts, kind, action, doc } in rows {
                 if action == "fork" {
                     continue; // shown as the child's node
                 }
-                let doc: Value = serde_json::from_slice(&doc).unwrap_or(Value::Null);
                 timeline.push(Step {
                     id,
                     timestamp: crate::event::rfc3339(ts as u64),
@@ -329,7 +241,6 @@ impl Story {
                 });
             }
         }
-        drop(ev_q);
         timeline.sort_by_key(|s| (s.ts_ns, s.id));
         let index: HashMap<&str, usize> = processes.iter().enumerate().map(|(i, p)| (p.entity_id.as_str(), i)).collect();
         let mut steps: Vec<Vec<usize>> = vec![Vec::new(); processes.len()];
@@ -408,7 +319,7 @@ fn target(doc: &Value, action: &str) -> Option<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recorder::index::row;
+    use crate::recorder::{index::row, Store};
 
     fn ev(ts: i64, entity: &str, parent: Option<&str>, action: &str, exe: &str, cgroup: i64, extra: &str) -> Vec<u8> {
         let parent = parent.map(|p| format!(r#","parent":{{"entity_id":"{p}"}}"#)).unwrap_or_default();
