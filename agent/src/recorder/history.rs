@@ -4,7 +4,7 @@ use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 use super::{
-    store::{decode_doc, Store},
+    store::Store,
     story::{History, Proc, Recorded, StoryError},
 };
 use crate::recorder::StoreError;
@@ -14,12 +14,15 @@ impl History for Store {
         let row = sql(
             self,
             self.conn
-                .query_row("SELECT entity, doc FROM events WHERE alert = ?1 LIMIT 1", [id], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                .query_row("SELECT entity, block, slot FROM events WHERE alert = ?1 LIMIT 1", [id], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 })
                 .optional(),
         )?;
-        Ok(row.map(|(e, doc)| (e, decode_doc(&doc))))
+        Ok(match row {
+            Some((e, block, slot)) => Some((e, self.doc(block, slot)?)),
+            None => None,
+        })
     }
 
     fn process(&self, entity: &str) -> Result<Option<Proc>, StoryError> {
@@ -32,11 +35,17 @@ impl History for Store {
     }
 
     fn events(&self, entity: &str, limit: usize) -> Result<Vec<Recorded>, StoryError> {
-        let mut q = sql(self, self.conn.prepare_cached("SELECT id, ts, kind, action, doc FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT ?2"))?;
+        let mut q = sql(self, self.conn.prepare_cached("SELECT id, ts, kind, action, block, slot FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT ?2"))?;
         let rows = q.query_map(rusqlite::params![entity, limit as i64], |r| {
-            Ok(Recorded { id: r.get(0)?, ts_ns: r.get(1)?, kind: r.get(2)?, action: r.get(3)?, doc: decode_doc(&r.get::<_, Vec<u8>>(4)?) })
+            Ok((Recorded { id: r.get(0)?, ts_ns: r.get(1)?, kind: r.get(2)?, action: r.get(3)?, doc: Value::Null }, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
         });
-        Ok(sql(self, rows.and_then(Iterator::collect))?)
+        let rows: Vec<(Recorded, i64, i64)> = sql(self, rows.and_then(Iterator::collect))?;
+        rows.into_iter()
+            .map(|(mut rec, block, slot)| {
+                rec.doc = self.doc(block, slot)?;
+                Ok(rec)
+            })
+            .collect()
     }
 }
 

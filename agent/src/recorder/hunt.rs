@@ -155,7 +155,7 @@ impl Hunt {
         if !self.rules.is_empty() {
             return self.sweep(store);
         }
-        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, doc FROM events WHERE 1=1");
+        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, block, slot FROM events WHERE 1=1");
         let mut args: Vec<Sql> = Vec::new();
         if self.has_process_filter() {
             let mut sub = String::from("SELECT DISTINCT entity FROM events WHERE cmdline IS NOT NULL");
@@ -234,7 +234,7 @@ impl Hunt {
             return Err(HuntError::Rules(report.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
         }
         let mut det = Detector::new(Arc::new(set));
-        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, doc FROM events WHERE kind = 'event'");
+        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, block, slot FROM events WHERE kind = 'event'");
         let mut args = Vec::new();
         self.time_and_host(&mut sql, &mut args);
         sql.push_str(" ORDER BY ts, id");
@@ -245,7 +245,7 @@ impl Hunt {
         let mut cmdlines = HashMap::new();
         while let Some(r) = rows.next().map_err(|e| store.err(e))? {
             *answer.scanned.as_mut().expect("set") += 1;
-            let mut hit = hit_of(r).map_err(|e| store.err(e))?;
+            let mut hit = hit_of(store, r)?;
             det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
             for a in alerts.drain(..).filter(|a| a.standalone) {
                 if answer.hits.len() == self.limit() {
@@ -274,11 +274,11 @@ pub enum HuntError {
     Rules(String),
 }
 
-fn hit_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
-    let doc: Vec<u8> = r.get(10)?;
-    let doc = super::store::decode_doc(&doc);
-    let ts: i64 = r.get(1)?;
-    Ok(Hit {
+fn hit_of(store: &Store, r: &rusqlite::Row<'_>) -> Result<Hit, StoreError> {
+    let get = |e| store.err(e);
+    let doc = store.doc(r.get(10).map_err(get)?, r.get(11).map_err(get)?)?;
+    let ts: i64 = r.get(1).map_err(get)?;
+    let hit = || -> rusqlite::Result<Hit> { Ok(Hit {
         id: r.get(0)?,
         timestamp: crate::event::rfc3339(ts as u64),
         host: r.get(2)?,
@@ -291,17 +291,19 @@ fn hit_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Hit> {
         user: r.get(9)?,
         object: describe(&doc),
         matched_rule: None,
-        doc,
-    })
+        doc: doc.clone(),
+    }) };
+    hit().map_err(get)
 }
 
 fn sql_hits(store: &Store, sql: &str, args: &[Sql], limit: usize) -> Result<Answer, HuntError> {
     let mut st = store.conn.prepare(sql).map_err(|e| store.err(e))?;
-    let mut hits: Vec<Hit> = st
-        .query_map(rusqlite::params_from_iter(args), hit_of)
-        .map_err(|e| store.err(e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| store.err(e))?;
+    let mut rows = st.query(rusqlite::params_from_iter(args)).map_err(|e| store.err(e))?;
+    let mut hits = Vec::new();
+    while let Some(r) = rows.next().map_err(|e| store.err(e))? {
+        hits.push(hit_of(store, r)?);
+    }
+    drop(rows);
     let truncated = hits.len() > limit;
     hits.truncate(limit);
     fill_cmdlines(store, &mut hits, &mut HashMap::new());

@@ -1,13 +1,19 @@
 //! The event store: one SQLite database (WAL, batched transactions) holding every recorded
 //! event's ECS document and the columns hunts and stories look it up by.
 //!
+//! Each batch's documents are stored together as one LZ4-compressed block (ECS documents of one
+//! host repeat each other: the block shrinks them several times where one document alone barely
+//! compresses), and each event row points at its block and slot.
+//!
 //! Events are appended in batches of one transaction each, so a crash (or `kill -9`) loses at
 //! most the batch being written and never leaves a half-written one. Retention deletes the
 //! oldest events first (lowest ids), by age and by size; freed pages are reused by later
 //! inserts and handed back to the file system by incremental vacuum.
 
 use std::{
+    cell::RefCell,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -43,8 +49,10 @@ CREATE TABLE IF NOT EXISTS events(
     alert    TEXT,
     rule     TEXT,
     cgroup   INTEGER,
-    doc      BLOB NOT NULL
+    block    INTEGER NOT NULL,
+    slot     INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blocks(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS ev_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS ev_entity ON events(entity, ts) WHERE entity IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ev_parent ON events(parent) WHERE parent IS NOT NULL;
@@ -79,7 +87,18 @@ pub struct Deleted {
 pub struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// The blocks read last (readers go through one block after another).
+    blocks: RefCell<Vec<(i64, Arc<Block>)>>,
 }
+
+/// A block's documents, decompressed.
+struct Block {
+    data: Vec<u8>,
+    /// (start, end) of each document in `data`.
+    spans: Vec<(usize, usize)>,
+}
+
+const BLOCK_CACHE: usize = 8;
 
 impl Store {
     /// Opens (creating and migrating) the store for writing.
@@ -100,7 +119,7 @@ impl Store {
         )
         .map_err(e)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        let store = Self { conn, path: path.to_owned() };
+        let store = Self { conn, path: path.to_owned(), blocks: RefCell::default() };
         store.migrate()?;
         // Events name users, commands and paths: not for every local user to read.
         for p in [path.to_owned(), wal_path(path, "-wal"), wal_path(path, "-shm")] {
@@ -119,7 +138,7 @@ impl Store {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(e)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        let store = Self { conn, path: path.to_owned() };
+        let store = Self { conn, path: path.to_owned(), blocks: RefCell::default() };
         let v = store.version()?;
         if v > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: path.to_owned(), found: v });
@@ -171,21 +190,26 @@ impl Store {
         Ok(())
     }
 
-    /// Appends events in one transaction: all of them, or none.
+    /// Appends events in one transaction: all of them, or none. Their documents become one block.
     pub fn insert<'a>(&mut self, batch: impl IntoIterator<Item = (&'a Row, &'a [u8])>) -> Result<u64, StoreError> {
+        let batch: Vec<(&Row, &[u8])> = batch.into_iter().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
         let path = self.path.clone();
         let e = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(e)?;
-        let mut n = 0;
+        tx.prepare_cached("INSERT INTO blocks(data) VALUES(?1)").map_err(e)?.execute([encode_block(batch.iter().map(|(_, d)| *d))]).map_err(e)?;
+        let block = tx.last_insert_rowid();
         {
             let mut st = tx
                 .prepare_cached(
                     "INSERT INTO events(ts, host, kind, action, entity, parent, pid, exe, sha256, cmdline, user, path,
-                        src_ip, src_port, dst_ip, dst_port, domain, alert, rule, cgroup, doc)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                        src_ip, src_port, dst_ip, dst_port, domain, alert, rule, cgroup, block, slot)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
                 )
                 .map_err(e)?;
-            for (r, doc) in batch {
+            for (slot, (r, _)) in batch.iter().enumerate() {
                 st.execute(params![
                     r.ts_ns,
                     r.host,
@@ -207,14 +231,41 @@ impl Store {
                     r.alert,
                     r.rule,
                     r.cgroup,
-                    encode_doc(doc),
+                    block,
+                    slot as i64,
                 ])
                 .map_err(e)?;
-                n += 1;
             }
         }
         tx.commit().map_err(e)?;
-        Ok(n)
+        Ok(batch.len() as u64)
+    }
+
+    /// The document of the event in `block` at `slot` (`Null` if it cannot be read).
+    pub fn doc(&self, block: i64, slot: i64) -> Result<serde_json::Value, StoreError> {
+        let cached = self.blocks.borrow().iter().find(|(id, _)| *id == block).map(|(_, b)| b.clone());
+        let b = match cached {
+            Some(b) => b,
+            None => {
+                let data: Option<Vec<u8>> = self
+                    .conn
+                    .prepare_cached("SELECT data FROM blocks WHERE id = ?1")
+                    .and_then(|mut q| q.query_row([block], |r| r.get(0)).optional())
+                    .map_err(|x| self.err(x))?;
+                let b = Arc::new(data.and_then(|d| decode_block(&d)).unwrap_or(Block { data: Vec::new(), spans: Vec::new() }));
+                let mut cache = self.blocks.borrow_mut();
+                if cache.len() == BLOCK_CACHE {
+                    cache.remove(0);
+                }
+                cache.push((block, b.clone()));
+                b
+            }
+        };
+        Ok(usize::try_from(slot)
+            .ok()
+            .and_then(|i| b.spans.get(i))
+            .and_then(|&(a, z)| serde_json::from_slice(&b.data[a..z]).ok())
+            .unwrap_or(serde_json::Value::Null))
     }
 
     /// Bytes the database holds (its pages less the free ones).
@@ -237,6 +288,9 @@ impl Store {
         let mut d = Deleted::default();
         let cutoff = now_ns.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
         d.by_age = self.conn.execute("DELETE FROM events WHERE ts < ?1", [cutoff]).map_err(|x| self.err(x))? as u64;
+        if d.by_age > 0 {
+            self.drop_unused_blocks()?;
+        }
         let target = max_size / 10 * 9;
         let mut used = self.used_bytes()?;
         while used > max_size {
@@ -251,6 +305,7 @@ impl Store {
                 .conn
                 .execute("DELETE FROM events WHERE id < ?1", [first + excess as i64])
                 .map_err(|x| self.err(x))? as u64;
+            self.drop_unused_blocks()?;
             d.by_size += n;
             used = self.used_bytes()?;
             if n == 0 {
@@ -261,6 +316,16 @@ impl Store {
             self.conn.execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);").map_err(|x| self.err(x))?;
         }
         Ok(d)
+    }
+
+    /// Blocks older than the oldest event left. (Age retention may leave a block's later events:
+    /// blocks go only once nothing before them is left.)
+    fn drop_unused_blocks(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM blocks WHERE id < coalesce((SELECT min(block) FROM events), (SELECT max(id) + 1 FROM blocks))", [])
+            .map_err(|x| self.err(x))?;
+        self.blocks.borrow_mut().clear();
+        Ok(())
     }
 
     /// The lowest and highest event ids (the oldest and newest events), if any.
@@ -276,18 +341,33 @@ impl Store {
     }
 }
 
-/// A document as stored: LZ4-compressed (ECS JSON shrinks 3–5×, and fewer pages means fewer
-/// writes), its length prepended.
-pub fn encode_doc(json: &[u8]) -> Vec<u8> {
-    lz4_flex::compress_prepend_size(json)
+/// A batch's documents as one block: their count, each one's length, the documents, all
+/// LZ4-compressed with the uncompressed size prepended.
+fn encode_block<'a>(docs: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let n = docs.clone().count();
+    let mut raw = Vec::with_capacity(4 + 4 * n + docs.clone().map(<[u8]>::len).sum::<usize>());
+    raw.extend_from_slice(&(n as u32).to_le_bytes());
+    for d in docs.clone() {
+        raw.extend_from_slice(&(d.len() as u32).to_le_bytes());
+    }
+    for d in docs {
+        raw.extend_from_slice(d);
+    }
+    lz4_flex::compress_prepend_size(&raw)
 }
 
-/// A stored document back as JSON (`Null` if it cannot be read).
-pub fn decode_doc(blob: &[u8]) -> serde_json::Value {
-    lz4_flex::decompress_size_prepended(blob)
-        .ok()
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .unwrap_or(serde_json::Value::Null)
+fn decode_block(blob: &[u8]) -> Option<Block> {
+    let data = lz4_flex::decompress_size_prepended(blob).ok()?;
+    let n = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
+    let mut at = 4usize.checked_add(n.checked_mul(4)?)?;
+    let mut spans = Vec::with_capacity(n);
+    for i in 0..n {
+        let len = u32::from_le_bytes(data.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?) as usize;
+        let end = at.checked_add(len).filter(|&e| e <= data.len())?;
+        spans.push((at, end));
+        at = end;
+    }
+    Some(Block { data, spans })
 }
 
 fn wal_path(path: &Path, suffix: &str) -> PathBuf {
