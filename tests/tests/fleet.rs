@@ -181,7 +181,7 @@ fn fleet_docs(hosts: usize, per_host: usize) -> Vec<String> {
         for i in 0..per_host {
             let ts = t0 + (i as u64) * 1_000_000_000 + h as u64 * 1000;
             let ent = format!("{host}-p{i}");
-            let parent = format!("{host}-p{}", i / 4);
+            let parent = if i == 0 { format!("{host}-init") } else { format!("{host}-p{}", i / 4) };
             let at = |t: u64| agent::event::rfc3339(t);
             let user = if i % 3 == 0 { "www-data" } else { "root" };
             let exe = ["/usr/bin/curl", "/bin/sh", "/tmp/x/dropper", "/usr/sbin/nginx"][i % 4];
@@ -302,6 +302,15 @@ fn a_two_shard_cluster_answers_hunts_like_one_server_and_like_the_recorder() {
     // The table form names each host once, as a heading.
     let text = ok(osprey(&["hunt", "--fleet", &a, "--domain", "evil3.example"]), "hunt table");
     assert!(text.contains("== host node-00:") && text.contains("== host node-07:"), "{text}");
+
+    // Stories read the same from the cluster as from one server.
+    let story = |url: &str| -> Value {
+        serde_json::from_str(&ok(osprey(&["story", "--json", "--fleet", url, "node-03-a40"]), "story --fleet")).unwrap()
+    };
+    let (st1, st2) = (story(&single.url()), story(&a));
+    assert_eq!(st1["processes"], st2["processes"]);
+    assert_eq!(st1["timeline"].as_array().unwrap().len(), st2["timeline"].as_array().unwrap().len());
+    assert!(st1["processes"].as_array().unwrap().iter().any(|p| p["entity_id"] == "node-03-p40" && p["subject"] == true), "{st1:#}");
 
     // Sweeps with an IoC list run over the fleet too.
     let ioc = dir.path().join("bad.ioc.yaml");

@@ -235,7 +235,7 @@ impl History for FleetHistory {
             host: String,
             doc: String,
         }
-        let rows: Vec<A> = self.fleet.rows(&format!("SELECT entity, host, doc FROM {} WHERE alert = {} LIMIT 1", self.table, lit(id)))?;
+        let rows: Vec<A> = self.fleet.rows(&format!("SELECT entity, host, doc FROM {} PREWHERE alert = {} LIMIT 1", self.table, lit(id)))?;
         Ok(rows.into_iter().next().map(|a| {
             self.learn(&a.entity, &a.host);
             (some(a.entity), serde_json::from_str(&a.doc).unwrap_or(Value::Null))
@@ -281,7 +281,7 @@ impl History for FleetHistory {
             doc: String,
         }
         let rows: Vec<E> = self.fleet.rows(&format!(
-            "SELECT id, ts, kind, action, doc FROM {} WHERE {}entity = {} ORDER BY ts, id LIMIT {limit}",
+            "SELECT id, ts, kind, action, doc FROM {} PREWHERE {}entity = {} ORDER BY ts, id LIMIT {limit}",
             self.table,
             self.host_of(entity),
             lit(entity)

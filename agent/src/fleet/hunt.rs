@@ -171,7 +171,8 @@ pub fn run(fleet: &Fleet, h: &Hunt) -> Result<Answer, FleetError> {
         return sweep(fleet, h, &table);
     }
     let limit = if h.limit == 0 { 1000 } else { h.limit };
-    let sql = format!("{SELECT} FROM {table} WHERE 1{} ORDER BY ts, id LIMIT {}", conditions(h, &table)?, limit + 1);
+    // PREWHERE: the filter columns are read first, the documents only for the rows that match.
+    let sql = format!("{SELECT} FROM {table} PREWHERE 1{} ORDER BY ts, id LIMIT {}", conditions(h, &table)?, limit + 1);
     let mut hits: Vec<Hit> = fleet.rows::<Row>(&sql)?.into_iter().map(hit).collect();
     let truncated = hits.len() > limit;
     hits.truncate(limit);
@@ -195,12 +196,15 @@ fn fill_cmdlines(fleet: &Fleet, table: &str, hits: &mut [Hit]) -> Result<(), Fle
     if want.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = want.iter().map(|e| lit(e)).collect();
-    let rows: Vec<Cmd> = fleet.rows(&format!(
-        "SELECT entity, argMax(cmdline, ts) AS c FROM {table} WHERE cmdline != '' AND entity IN ({}) GROUP BY entity",
-        list.join(", ")
-    ))?;
-    let map: HashMap<String, String> = rows.into_iter().map(|r| (r.entity, r.c)).collect();
+    let mut map: HashMap<String, String> = HashMap::new();
+    for chunk in want.chunks(5000) {
+        let list: Vec<String> = chunk.iter().map(|e| lit(e)).collect();
+        let rows: Vec<Cmd> = fleet.rows(&format!(
+            "SELECT entity, argMax(cmdline, ts) AS c FROM {table} PREWHERE cmdline != '' AND entity IN ({}) GROUP BY entity",
+            list.join(", ")
+        ))?;
+        map.extend(rows.into_iter().map(|r| (r.entity, r.c)));
+    }
     for h in hits.iter_mut().filter(|h| h.command_line.is_none()) {
         if let Some(c) = h.entity_id.as_ref().and_then(|e| map.get(e)) {
             h.command_line = Some(c.clone());

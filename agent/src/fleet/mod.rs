@@ -140,6 +140,8 @@ impl Fleet {
             .agent()
             .post(&self.url)
             .query("output_format_json_quote_64bit_integers", "0")
+            // Entity lists of large answers are long; the default is 256 KiB.
+            .query("max_query_size", "16777216")
             .header("Content-Type", "text/plain; charset=utf-8");
         if let Some(u) = &self.user {
             req = req.header("X-ClickHouse-User", u);

@@ -302,7 +302,120 @@ impl Writer for ClickHouseWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpListener,
+        sync::{Arc, Mutex},
+    };
+
     use super::*;
+    use crate::{
+        metrics::Metrics,
+        output::{filter::Facts, queue::tests::*},
+    };
+
+    /// A fake ClickHouse: answers request n with `answers[n]` (the last one from then on);
+    /// records each request's target and body.
+    fn server(answers: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+        for v in ["ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"] {
+            std::env::remove_var(v);
+        }
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut w = c;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let n = {
+                        let mut s = seen2.lock().unwrap();
+                        s.push((target, body));
+                        s.len() - 1
+                    };
+                    let (status, text) = answers[n.min(answers.len() - 1)];
+                    write!(w, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}", text.len()).unwrap();
+                }
+            }
+        });
+        (url, seen)
+    }
+
+    fn feed(w: &mut ClickHouseWriter, n: u32) -> Vec<Result<(), OutputError>> {
+        let ecs = ecs();
+        (0..n)
+            .map(|pid| {
+                let ev = exec(pid);
+                let json = serde_json::to_vec(&ecs.to_value(&ev)).unwrap();
+                let facts = Facts::known(&ev).unwrap();
+                w.write(&Doc { event: &ev, json: &json, facts: &facts, ecs: &ecs })
+            })
+            .collect()
+    }
+
+    fn fast(url: &str) -> ClickHouseConfig {
+        ClickHouseConfig {
+            batch_events: 10,
+            max_retries: 2,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            ..ClickHouseConfig::new(url)
+        }
+    }
+
+    #[test]
+    fn retries_server_errors_and_gives_up_on_bad_batches() {
+        let (url, seen) = server(vec![(503, "Code: 252, e.displayText() = DB::Exception: Too many parts"), (200, "")]);
+        let m = Metrics::new().output("fleet");
+        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        assert!(feed(&mut w, 10).iter().all(Result::is_ok));
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 2);
+            assert!(seen[1].0.contains("INSERT+INTO+osprey.events+%28date%2C+ts") || seen[1].0.contains("INSERT%20INTO"), "{}", seen[1].0);
+            assert!(seen[1].0.contains("RowBinary"), "{}", seen[1].0);
+            assert_eq!(seen[0].1, seen[1].1, "the same batch again");
+        }
+        assert_eq!((m.written.get(), m.dropped.get(), m.errors.get(), m.retries.get()), (10, 0, 1, 1));
+
+        // A syntax or type error will not go away: dropped at once.
+        let (url, seen) = server(vec![(500, "Code: 62, e.displayText() = DB::Exception: Syntax error")]);
+        let m = Metrics::new().output("fleet");
+        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        let r = feed(&mut w, 10);
+        assert!(r[9].as_ref().unwrap_err().to_string().contains("Syntax error"));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!((m.written.get(), m.dropped.get()), (0, 10));
+
+        // A server that stays down: retried, then given up and counted.
+        let (url, seen) = server(vec![(500, "Code: 210, e.displayText() = DB::NetException: Connection refused")]);
+        let m = Metrics::new().output("fleet");
+        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        let r = feed(&mut w, 10);
+        assert!(r[9].as_ref().unwrap_err().to_string().contains("gave up after 3 tries"));
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!((m.written.get(), m.dropped.get(), m.retries.get()), (0, 10, 2));
+    }
 
     #[test]
     fn rows_and_config() {
