@@ -316,7 +316,10 @@ mod tests {
 
     /// A fake ClickHouse: answers request n with `answers[n]` (the last one from then on);
     /// records each request's target and body.
-    fn server(answers: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+    /// Each request's target (path and query) and body.
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    fn server(answers: Vec<(u16, &'static str)>) -> (String, Seen) {
         for v in ["ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"] {
             std::env::remove_var(v);
         }
