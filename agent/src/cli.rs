@@ -101,6 +101,102 @@ pub enum Command {
     Hunt(Box<HuntArgs>),
     /// The attack story of an alert (or a process): root cause, process tree, what each did.
     Story(StoryArgs),
+    /// The fleet store in ClickHouse: create or migrate its schema, prune old days.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+/// A fleet store (ClickHouse) to ask instead of this node's recorder.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FleetArgs {
+    /// ClickHouse's HTTP interface, e.g. http://clickhouse:8123: ask the fleet store (every
+    /// host) instead of this node's recorder.
+    #[arg(long, value_name = "URL")]
+    pub fleet: Option<String>,
+    #[arg(long, default_value = crate::fleet::DEFAULT_DATABASE)]
+    pub fleet_database: String,
+    /// The table queried (the Distributed table on a cluster).
+    #[arg(long, default_value = crate::fleet::DEFAULT_TABLE)]
+    pub fleet_table: String,
+    /// ClickHouse user; the password is read from OSPREY_FLEET_PASSWORD.
+    #[arg(long)]
+    pub fleet_user: Option<String>,
+}
+
+impl FleetArgs {
+    /// The fleet store, when `--fleet` is given.
+    pub fn fleet(&self) -> Option<crate::fleet::Fleet> {
+        let url = self.fleet.as_deref()?;
+        let mut f = crate::fleet::Fleet::new(url);
+        f.database.clone_from(&self.fleet_database);
+        f.table.clone_from(&self.fleet_table);
+        f.user.clone_from(&self.fleet_user);
+        f.password = std::env::var("OSPREY_FLEET_PASSWORD").ok();
+        Some(f)
+    }
+}
+
+/// Which server(s) `osprey fleet` works on.
+#[derive(Debug, Args)]
+pub struct FleetTarget {
+    /// ClickHouse's HTTP interface (a single server).
+    #[arg(long, required_unless_present = "shard")]
+    pub url: Option<String>,
+    #[arg(long, default_value = crate::fleet::DEFAULT_DATABASE)]
+    pub database: String,
+    /// The table the sinks write to and hunts read (the Distributed table on a cluster; the
+    /// shards' local tables are TABLE_local).
+    #[arg(long, default_value = crate::fleet::DEFAULT_TABLE)]
+    pub table: String,
+    /// ClickHouse user; the password is read from OSPREY_FLEET_PASSWORD.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A cluster of the servers' remote_servers configuration: local tables on every shard and
+    /// a Distributed table over them.
+    #[arg(long, requires = "shard")]
+    pub cluster: Option<String>,
+    /// The HTTP interface of each shard of the cluster (repeat).
+    #[arg(long)]
+    pub shard: Vec<String>,
+}
+
+impl FleetTarget {
+    pub fn fleet(&self) -> crate::fleet::Fleet {
+        let url = self.url.clone().or_else(|| self.shard.first().cloned()).unwrap_or_default();
+        let mut f = crate::fleet::Fleet::new(&url);
+        f.database.clone_from(&self.database);
+        f.table.clone_from(&self.table);
+        f.user.clone_from(&self.user);
+        f.password = std::env::var("OSPREY_FLEET_PASSWORD").ok();
+        f
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create (or migrate) the database and tables; safe to run again.
+    Init {
+        #[command(flatten)]
+        target: FleetTarget,
+        /// Table TTL in days (ClickHouse 19.6 and later; older servers: use `osprey fleet prune`).
+        #[arg(long)]
+        ttl_days: Option<u32>,
+    },
+    /// Load ECS JSON lines (another host's export, a recorded fixture) into the fleet table.
+    Load {
+        #[command(flatten)]
+        target: FleetTarget,
+        /// Files of ECS JSON documents, one per line.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Drop the days (partitions) older than --days.
+    Prune {
+        #[command(flatten)]
+        target: FleetTarget,
+        #[arg(long)]
+        days: u32,
+    },
 }
 
 /// Where recorder queries go: the running agent's control socket, else the store itself.
@@ -167,6 +263,8 @@ pub struct HuntArgs {
     pub rules: Vec<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 impl HuntArgs {
@@ -206,6 +304,11 @@ pub struct StoryArgs {
     pub html: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Fleet stories: how far apart the two ends of one connection may be recorded.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub window: Duration,
 }
 
 #[derive(Debug, Args)]

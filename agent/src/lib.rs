@@ -12,6 +12,7 @@ pub mod decode;
 pub mod detect;
 pub mod enrich;
 pub mod event;
+pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod net;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::{io::Write, sync::Arc};
 
 use agent::{
-    cli::{Cli, Command, LogFormat, RulesCommand, RunArgs},
+    cli::{Cli, Command, FleetCommand, LogFormat, RulesCommand, RunArgs},
     metrics::Metrics,
     config::{Config, DEFAULT_PATH},
     health::{self, Readiness},
@@ -174,14 +174,50 @@ fn main() -> Result<()> {
         Command::Responses(s) => respond(s, "responses"),
         Command::Hunt(h) => {
             let hunt = h.hunt().map_err(anyhow::Error::msg)?;
-            let v = query(&cli, &h.store, agent::recorder::query::Query::Hunt(Box::new(hunt)))?;
-            let answer: agent::recorder::hunt::Answer = serde_json::from_value(v).context("the agent's answer")?;
+            let answer: agent::recorder::hunt::Answer = match h.fleet.fleet() {
+                Some(fleet) => agent::fleet::hunt::run(&fleet, &hunt)?,
+                None => {
+                    let v = query(&cli, &h.store, agent::recorder::query::Query::Hunt(Box::new(hunt)))?;
+                    serde_json::from_value(v).context("the agent's answer")?
+                }
+            };
             let mut out = std::io::stdout().lock();
             if h.store.json {
                 writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+            } else if h.fleet.fleet.is_some() {
+                agent::recorder::hunt::print_by_host(&answer, &mut out)?;
             } else {
                 agent::recorder::hunt::print_table(&answer, &mut out)?;
             }
+            Ok(())
+        }
+        Command::Fleet(FleetCommand::Init { target, ttl_days }) => {
+            let layout = agent::fleet::schema::Layout {
+                cluster: target.cluster.clone().map(|c| (c, target.shard.clone())),
+                ttl_days: *ttl_days,
+            };
+            let report = agent::fleet::schema::init(&target.fleet(), &layout)?;
+            for l in report.lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Command::Fleet(FleetCommand::Load { target, files }) => {
+            let fleet = target.fleet();
+            fleet.validate()?;
+            for f in files {
+                let text = std::fs::read(f).with_context(|| format!("{}", f.display()))?;
+                let n = fleet.load(&text).with_context(|| format!("{}", f.display()))?;
+                println!("{}: {n} event(s) loaded", f.display());
+            }
+            Ok(())
+        }
+        Command::Fleet(FleetCommand::Prune { target, days }) => {
+            let dropped = agent::fleet::schema::prune(&target.fleet(), &target.shard, target.cluster.is_some(), *days)?;
+            for d in &dropped {
+                println!("dropped {d}");
+            }
+            println!("{} partition(s) dropped", dropped.len());
             Ok(())
         }
         Command::Story(a) => {
@@ -191,8 +227,17 @@ fn main() -> Result<()> {
                 (None, Some(e)) => Subject::Entity(e.clone()),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let v = query(&cli, &a.store, agent::recorder::query::Query::Story(subject))?;
-            let story: Story = serde_json::from_value(v).context("the agent's answer")?;
+            let story: Story = match a.fleet.fleet() {
+                Some(fleet) => {
+                    fleet.validate()?;
+                    let history = agent::fleet::history::FleetHistory::new(fleet).with_window(a.window.as_nanos() as u64);
+                    Story::build(&history, &subject)?
+                }
+                None => {
+                    let v = query(&cli, &a.store, agent::recorder::query::Query::Story(subject))?;
+                    serde_json::from_value(v).context("the agent's answer")?
+                }
+            };
             if let Some(path) = &a.html {
                 std::fs::write(path, agent::recorder::html::render(&story)).with_context(|| format!("{}", path.display()))?;
                 eprintln!("story written to {}", path.display());

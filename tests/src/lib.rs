@@ -4,6 +4,8 @@
 //! The kernel is shared with everything else on the machine, so every test filters the stream
 //! by the pids, paths or cgroups it created. Tests that attach run one at a time (`LOCK`).
 
+pub mod clickhouse;
+
 use std::{
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},

@@ -19,7 +19,7 @@ use std::{
 /// serves bindgen), libbpf-dev provides bpf_helpers.h, llvm-19 the BPF object tools.
 const PACKAGES: &[&str] = &["clang-19", "llvm-19", "libbpf-dev"];
 /// Extra packages the integration tests and benchmarks use.
-const TEST_PACKAGES: &[&str] = &["bpftool", "rsyslog", "chromium"];
+const TEST_PACKAGES: &[&str] = &["bpftool", "rsyslog", "chromium", "clickhouse-server", "clickhouse-client"];
 /// Workload generators of `cargo xtask bench` (its smoke run is part of `cargo xtask test`).
 const BENCH_PACKAGES: &[&str] = &["stress-ng", "redis-server", "redis-tools", "bpftool"];
 

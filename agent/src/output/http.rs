@@ -163,7 +163,7 @@ impl HttpConfig {
 }
 
 /// Replaces `${VAR}` with the environment variable VAR (an error when it is not set).
-fn expand_env(v: &str) -> Result<String, String> {
+pub(crate) fn expand_env(v: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = v;
     while let Some(i) = rest.find("${") {

@@ -5,9 +5,10 @@
 //! sink never stalls detection; what a full queue drops is counted in
 //! `osprey_output_dropped_total{sink}`. Each sink counts what it delivered
 //! (`osprey_output_events_total{sink}`) and its failures (`osprey_output_errors_total{sink}`).
-//! One file per sink: [`stdout`], [`file`], [`syslog`], [`http`]; [`filter`] holds the per-sink
+//! One file per sink: [`stdout`], [`file`], [`syslog`], [`http`], [`clickhouse`]; [`filter`] holds the per-sink
 //! filters.
 
+pub mod clickhouse;
 pub mod file;
 pub mod filter;
 pub mod http;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use self::{
+    clickhouse::ClickHouseConfig,
     file::FileConfig,
     filter::{Facts, Filter, Severity},
     http::HttpConfig,
@@ -54,7 +56,7 @@ pub enum OutputError {
 }
 
 /// One entry of `output.sinks`: the common settings, and exactly one of `stdout`, `file`,
-/// `syslog`, `http` with that sink's own.
+/// `syslog`, `http`, `clickhouse` with that sink's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
@@ -77,6 +79,8 @@ pub struct SinkConfig {
     pub syslog: Option<SyslogConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseConfig>,
 }
 
 pub const DEFAULT_QUEUE: usize = 8192;
@@ -99,6 +103,7 @@ impl Default for SinkConfig {
             file: None,
             syslog: None,
             http: None,
+            clickhouse: None,
         }
     }
 }
@@ -111,13 +116,14 @@ impl SinkConfig {
             self.file.as_ref().map(|_| "file"),
             self.syslog.as_ref().map(|_| "syslog"),
             self.http.as_ref().map(|_| "http"),
+            self.clickhouse.as_ref().map(|_| "clickhouse"),
         ]
         .into_iter()
         .flatten()
         .collect();
         match kinds[..] {
             [one] => Ok(one),
-            [] => Err("names no sink: give one of `stdout`, `file`, `syslog`, `http`".into()),
+            [] => Err("names no sink: give one of `stdout`, `file`, `syslog`, `http`, `clickhouse`".into()),
             _ => Err(format!("names {} sinks ({}): one per entry", kinds.len(), kinds.join(", "))),
         }
     }
@@ -145,6 +151,7 @@ impl SinkConfig {
             "file" => self.file.as_ref().map(FileConfig::validate),
             "syslog" => self.syslog.as_ref().map(SyslogConfig::validate),
             "http" => self.http.as_ref().map(HttpConfig::validate),
+            "clickhouse" => self.clickhouse.as_ref().map(ClickHouseConfig::validate),
             _ => None,
         };
         r.unwrap_or(Ok(()))
@@ -177,6 +184,8 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
         Box::new(syslog::SyslogWriter::new(s, m.clone(), stop.clone()))
     } else if let Some(h) = &cfg.http {
         Box::new(http::HttpWriter::new(h.clone(), m.clone(), stop.clone())?)
+    } else if let Some(c) = &cfg.clickhouse {
+        Box::new(clickhouse::ClickHouseWriter::new(c.clone(), m.clone(), stop.clone())?)
     } else {
         Box::new(stdout::StdoutWriter::new(m.clone()))
     };

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use super::{
     filter::{Facts, Filter},
@@ -292,7 +292,15 @@ fn run(
         }
     }
     log.check(writer.close());
-    debug!(sink = name, "output closed");
+    // What the sink delivered and lost in its life: the last word on its counts at shutdown.
+    info!(
+        sink = name,
+        written = metrics.written.get(),
+        dropped = metrics.dropped.get(),
+        errors = metrics.errors.get(),
+        retries = metrics.retries.get(),
+        "output closed"
+    );
 }
 
 /// A buffer of newline-terminated documents waiting for one write.

@@ -19,7 +19,8 @@ h1{font-size:15px;margin:0 0 6px} h2{font-size:13px;margin:12px 0 4px}
 .process.root rect{stroke:#070;stroke-width:2.5}
 .file rect{fill:#fff4c8} .address rect{fill:#d8f5d8} .domain rect{fill:#ead8f5}
 .node text{font-size:12px;pointer-events:none} .node{cursor:pointer}
-.edge{stroke:#789;fill:none;stroke-width:1.2} .edge.alert{stroke:#c00}
+.edge{stroke:#789;fill:none;stroke-width:1.2} .edge.alert{stroke:#c00} .edge.remote{stroke:#d60;stroke-width:2.2;stroke-dasharray:6 3}
+.hostlabel{font-size:10px;fill:#a50}
 .elabel{font-size:10px;fill:#456}
 .step{font-family:ui-monospace,monospace;font-size:11px;white-space:pre-wrap;margin:2px 0}
 .alert{color:#b00}
@@ -41,21 +42,24 @@ const pos={};let row=0;let maxDepth=0;
 S.processes.forEach(p=>{pos[p.entity_id]={x:20+p.depth*DX,y:20+row*DY};row++;maxDepth=Math.max(maxDepth,p.depth);});
 const tx=20+(maxDepth+1)*DX+100;const tpos={};let trow=0;
 S.timeline.forEach(s=>{if(s.target){const k=s.target.type+':'+s.target.name;if(!(k in tpos)){tpos[k]={x:tx,y:20+trow*DY,t:s.target};trow++;}}});
+const byId={};S.processes.forEach(p=>byId[p.entity_id]=p);
 const edges=el('g',{id:'edges'});const nodes=el('g',{id:'nodes'});
 function edge(a,b,label,cls){const x1=a.x+W,y1=a.y+H/2,x2=b.x,y2=b.y+H/2;const mx=(x1+x2)/2;
  el('path',{d:`M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,class:'edge '+(cls||'')},edges);
  const t=el('text',{x:mx,y:(y1+y2)/2-3,'text-anchor':'middle',class:'elabel'},edges);t.textContent=label;}
-const byId={};S.processes.forEach(p=>byId[p.entity_id]=p);
+const hosts=new Set(S.processes.map(p=>p.host));const multi=hosts.size>1;
 S.processes.forEach(p=>{if(p.parent&&pos[p.parent]){const ex=p.steps.map(i=>S.timeline[i]).find(s=>s.action==='exec');
+ const from=byId[p.parent];if(from&&from.host!==p.host){edge(pos[p.parent],pos[p.entity_id],'network → host '+p.host.substring(0,12),'remote');return;}
  edge(pos[p.parent],pos[p.entity_id],(ex?'exec ':'fork ')+tm(ex?ex['@timestamp']:new Date(p.start/1e6).toISOString()));}});
 const seen={};S.timeline.forEach(s=>{if(s.target&&pos[s.entity_id]){const k=s.target.type+':'+s.target.name;const e=s.entity_id+'|'+k;(seen[e]=seen[e]||[]).push(s);}});
 Object.keys(seen).forEach(e=>{const l=seen[e];const s=l[0];const k=s.target.type+':'+s.target.name;
  const acts=[...new Set(l.map(x=>x.action))];edge(pos[s.entity_id],tpos[k],acts.slice(0,2).join(', ')+(acts.length>2?' +'+(acts.length-2):'')+' '+tm(s['@timestamp']),'');});
 function details(lines,title){const d=document.getElementById('details');d.textContent='';const h=document.createElement('b');h.textContent=title;d.appendChild(h);
  lines.forEach(l=>{const e=document.createElement('div');e.className='step'+(l.alert?' alert':'');e.textContent=l.text;d.appendChild(e);});}
-S.processes.forEach(p=>{const g=el('g',{class:'node process'+(p.subject?' subject':'')+(p.entity_id===S.root?' root':''),'data-entity':p.entity_id,transform:`translate(${pos[p.entity_id].x},${pos[p.entity_id].y})`},nodes);
+S.processes.forEach(p=>{const g=el('g',{class:'node process'+(p.subject?' subject':'')+(p.entity_id===S.root?' root':''),'data-entity':p.entity_id,'data-host':p.host,transform:`translate(${pos[p.entity_id].x},${pos[p.entity_id].y})`},nodes);
  el('rect',{width:W,height:H},g);const t1=el('text',{x:8,y:16},g);t1.textContent=base(p.executable)+'  ['+p.pid+']'+(p.user?'  '+p.user:'');
  const t2=el('text',{x:8,y:32},g);t2.textContent=(p.command_line||'').substring(0,34);
+ if(multi){const th=el('text',{x:W-4,y:12,'text-anchor':'end',class:'hostlabel'},g);th.textContent=p.host.substring(0,12);}
  g.addEventListener('click',()=>details(p.steps.map(i=>{const s=S.timeline[i];return {text:tm(s['@timestamp'])+' '+s.action+' '+s.object,alert:s.kind==='alert'};}),(p.command_line||p.executable||'?')+' (pid '+p.pid+')'));});
 Object.keys(tpos).forEach(k=>{const o=tpos[k];const g=el('g',{class:'node '+o.t.type,'data-target':o.t.name,transform:`translate(${o.x},${o.y})`},nodes);
  el('rect',{width:W,height:H},g);const t=el('text',{x:8,y:24},g);t.textContent=o.t.name.length>34?'…'+o.t.name.slice(-33):o.t.name;

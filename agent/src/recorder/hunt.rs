@@ -406,6 +406,26 @@ pub fn print_table(a: &Answer, out: &mut dyn std::io::Write) -> std::io::Result<
     Ok(())
 }
 
+/// A fleet answer: the table, one section per host (hits are grouped by host already).
+pub fn print_by_host(a: &Answer, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < a.hits.len() {
+        let host = &a.hits[i].host;
+        let n = a.hits[i..].iter().take_while(|h| &h.host == host).count();
+        writeln!(out, "== host {host}: {n} hit(s)")?;
+        let part = Answer { hits: a.hits[i..i + n].to_vec(), truncated: false, scanned: None };
+        print_table(&part, out)?;
+        i += n;
+    }
+    if a.truncated {
+        writeln!(out, "(more matched: raise --limit)")?;
+    }
+    if let Some(n) = a.scanned {
+        writeln!(out, "{} hit(s) in {n} recorded event(s)", a.hits.len())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

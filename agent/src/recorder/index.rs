@@ -33,6 +33,8 @@ pub struct Row {
     /// `event.id` of alerts (and responses that name one).
     pub alert: Option<String>,
     pub rule: Option<String>,
+    /// `event.severity` (alerts).
+    pub severity: Option<i64>,
     pub cgroup: Option<i64>,
 }
 
@@ -70,6 +72,8 @@ struct EventIx<'a> {
     action: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    severity: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -175,15 +179,16 @@ pub fn parse_ts(s: &str) -> Option<i64> {
 pub fn row(json: &[u8], ts_ns: Option<i64>) -> Result<Row, serde_json::Error> {
     let d: Doc = serde_json::from_slice(json)?;
     let ev = d.event;
-    let (kind, action, event_id) = match ev {
-        Some(e) => (own(e.kind).unwrap_or_else(|| "event".into()), own(e.action).unwrap_or_default(), own(e.id)),
-        None => ("event".into(), String::new(), None),
+    let (kind, action, event_id, severity) = match ev {
+        Some(e) => (own(e.kind).unwrap_or_else(|| "event".into()), own(e.action).unwrap_or_default(), own(e.id), e.severity),
+        None => ("event".into(), String::new(), None, None),
     };
     let lineage = action == "exec" || action == "fork";
     let mut r = Row {
         ts_ns: ts_ns.or_else(|| d.timestamp.as_deref().and_then(parse_ts)).unwrap_or(0),
         host: d.host.and_then(|h| own(h.id).or(own(h.hostname))).unwrap_or_default(),
         alert: if kind == "alert" { event_id } else { None },
+        severity,
         kind,
         ..Row::default()
     };

@@ -141,8 +141,13 @@ fn basename(p: &str) -> &str {
     Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or(p)
 }
 
-/// Why `p` (whose parent is `parent`) is where the story starts, if it is.
+/// Why `p` (whose parent is `parent`) is where the story starts, if it is. A parent on another
+/// host (a fleet story: `p` handled a connection that process made) is never: the story goes on
+/// across the network to where the connection came from.
 fn root_reason(p: &Proc, parent: Option<&Proc>) -> Option<String> {
+    if parent.is_some_and(|q| !q.host.is_empty() && !p.host.is_empty() && q.host != p.host) {
+        return None;
+    }
     let name = p.exe.as_deref().map(basename);
     if let Some(n) = name.filter(|n| crate::alerting::ENTRY_POINTS.contains(n)) {
         return Some(format!("entry point ({n})"));
@@ -275,8 +280,13 @@ impl Story {
             root.pid,
             self.root_reason
         )?;
+        let hosts: HashMap<&str, &str> = self.processes.iter().map(|p| (p.entity_id.as_str(), p.host.as_str())).collect();
         for p in &self.processes {
             let pad = "    ".repeat(p.depth);
+            if let Some(from) = p.parent.as_deref().and_then(|e| hosts.get(e)).filter(|h| **h != p.host) {
+                let short = |h: &str| h.chars().take(12).collect::<String>();
+                writeln!(out, "{pad}⇢ over the network: host {} → host {}", short(from), short(&p.host))?;
+            }
             let mark = if p.subject { "  ◀ subject" } else { "" };
             writeln!(
                 out,
