@@ -28,7 +28,7 @@ pub struct Program {
 }
 
 impl Program {
-    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`, `net`.
+    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`, `net`, `prot` (self-protection).
     pub fn domain(&self) -> &'static str {
         self.name.split('_').next().unwrap_or(self.name)
     }
@@ -65,7 +65,7 @@ mod tests {
         assert!(path_hooks.contains(&Hook::TracePoint("syscalls", "sys_exit_renameat2")), "{path_hooks:?}");
         assert!(path_hooks.len() >= 20, "{path_hooks:?}");
         for p in PROGRAMS {
-            assert!(["proc", "file", "cred", "sys", "net"].contains(&p.domain()), "{} has no known domain", p.name);
+            assert!(["proc", "file", "cred", "sys", "net", "prot"].contains(&p.domain()), "{} has no known domain", p.name);
         }
     }
 

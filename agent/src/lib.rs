@@ -18,6 +18,7 @@ pub mod net;
 pub mod output;
 pub mod pipeline;
 pub mod process;
+pub mod protect;
 pub mod reorder;
 pub mod respond;
 pub mod rules;

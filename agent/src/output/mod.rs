@@ -189,6 +189,12 @@ pub trait Sink: Send {
     fn name(&self) -> &'static str;
     fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// Writes one event now, from the calling thread, bypassing any queue (self-protection's
+    /// alert about a fatal signal to the agent). Defaults to write + flush.
+    fn write_now(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+        self.write(ev, ecs)?;
+        self.flush()
+    }
 }
 
 /// ECS JSON lines on standard output.

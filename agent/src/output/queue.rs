@@ -153,6 +153,8 @@ pub struct Queued {
     drain: Duration,
     worker: Option<JoinHandle<()>>,
     gone: bool,
+    /// The writer, shared with the worker: an urgent event is written by the caller itself.
+    writer: Arc<std::sync::Mutex<Box<dyn Writer>>>,
 }
 
 impl Queued {
@@ -168,9 +170,11 @@ impl Queued {
     ) -> Result<Self, OutputError> {
         let (tx, rx) = mpsc::sync_channel::<Event>(capacity);
         let ecs: Arc<OnceLock<Ecs>> = Arc::default();
+        let writer = Arc::new(std::sync::Mutex::new(writer));
         let worker = {
             let ecs = ecs.clone();
             let metrics = metrics.clone();
+            let writer = writer.clone();
             thread::Builder::new()
                 .name(format!("osprey-out-{name}"))
                 .spawn(move || run(name, rx, ecs, writer, metrics))
@@ -188,6 +192,7 @@ impl Queued {
             drain,
             worker: Some(worker),
             gone: false,
+            writer,
         })
     }
 }
@@ -228,6 +233,22 @@ impl Sink for Queued {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Writes `ev` from the calling thread, ahead of what is queued (the worker thread may be
+    /// waiting for a CPU that a process held by self-protection occupies).
+    fn write_now(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+        if let Some(filter) = &self.filter {
+            if !filter.matches(&Facts::of(ev, ecs, &mut self.scratch)) {
+                return Ok(());
+            }
+        }
+        let mut json = Vec::with_capacity(4096);
+        ecs.write(ev, &mut json).map_err(io::Error::other)?;
+        let facts = Facts::known(ev).unwrap_or_else(|| Facts::from_json(&json));
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let r = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs }).and_then(|()| w.idle());
+        r.map_err(|e| io::Error::other(e.to_string()))
+    }
 }
 
 impl Drop for Queued {
@@ -255,9 +276,10 @@ fn run(
     name: &'static str,
     rx: mpsc::Receiver<Event>,
     ecs: Arc<OnceLock<Ecs>>,
-    mut writer: Box<dyn Writer>,
+    shared: Arc<std::sync::Mutex<Box<dyn Writer>>>,
     metrics: OutputMetrics,
 ) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut log = ErrorLog::new(name);
     let mut json = Vec::with_capacity(4096);
     let mut handle = |ev: Event, writer: &mut Box<dyn Writer>, log: &mut ErrorLog| {
@@ -275,9 +297,10 @@ fn run(
         log.check(writer.write(&Doc { event: &ev, json: &json, facts: &facts, ecs }));
     };
     loop {
-        let wait = writer.deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+        let wait = lock().deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(ev) => {
+                let mut writer = lock();
                 handle(ev, &mut writer, &mut log);
                 for _ in 1..BURST {
                     match rx.try_recv() {
@@ -287,11 +310,11 @@ fn run(
                 }
                 log.check(writer.idle());
             }
-            Err(RecvTimeoutError::Timeout) => log.check(writer.idle()),
+            Err(RecvTimeoutError::Timeout) => log.check(lock().idle()),
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    log.check(writer.close());
+    log.check(lock().close());
     debug!(sink = name, "output closed");
 }
 
