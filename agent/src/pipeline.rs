@@ -137,7 +137,7 @@ impl Stage {
         let Some(f) = p.check(rec) else { return };
         let doc = self.ecs.to_value(ev);
         let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-        self.urgent = f.wait_seq.is_some();
+        self.urgent = f.wait_seq.is_some() || f.kind == crate::protect::Kind::Bpf;
         self.raise(crate::protect::alert(&f, Some(doc), story, ev.ctx.clone(), ev.wall_ns), ev.wall_ns);
         self.urgent = false;
     }

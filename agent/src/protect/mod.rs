@@ -71,6 +71,8 @@ impl ProtectMetrics {
     }
 }
 
+const READ_ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What the agent watches over itself.
 pub struct Protector {
     pids: HashMap<MapData, u32, u32>,
@@ -89,6 +91,9 @@ pub struct Protector {
     /// Zero: no heartbeat.
     pub heartbeat_every: std::time::Duration,
     threads: BTreeSet<u32>,
+    /// Processes already alerted for reading the agent's objects (bpftool lists everything):
+    /// one alert per process and minute.
+    readers: std::collections::HashMap<(u32, u64), std::time::Instant>,
 }
 
 /// Inputs from the rest of the configuration.
@@ -154,6 +159,7 @@ impl Protector {
             watchdog_every: s.watchdog_interval,
             heartbeat_every: s.heartbeat_interval,
             threads: BTreeSet::new(),
+            readers: std::collections::HashMap::new(),
         };
         p.settings_map.set(0, p.settings, 0).map_err(map_err("prot_cfg"))?;
         let me = std::process::id();
@@ -198,15 +204,27 @@ impl Protector {
         }
     }
 
-    /// Whether a record must be handled at once: the kernel holds its actor until the ack.
+    /// Whether a record must be handled at once, ahead of the reorder window: the kernel holds
+    /// its actor until the ack, or it is a bpf() command on the agent's objects.
     pub fn urgent(rec: &Record) -> bool {
-        matches!(rec, Record::System(y) if y.op == agent_common::osprey_system_op::OSPREY_SYS_TAMPER_SIGNAL
+        use agent_common::osprey_system_op as so;
+        matches!(rec, Record::System(y) if (y.op == so::OSPREY_SYS_TAMPER_SIGNAL
             && y.args[2] & agent_common::osprey_tamper_flags::OSPREY_TAMPER_WAITED as u64 != 0)
+            || (y.op == so::OSPREY_SYS_TAMPER_BPF && y.args[1] != 0))
     }
 
     /// The tamper finding of a record, counted.
     pub fn check(&mut self, rec: &Record) -> Option<Finding> {
         let f = self.protected.classify(rec)?;
+        if f.kind == Kind::BpfRead {
+            let h = rec.header();
+            let now = std::time::Instant::now();
+            self.readers.retain(|_, t| now.duration_since(*t) < READ_ALERT_EVERY);
+            if self.readers.insert((h.pid, h.start_ns), now).is_some() {
+                self.metrics.tamper.with_label_values(&[f.kind.name()]).inc();
+                return None;
+            }
+        }
         self.found(&f);
         if let Some(seq) = f.wait_seq {
             self.pending_ack = Some(self.pending_ack.map_or(seq, |s| s.max(seq)));
