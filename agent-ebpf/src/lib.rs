@@ -7,6 +7,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// their maps `iso_allow`, `iso_allow_n`, `iso_dropped`, pinned by name), loaded on demand.
 pub static ISOLATE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/isolate.bpf.o"));
 
+/// The exec block guard (`tp_btf/sched_process_exec` program `blk_exec`, maps `blk_inodes`,
+/// `blk_paths`, `blk_hashes` pinned by name): the block list enforced while the agent is down.
+pub static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/block.bpf.o"));
+
 /// Where a program attaches, from its ELF section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {

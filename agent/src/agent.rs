@@ -37,7 +37,9 @@ impl Agent {
     /// programs load). Rules are loaded here too: broken files are logged, good ones run.
     pub fn start_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, SensorError> {
         let mut sensor = Sensor::start(&config.sensor())?;
-        let responder = Some(Responder::new(config.response.clone(), exec_blocker(&mut sensor)));
+        let enforce = config.response.mode == crate::respond::policy::Mode::Enforce;
+        let blocker = exec_blocker(&mut sensor).map(|b| b.with_guard(&config.response.bpffs_dir, enforce));
+        let responder = Some(Responder::new(config.response.clone(), blocker));
         for p in sensor.probes() {
             metrics.probe(p.program, p.hook, p.attached);
         }

@@ -35,30 +35,38 @@ impl Agent {
         let out = dir.path().join("out.json");
         let cfg = dir.path().join("osprey.yaml");
         let text = format!(
-            "output:\n  stdout: false\n  sinks:\n    - file: {{path: {}}}\nhealth: {{enabled: false}}\ncontrol: {{enabled: false}}\n\
+            "output:\n  stdout: false\n  sinks:\n    - file: {{path: {}}}\nhealth: {{enabled: false}}\n\
+             control: {{enabled: true, socket: {}}}\n\
              pipeline: {{reorder_window: 20ms}}\nresponse:\n  bpffs_dir: {}\n  quarantine_dir: {}\n{extra}",
             out.display(),
+            dir.path().join("osprey.sock").display(),
             bpffs.display(),
             dir.path().join("q").display()
         );
         std::fs::write(&cfg, text).unwrap();
-        let mut child = Command::new(osprey_bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (child, log) = spawn(&cfg);
         let mut a = Self { child, dir, bpffs, log, exited: None };
         a.wait_log("process table seeded", Duration::from_secs(60));
         a
+    }
+
+    /// Starts the same configuration again after the agent died (same pins, same output).
+    fn restart(&mut self) {
+        assert!(self.exited.is_some(), "restart after the agent exited");
+        let (child, log) = spawn(&self.dir.path().join("osprey.yaml"));
+        (self.child, self.log, self.exited) = (child, log, None);
+        self.wait_log("process table seeded", Duration::from_secs(60));
+    }
+
+    /// An operator request over the agent's control socket.
+    fn ask(&self, line: &str) -> serde_json::Value {
+        let req = agent::control::Request::parse(line).unwrap();
+        let sock = self.dir.path().join("osprey.sock");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        agent::control::ask(&sock, &req).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
     fn pid(&self) -> u32 {
@@ -127,6 +135,24 @@ impl Drop for Agent {
         }
         let _ = std::fs::remove_dir_all(&self.bpffs);
     }
+}
+
+fn spawn(cfg: &Path) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(osprey_bin())
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, log)
 }
 
 fn read_docs(path: &Path, needle: &str) -> Vec<serde_json::Value> {
@@ -285,4 +311,113 @@ fn heartbeats_are_signed_and_carry_run_counts() {
     assert!(run("proc_exec").unwrap() > 0, "{payload}");
     assert!(run("prot_kill").unwrap() > 0, "the canary's kill(self, 0) ran prot_kill: {payload}");
     assert_eq!(h["blinded"].as_array().unwrap().len(), 0, "{h}");
+}
+
+/// A cgroup of this test under the cgroup v2 mount (removed on drop).
+struct TestCgroup {
+    path: PathBuf,
+    rel: String,
+}
+
+impl TestCgroup {
+    fn new() -> Self {
+        let root = agent::sensor::fs::cgroup2_mount().expect("cgroup v2 is mounted");
+        let rel = format!("/{}", marker());
+        let path = PathBuf::from(format!("{root}{rel}"));
+        std::fs::create_dir(&path).unwrap();
+        Self { path, rel }
+    }
+
+    /// Connects to `addr` from a process inside this cgroup: true when it did.
+    fn connect_inside(&self, addr: &str) -> bool {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(WORKLOAD);
+        cmd.args(["try-connect", addr, "700"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let procs = self.path.join("cgroup.procs");
+        // SAFETY: between fork and exec only a write(2) to a path computed before the fork.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        cmd.status().unwrap().success()
+    }
+
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).unwrap().ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Runs `bin`; Some(signal) when it was killed.
+fn run_signal(bin: &Path) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    Command::new(bin).status().unwrap().signal()
+}
+
+/// Live links of programs named `name`, from the kernel's own list.
+fn links_named(name: &str) -> Vec<agent::protect::kernel::LinkState> {
+    let ids: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .map(|p| p.id())
+        .collect();
+    agent::protect::kernel::links_of(&ids).into_iter().filter(|l| l.live()).collect()
+}
+
+#[test]
+fn exec_blocks_and_isolation_stay_enforced_across_kill_9_and_are_adopted_on_restart() {
+    let mut agent = Agent::start("  mode: enforce\n");
+    let cg = TestCgroup::new();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let bin = agent.dir.path().join(format!("blocked-{}", marker()));
+    std::fs::copy("/bin/true", &bin).unwrap();
+    assert_eq!(run_signal(&bin), None, "runs before the block");
+    assert!(cg.connect_inside(&addr), "connects before the isolation");
+
+    let v = agent.ask(&format!("block path {}", bin.display()));
+    assert_eq!(v["result"], "done", "{v}");
+    let v = agent.ask(&format!("isolate {}", cg.rel));
+    assert_eq!(v["result"], "done", "{v}");
+    assert_eq!(run_signal(&bin), Some(9), "blocked: killed at exec");
+    assert!(!cg.connect_inside(&addr), "isolated");
+    assert_eq!(links_named("blk_exec").len(), 1, "one pinned exec guard");
+
+    // kill -9: nothing of the agent runs any more, its sensor programs are gone.
+    agent.child.kill().unwrap();
+    agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(run_signal(&bin), Some(9), "still blocked while the agent is down");
+    assert!(!cg.connect_inside(&addr), "still isolated while the agent is down");
+
+    agent.restart();
+    let guards = links_named("blk_exec");
+    assert_eq!(guards.len(), 1, "the guard is adopted, not attached twice: {guards:?}");
+    let on_cg: Vec<_> = agent::protect::kernel::links_of(
+        &aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("iso_")))
+            .map(|p| p.id())
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .filter(|l| l.cgroup_id == cg.id())
+    .collect();
+    assert_eq!(on_cg.len(), 2, "ingress + egress on the cgroup, no duplicates: {on_cg:?}");
+    let list = agent.ask("responses");
+    assert_eq!(list["isolated"][0]["cgroup"], cg.path.to_str().unwrap(), "{list}");
+    let blocked = list.to_string();
+    assert!(blocked.contains(&bin.display().to_string()), "the block list was adopted: {list}");
+    assert_eq!(run_signal(&bin), Some(9), "blocked under the restarted agent");
+
+    let v = agent.ask(&format!("unblock path {}", bin.display()));
+    assert_eq!(v["result"], "done", "{v}");
+    let v = agent.ask(&format!("release {}", cg.rel));
+    assert_eq!(v["result"], "done", "{v}");
+    assert_eq!(run_signal(&bin), None, "unblocked: runs again (guard included)");
+    assert!(cg.connect_inside(&addr), "released");
 }

@@ -7,6 +7,7 @@
 //! signals once their alert is out.
 
 pub mod config;
+pub mod guard;
 pub mod heartbeat;
 pub mod kernel;
 pub mod tamper;
