@@ -110,7 +110,10 @@ enum osprey_system_op {
 	OSPREY_SYS_BPF_ATTACH = 15,  /* a program attached by another process: arg0 = bpf command
 					(BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE, BPF_PROG_ATTACH), arg1 =
 					program id, arg2 = attach type; str = raw tracepoint name */
-	OSPREY_SYS_OP_MAX = 16,
+	OSPREY_SYS_TAMPER_PTRACE = 16, /* ptrace/process_vm_* aimed at an agent process: arg0 = ptrace
+					  request (or 0), arg1 = enum osprey_tamper_call, arg2 = seq << 8 |
+					  flags; target = the agent pid */
+	OSPREY_SYS_OP_MAX = 17,
 };
 
 /* osprey_net.op: a socket's life, as the kernel saw it */
@@ -384,6 +387,9 @@ enum osprey_tamper_call {
 	OSPREY_TAMPER_TKILL = 2,
 	OSPREY_TAMPER_TGKILL = 3,
 	OSPREY_TAMPER_PIDFD = 4, /* pidfd_send_signal */
+	OSPREY_TAMPER_PTRACE = 5,
+	OSPREY_TAMPER_VM_READ = 6,  /* process_vm_readv */
+	OSPREY_TAMPER_VM_WRITE = 7, /* process_vm_writev */
 };
 
 /* Self-protection: low 8 bits of osprey_system.arg2 of OSPREY_SYS_TAMPER_* records. */
@@ -410,7 +416,8 @@ enum osprey_protect_pid {
 
 /* osprey_protect_config.flags */
 enum osprey_protect_flags {
-	OSPREY_PROTECT_ENFORCE = 1 << 0,  /* SIGKILL the actor of a fatal signal or a bpf() detach */
+	OSPREY_PROTECT_ENFORCE = 1 << 0,  /* SIGKILL the actor of a fatal signal, a bpf() detach or a
+					     ptrace attach / process_vm_writev on the agent */
 	OSPREY_PROTECT_STOPPING = 1 << 1, /* orderly shutdown under way: nothing is enforced */
 };
 

@@ -350,3 +350,39 @@ int prot_bpf(struct sys_enter_ctx *ctx)
 	tamper_emit(OSPREY_SYS_TAMPER_BPF, 0, cmd, key, next_seq() << 8 | flags, 0);
 	return 0;
 }
+
+/* ptrace and process_vm_readv/writev aimed at an agent process (a tracer can stop, read, rewrite
+ * or kill it). PTRACE_TRACEME names no target; requests on a tracee need an attach first. */
+static __always_inline int tamper_trace(__u32 pid, __u64 request, __u32 call, bool hostile)
+{
+	if (!(pid_flags(pid) & (OSPREY_PROTECT_TGID | OSPREY_PROTECT_TID)) || actor_is_agent())
+		return 0;
+	__u32 flags = hostile ? enforce() : 0;
+	tamper_emit(OSPREY_SYS_TAMPER_PTRACE, pid, request, call, next_seq() << 8 | flags, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int prot_ptrace(struct sys_enter_ctx *ctx)
+{
+	__u64 req = ctx->args[0];
+	if (req == 0 /* PTRACE_TRACEME */)
+		return 0;
+	/* Requests that rewrite the agent (POKETEXT/DATA/USER, SETREGS) are enforced. An attach is
+	 * only alerted: killing the tracer after PTRACE_ATTACH's SIGSTOP would leave the agent
+	 * stopped (the tracee stays in group stop when its tracer exits). */
+	bool hostile = (req >= 4 && req <= 6) || req == 13;
+	return tamper_trace(ctx->args[1], req, OSPREY_TAMPER_PTRACE, hostile);
+}
+
+SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
+int prot_vm_write(struct sys_enter_ctx *ctx)
+{
+	return tamper_trace(ctx->args[0], 0, OSPREY_TAMPER_VM_WRITE, true);
+}
+
+SEC("tracepoint/syscalls/sys_enter_process_vm_readv")
+int prot_vm_read(struct sys_enter_ctx *ctx)
+{
+	return tamper_trace(ctx->args[0], 0, OSPREY_TAMPER_VM_READ, false);
+}

@@ -313,6 +313,34 @@ fn heartbeats_are_signed_and_carry_run_counts() {
     assert_eq!(h["blinded"].as_array().unwrap().len(), 0, "{h}");
 }
 
+#[test]
+fn ptrace_of_the_agent_and_writes_to_its_protected_files_are_tamper_alerts() {
+    let prot = PathBuf::from(format!("/tmp/{}-protected", marker()));
+    std::fs::create_dir(&prot).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(prot.clone());
+    let agent = Agent::start(&format!("self_protection:\n  protected_paths: [{}]\n", prot.display()));
+    let mut w = Command::new(WORKLOAD).args(["ptrace-seize", &agent.pid().to_string()]).spawn().unwrap();
+    let tracer = w.id();
+    assert!(w.wait().unwrap().success());
+    let a = agent
+        .wait_doc(Duration::from_secs(2), "osprey-tamper-ptrace", |d| d["rule"]["id"] == "osprey-tamper-ptrace" && d["process"]["pid"] == tracer)
+        .expect("ptrace tamper alert naming the tracer");
+    assert!(a["rule"]["description"].as_str().unwrap().contains("ptrace request 16902"), "{a}");
+    let mut sh = Command::new("/bin/sh").args(["-c", &format!("echo x > {}/rules.yml", prot.display())]).spawn().unwrap();
+    let writer = sh.id();
+    assert!(sh.wait().unwrap().success());
+    let a = agent
+        .wait_doc(Duration::from_secs(2), "osprey-tamper-file", |d| d["rule"]["id"] == "osprey-tamper-file" && d["process"]["pid"] == writer)
+        .expect("file tamper alert naming the writer");
+    assert!(a["rule"]["description"].as_str().unwrap().contains("rules.yml"), "{a}");
+}
+
 /// A cgroup of this test under the cgroup v2 mount (removed on drop).
 struct TestCgroup {
     path: PathBuf,

@@ -244,12 +244,20 @@ impl Protected {
                     killed: false,
                 })
             }
-            so::OSPREY_SYS_PTRACE if y.target_pid == self.agent_pid && y.hdr.pid != self.agent_pid => Some(Finding {
-                kind: Kind::Ptrace,
-                summary: format!("ptrace request {} on the agent (pid {}) by pid {}", y.args[0], y.target_pid, y.hdr.pid),
-                wait_seq: None,
-                killed: false,
-            }),
+            // The sys domain's ptrace record of the same call is not alerted twice.
+            so::OSPREY_SYS_TAMPER_PTRACE => {
+                let what = match y.args[1] as u32 {
+                    agent_common::osprey_tamper_call::OSPREY_TAMPER_VM_READ => "process_vm_readv".to_string(),
+                    agent_common::osprey_tamper_call::OSPREY_TAMPER_VM_WRITE => "process_vm_writev".to_string(),
+                    _ => format!("ptrace request {}", y.args[0]),
+                };
+                Some(Finding {
+                    kind: Kind::Ptrace,
+                    summary: format!("{what} on the agent (pid {}) by pid {}{enforced}", y.target_pid, y.hdr.pid),
+                    wait_seq: None,
+                    killed,
+                })
+            }
             so::OSPREY_SYS_MODULE_LOAD => Some(Finding {
                 kind: Kind::ModuleLoad,
                 summary: format!("kernel module {} loaded by pid {}", y.text, y.hdr.pid),
@@ -304,8 +312,8 @@ mod tests {
         assert!(p.classify(&system(42, so::OSPREY_SYS_TAMPER_BPF, 0, [BPF_OBJ_GET, 0, 0], "/sys/fs/bpf/osprey/iso")).is_some());
         assert!(p.classify(&system(42, so::OSPREY_SYS_BPF_ATTACH, 0, [17, 9, 0], "sched_process_exec")).is_some());
         assert!(p.classify(&system(42, so::OSPREY_SYS_BPF_ATTACH, 0, [17, 9, 0], "sys_enter")).is_none());
-        assert_eq!(p.classify(&system(42, so::OSPREY_SYS_PTRACE, 100, [16, 100, 0], "")).unwrap().kind, Kind::Ptrace);
-        assert!(p.classify(&system(42, so::OSPREY_SYS_PTRACE, 101, [16, 101, 0], "")).is_none());
+        assert_eq!(p.classify(&system(42, so::OSPREY_SYS_TAMPER_PTRACE, 100, [16, 5, 0], "")).unwrap().kind, Kind::Ptrace);
+        assert!(p.classify(&system(42, so::OSPREY_SYS_PTRACE, 100, [16, 100, 0], "")).is_none(), "reported by prot_ptrace");
     }
 
     #[test]

@@ -206,6 +206,16 @@ fn ptrace() {
     let _ = child.wait();
 }
 
+/// PTRACE_SEIZE (no stop) then PTRACE_DETACH of process `pid`.
+fn ptrace_seize(pid: i32) {
+    // SAFETY: ptrace(2) requests on a pid; no memory is passed.
+    let rc = unsafe { libc::ptrace(0x4206, pid, 0, 0) };
+    assert_eq!(rc, 0, "PTRACE_SEIZE {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    println!("result: seized");
+}
+
 /// Detaches BPF link `id` (BPF_LINK_GET_FD_BY_ID, then BPF_LINK_DETACH), as an EDR killer
 /// would; prints the result.
 fn bpf_detach(id: u32) {
@@ -312,6 +322,7 @@ fn main() {
         "ptrace" => ptrace(),
         "bpf-load" => bpf_load(),
         "bpf-detach" => bpf_detach(arg(1).parse().expect("link id")),
+        "ptrace-seize" => ptrace_seize(arg(1).parse().expect("pid")),
         "unshare" => unshare(),
         "kill-child" => kill_child(),
         "churn" => churn(arg(1).parse().expect("count")),
