@@ -83,6 +83,12 @@ struct {
 	__type(value, __u64);
 } prot_seq SEC(".maps");
 
+/* Tamper records only: read apart from the per-CPU event rings, never behind their backlog. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} prot_ring SEC(".maps");
+
 static __always_inline struct osprey_protect_config *prot_settings(void)
 {
 	__u32 zero = 0;
@@ -141,7 +147,7 @@ static long ack_cb(__u64 i, struct ack_wait *w)
 	return bpf_ktime_get_ns() > w->deadline;
 }
 
-/* Emits a tamper record now, waking the reader (it must not wait for a sweep). */
+/* Emits a tamper record into prot_ring now, waking its reader (it must not wait for a sweep). */
 static __always_inline void tamper_emit(__u32 op, __u32 target, __u64 a0, __u64 a1, __u64 a2,
 					const char *ustr)
 {
@@ -163,8 +169,7 @@ static __always_inline void tamper_emit(__u32 op, __u32 target, __u64 a0, __u64 
 	}
 	y->str.len = len;
 	fill_hdr(&y->hdr, task, OSPREY_REC_SYSTEM, sizeof(*y) + (len & 511));
-	void *rb = ring_of_this_cpu();
-	if (!rb || bpf_ringbuf_output(rb, y, sizeof(*y) + (len & 511), OSPREY_RB_FORCE_WAKEUP) != 0)
+	if (bpf_ringbuf_output(&prot_ring, y, sizeof(*y) + (len & 511), OSPREY_RB_FORCE_WAKEUP) != 0)
 		count(&loss, OSPREY_REC_SYSTEM);
 }
 

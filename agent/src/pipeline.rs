@@ -137,7 +137,7 @@ impl Stage {
         let Some(f) = p.check(rec) else { return };
         let doc = self.ecs.to_value(ev);
         let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-        self.urgent = f.wait_seq.is_some() || f.kind == crate::protect::Kind::Bpf;
+        self.urgent = f.wait_seq.is_some();
         self.raise(crate::protect::alert(&f, Some(doc), story, ev.ctx.clone(), ev.wall_ns), ev.wall_ns);
         self.urgent = false;
     }
@@ -146,6 +146,24 @@ impl Stage {
     fn tamper_finding(&mut self, f: &crate::protect::Finding) {
         let wall_ns = self.ecs.wall_ns(boottime_ns());
         self.raise(crate::protect::alert(f, None, Vec::new(), None, wall_ns), wall_ns);
+    }
+
+    /// A record of the tamper ring: handled now, outside the reorder window (a fatal signal's
+    /// sender is held in the kernel meanwhile), then any others already waiting.
+    fn tamper_record(&mut self, rec: Record, prio: &mut mpsc::UnboundedReceiver<Record>) {
+        tracing::debug!("tamper record");
+        self.enrich.on_arrival(&rec);
+        self.record(rec);
+        self.tamper_records(prio);
+    }
+
+    /// Handles the tamper records waiting, if any, and acknowledges them.
+    fn tamper_records(&mut self, prio: &mut mpsc::UnboundedReceiver<Record>) {
+        while let Ok(rec) = prio.try_recv() {
+            self.enrich.on_arrival(&rec);
+            self.record(rec);
+        }
+        self.tamper_ack();
     }
 
     /// Lets the kernel release an actor it holds: its alert was written through.
@@ -445,6 +463,13 @@ pub async fn run(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     };
+    // Tamper records: their own ring and reader, handled on arrival (Stage::tamper_records).
+    let (prio_tx, mut prio_rx) = mpsc::unbounded_channel();
+    if let Some(ring) = stage.protect.as_mut().and_then(|p| p.take_ring()) {
+        readers.spawn(crate::protect::ring::read(ring, prio_tx, stage.metrics.clone(), reader_stop.clone()));
+    } else {
+        drop(prio_tx);
+    }
     let mut watchdog_tick = every(stage.protect.as_ref().map(|p| p.watchdog_every));
     let heartbeat_on = stage.protect.as_ref().is_some_and(|p| !p.heartbeat_every.is_zero());
     let mut heartbeat_tick = every(stage.protect.as_ref().map(|p| p.heartbeat_every));
@@ -455,21 +480,13 @@ pub async fn run(
 
     loop {
         tokio::select! {
+            Some(rec) = prio_rx.recv() => stage.tamper_record(rec, &mut prio_rx),
             batch = rx.recv() => match batch {
                 Some(batch) => {
-                    // A fatal signal to the agent: its sender is held in the kernel until the
-                    // alert is out. Everything before it is released now, then the alert.
-                    let urgent = stage.protect.is_some() && batch.iter().any(crate::protect::Protector::urgent);
+                    stage.tamper_records(&mut prio_rx);
                     for r in batch {
                         stage.enrich.on_arrival(&r);
                         reorder.push(r);
-                    }
-                    if urgent {
-                        tracing::debug!("urgent tamper record");
-                        while let Some(rec) = reorder.pop() {
-                            stage.record(rec);
-                        }
-                        stage.tamper_ack();
                     }
                 }
                 None => { readers_done = true; break; }
@@ -494,8 +511,13 @@ pub async fn run(
             Some(req) = next_control(&mut control) => stage.control(req, sensor),
             _ = tick.tick() => {
                 let now = boottime_ns();
+                let mut n = 0u32;
                 while let Some(rec) = reorder.pop_ready(now) {
                     stage.record(rec);
+                    n += 1;
+                    if n.is_multiple_of(64) {
+                        stage.tamper_records(&mut prio_rx);
+                    }
                 }
                 stage.flush();
                 stage.tamper_ack();
@@ -531,6 +553,7 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
+    stage.tamper_records(&mut prio_rx);
     while let Some(rec) = reorder.pop() {
         stage.record(rec);
     }

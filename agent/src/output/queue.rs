@@ -155,6 +155,15 @@ pub struct Queued {
     gone: bool,
     /// The writer, shared with the worker: an urgent event is written by the caller itself.
     writer: Arc<std::sync::Mutex<Box<dyn Writer>>>,
+    /// Where an urgent event goes without the worker or its lock: the file a file sink appends
+    /// to (one O_APPEND write of the line), or standard output.
+    pub(crate) direct: Option<Direct>,
+}
+
+/// See [`Queued::direct`].
+pub(crate) enum Direct {
+    File(std::path::PathBuf),
+    Stdout,
 }
 
 impl Queued {
@@ -193,6 +202,7 @@ impl Queued {
             worker: Some(worker),
             gone: false,
             writer,
+            direct: None,
         })
     }
 }
@@ -244,8 +254,31 @@ impl Sink for Queued {
         }
         let mut json = Vec::with_capacity(4096);
         ecs.write(ev, &mut json).map_err(io::Error::other)?;
+        if let Some(d) = &self.direct {
+            // One write(2) of the whole line, appended: lines of the worker stay whole.
+            json.push(b'\n');
+            let r = match d {
+                Direct::File(p) => std::fs::OpenOptions::new().append(true).open(p).and_then(|mut f| io::Write::write_all(&mut f, &json)),
+                Direct::Stdout => io::Write::write_all(&mut io::stdout().lock(), &json).and_then(|()| io::Write::flush(&mut io::stdout())),
+            };
+            if r.is_ok() {
+                self.metrics.written.inc();
+            }
+            return r;
+        }
         let facts = Facts::known(ev).unwrap_or_else(|| Facts::from_json(&json));
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // The worker holds the lock for one event at most; if it was preempted holding it (on the
+        // CPU a held sender occupies), queue the event rather than wait out the sender's grace.
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let shared = self.writer.clone();
+        let mut w = loop {
+            match shared.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => thread::sleep(Duration::from_micros(50)),
+                Err(std::sync::TryLockError::WouldBlock) => return self.write(ev, ecs),
+            }
+        };
         let r = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs }).and_then(|()| w.idle());
         r.map_err(|e| io::Error::other(e.to_string()))
     }
@@ -300,15 +333,16 @@ fn run(
         let wait = lock().deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(ev) => {
-                let mut writer = lock();
-                handle(ev, &mut writer, &mut log);
+                // The writer is locked per event, not per burst: Sink::write_now (another
+                // thread) must not wait behind a whole burst.
+                handle(ev, &mut lock(), &mut log);
                 for _ in 1..BURST {
                     match rx.try_recv() {
-                        Ok(ev) => handle(ev, &mut writer, &mut log),
+                        Ok(ev) => handle(ev, &mut lock(), &mut log),
                         Err(_) => break,
                     }
                 }
-                log.check(writer.idle());
+                log.check(lock().idle());
             }
             Err(RecvTimeoutError::Timeout) => log.check(lock().idle()),
             Err(RecvTimeoutError::Disconnected) => break,

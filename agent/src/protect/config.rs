@@ -41,7 +41,7 @@ impl Default for SelfProtectionSection {
     fn default() -> Self {
         Self {
             enforce: false,
-            signal_grace: Duration::from_millis(250),
+            signal_grace: Duration::from_millis(500),
             watchdog_interval: Duration::from_millis(250),
             heartbeat_interval: Duration::from_secs(60),
             heartbeat_key: None,
@@ -96,5 +96,38 @@ impl SelfProtectionSection {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for (text, field) in [
+            ("self_protection:\n  signal_grace: 5s\n", "self_protection.signal_grace"),
+            ("self_protection:\n  watchdog_interval: 0s\n", "self_protection.watchdog_interval"),
+            ("self_protection:\n  heartbeat_interval: 10ms\n", "self_protection.heartbeat_interval"),
+            ("self_protection:\n  heartbeat_key: a\n  heartbeat_key_file: /k\n", "self_protection.heartbeat_key"),
+            ("self_protection:\n  protected_paths: [relative/x]\n", "self_protection.protected_paths[0]"),
+            ("self_protection:\n  enforce: yes please\n", "c.yaml:2:"),
+        ] {
+            let msg = Config::parse(text, "c.yaml").unwrap_err().to_string();
+            assert!(msg.contains(field), "{text}: {msg}");
+        }
+        let c = Config::parse("self_protection:\n  enforce: true\n  heartbeat_interval: 0s\n", "c.yaml").unwrap();
+        assert!(c.self_protection.enforce && c.self_protection.heartbeat_interval.is_zero());
+    }
+
+    #[test]
+    fn the_key_comes_from_its_file_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let s = super::SelfProtectionSection { heartbeat_key_file: Some(f.clone()), ..Default::default() };
+        assert_eq!(s.key().unwrap().as_deref(), Some(&b"s3cret"[..]));
+        std::fs::write(&f, "\n").unwrap();
+        assert!(s.key().unwrap_err().contains("heartbeat_key_file"));
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod guard;
 pub mod heartbeat;
 pub mod kernel;
+pub mod ring;
 pub mod tamper;
 pub mod watchdog;
 
@@ -95,6 +96,7 @@ pub struct Protector {
     /// Processes already alerted for reading the agent's objects (bpftool lists everything):
     /// one alert per process and minute.
     readers: std::collections::HashMap<(u32, u64), std::time::Instant>,
+    ring: Option<aya::maps::RingBuf<MapData>>,
 }
 
 /// Inputs from the rest of the configuration.
@@ -161,6 +163,7 @@ impl Protector {
             heartbeat_every: s.heartbeat_interval,
             threads: BTreeSet::new(),
             readers: std::collections::HashMap::new(),
+            ring: Some(aya::maps::RingBuf::try_from(sensor.take_map("prot_ring").ok_or(ProtectError::Missing("prot_ring"))?).map_err(map_err("prot_ring"))?),
         };
         p.settings_map.set(0, p.settings, 0).map_err(map_err("prot_cfg"))?;
         let me = std::process::id();
@@ -205,13 +208,9 @@ impl Protector {
         }
     }
 
-    /// Whether a record must be handled at once, ahead of the reorder window: the kernel holds
-    /// its actor until the ack, or it is a bpf() command on the agent's objects.
-    pub fn urgent(rec: &Record) -> bool {
-        use agent_common::osprey_system_op as so;
-        matches!(rec, Record::System(y) if (y.op == so::OSPREY_SYS_TAMPER_SIGNAL
-            && y.args[2] & agent_common::osprey_tamper_flags::OSPREY_TAMPER_WAITED as u64 != 0)
-            || (y.op == so::OSPREY_SYS_TAMPER_BPF && y.args[1] != 0))
+    /// The tamper ring, for its reader (once).
+    pub fn take_ring(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        self.ring.take()
     }
 
     /// The tamper finding of a record, counted.
