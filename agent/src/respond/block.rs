@@ -56,6 +56,8 @@ pub struct ExecBlocker {
     hashes: BTreeMap<String, BTreeSet<(u64, u64)>>,
     /// The pinned copy that outlives the agent (enforce mode), see crate::protect::guard.
     guard: Option<crate::protect::guard::ExecGuard>,
+    /// Where the guard goes at the first block (enforce mode) when none was adopted.
+    guard_dir: Option<PathBuf>,
     /// Inodes a restarted agent found blocked in the guard for digests (which file belongs to
     /// which digest is not kept in bpffs).
     adopted_inodes: usize,
@@ -100,21 +102,39 @@ impl ExecBlocker {
             path_set: BTreeSet::new(),
             hashes: BTreeMap::new(),
             guard: None,
+            guard_dir: None,
             adopted_inodes: 0,
         })
     }
 
-    /// Keeps the block list in the pinned guard under `dir` too, adopting what a previous run
-    /// left there. `create`: set the guard up if absent (enforce mode); otherwise only adopt.
+    /// Keeps the block list in the pinned guard under `dir` too: adopts what a previous run left
+    /// there now; `create` (enforce mode): sets the guard up at the first block otherwise.
     pub fn with_guard(mut self, dir: &Path, create: bool) -> Self {
-        if !create && !crate::protect::guard::link_pin(dir).exists() {
+        if create {
+            self.guard_dir = Some(dir.to_owned());
+        }
+        if !crate::protect::guard::link_pin(dir).exists() {
             return self;
         }
+        self.open_guard(dir);
+        self
+    }
+
+    /// Sets the guard up before the first block, if it is wanted and not there yet.
+    fn ensure_guard(&mut self) {
+        if self.guard.is_none() {
+            if let Some(dir) = self.guard_dir.take() {
+                self.open_guard(&dir);
+            }
+        }
+    }
+
+    fn open_guard(&mut self, dir: &Path) {
         let guard = match crate::protect::guard::ExecGuard::open(dir) {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(error = %e, dir = %dir.display(), "exec block guard unavailable: blocks end with the agent");
-                return self;
+                return;
             }
         };
         let saved = guard.saved();
@@ -138,7 +158,6 @@ impl ExecBlocker {
             tracing::info!(paths = saved.paths.len(), sha256 = saved.hashes.len(), inodes = saved.inodes.len(), "exec block list adopted from bpffs");
         }
         self.guard = Some(guard);
-        self
     }
 
     /// Blocks the exact path (symlinks are resolved when the file exists: the kernel compares
@@ -146,6 +165,7 @@ impl ExecBlocker {
     pub fn block_path(&mut self, path: &Path) -> Result<PathBuf, BlockError> {
         let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let key = path_key(&p)?;
+        self.ensure_guard();
         self.paths.insert(key, reason::OSPREY_BLOCK_BY_PATH, 0).map_err(map_err)?;
         self.path_set.insert(p.clone());
         if let Some(g) = self.guard.as_mut() {
@@ -181,6 +201,7 @@ impl ExecBlocker {
     /// files were blocked at once.
     pub fn block_hash(&mut self, sha256: &str, known: &[FileKey]) -> Result<usize, BlockError> {
         let h = normalize_sha256(sha256)?;
+        self.ensure_guard();
         self.hashes.entry(h.clone()).or_default();
         if let Some(g) = self.guard.as_mut() {
             g.add_hash(crate::protect::guard::digest_bytes(&h)).map_err(BlockError::Map)?;
