@@ -521,6 +521,13 @@ pub async fn run(
                 }
                 stage.flush();
                 stage.tamper_ack();
+                // A tamper_bpf record named one of the agent's objects: check the links now.
+                if stage.protect.as_ref().is_some_and(|p| p.watchdog.recheck) {
+                    let found = stage.protect.as_mut().map(|p| p.watch(sensor)).unwrap_or_default();
+                    for f in &found {
+                        stage.tamper_finding(f);
+                    }
+                }
             }
             _ = loss_tick.tick() => {
                 stage.poll_loss(sensor);

@@ -42,7 +42,7 @@ impl Default for SelfProtectionSection {
         Self {
             enforce: false,
             signal_grace: Duration::from_millis(500),
-            watchdog_interval: Duration::from_millis(250),
+            watchdog_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(60),
             heartbeat_key: None,
             heartbeat_key_file: None,
