@@ -44,6 +44,8 @@ fn main() {
 
     // Network isolation: its own object, loaded on demand, pinned in bpffs.
     compile(&clang, &arch, &dir, &common, &dir.join("src/isolate.bpf.c"), &out.join("isolate.bpf.o"));
+    // The exec block list that outlives the agent: its own object, pinned in bpffs.
+    compile(&clang, &arch, &dir, &common, &dir.join("src/block.bpf.c"), &out.join("block.bpf.o"));
 
     // The floor for benchmarks: the same programs on the same hooks, each body `return 0;`.
     let bare_src = out.join("osprey_bare.bpf.c");

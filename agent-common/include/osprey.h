@@ -100,7 +100,20 @@ enum osprey_system_op {
 	OSPREY_SYS_UNSHARE = 10,     /* arg0 = clone flags */
 	OSPREY_SYS_SETNS = 11,       /* arg0 = nstype, arg1 = fd */
 	OSPREY_SYS_SIGNAL = 12,      /* arg0 = signal, target = receiving pid, arg1 = result */
-	OSPREY_SYS_OP_MAX = 13,
+	/* Self-protection (always reported, at syscall entry, in the actor's context): */
+	OSPREY_SYS_TAMPER_SIGNAL = 13, /* arg0 = signal, arg1 = enum osprey_tamper_call, arg2 = seq << 8 |
+					  enum osprey_tamper_flags; target = the protected pid (or the
+					  kill() pid argument: -1, -pgrp) */
+	OSPREY_SYS_TAMPER_BPF = 14,  /* arg0 = bpf command, arg1 = object kind << 32 | object id (enum
+					osprey_protect_kind; 0 if unresolved), arg2 = seq << 8 | flags;
+					str = the path of BPF_OBJ_GET */
+	OSPREY_SYS_BPF_ATTACH = 15,  /* a program attached by another process: arg0 = bpf command
+					(BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE, BPF_PROG_ATTACH), arg1 =
+					program id, arg2 = attach type; str = raw tracepoint name */
+	OSPREY_SYS_TAMPER_PTRACE = 16, /* ptrace/process_vm_* aimed at an agent process: arg0 = ptrace
+					  request (or 0), arg1 = enum osprey_tamper_call, arg2 = seq << 8 |
+					  flags; target = the agent pid */
+	OSPREY_SYS_OP_MAX = 17,
 };
 
 /* osprey_net.op: a socket's life, as the kernel saw it */
@@ -368,6 +381,52 @@ struct osprey_dns {
 	__u8 data[];
 };
 
+/* Self-protection: the syscall a tamper signal came through (osprey_system.arg1). */
+enum osprey_tamper_call {
+	OSPREY_TAMPER_KILL = 1,
+	OSPREY_TAMPER_TKILL = 2,
+	OSPREY_TAMPER_TGKILL = 3,
+	OSPREY_TAMPER_PIDFD = 4, /* pidfd_send_signal */
+	OSPREY_TAMPER_PTRACE = 5,
+	OSPREY_TAMPER_VM_READ = 6,  /* process_vm_readv */
+	OSPREY_TAMPER_VM_WRITE = 7, /* process_vm_writev */
+};
+
+/* Self-protection: low 8 bits of osprey_system.arg2 of OSPREY_SYS_TAMPER_* records. */
+enum osprey_tamper_flags {
+	OSPREY_TAMPER_KILLED = 1 << 0, /* enforcement: SIGKILL sent to the actor before its syscall ran */
+	OSPREY_TAMPER_FATAL = 1 << 1,  /* the signal kills or stops the agent without its handlers */
+	OSPREY_TAMPER_WAITED = 1 << 2, /* the actor was held until the agent acknowledged the record */
+	OSPREY_TAMPER_GROUP = 1 << 3,  /* kill(-1) or kill(-pgrp): the agent is one of many targets */
+};
+
+/* Kinds of protected BPF objects: keys of map `prot_ids` are kind << 32 | id. */
+enum osprey_protect_kind {
+	OSPREY_PROTECT_PROG = 1,
+	OSPREY_PROTECT_MAP = 2,
+	OSPREY_PROTECT_LINK = 3,
+};
+
+/* Values of map `prot_pids` (key: a pid): what the pid is to the agent. */
+enum osprey_protect_pid {
+	OSPREY_PROTECT_TGID = 1 << 0, /* an agent process (kill, tgkill, pidfd) */
+	OSPREY_PROTECT_PGRP = 1 << 1, /* the agent's process group (kill(-pgrp)) */
+	OSPREY_PROTECT_TID = 1 << 2,  /* a thread of the agent (tkill) */
+};
+
+/* osprey_protect_config.flags */
+enum osprey_protect_flags {
+	OSPREY_PROTECT_ENFORCE = 1 << 0,  /* SIGKILL the actor of a fatal signal, a bpf() detach or a
+					     ptrace attach / process_vm_writev on the agent */
+	OSPREY_PROTECT_STOPPING = 1 << 1, /* orderly shutdown under way: nothing is enforced */
+};
+
+/* Self-protection settings (map `prot_cfg`, key 0). */
+struct osprey_protect_config {
+	__u32 flags;    /* enum osprey_protect_flags */
+	__u32 grace_ms; /* how long the actor of a fatal signal is held for the agent's ack, 0: never */
+};
+
 /* Settings user space writes into the CONFIG array (one entry, key 0). */
 struct osprey_config {
 	__u32 flags;      /* enum osprey_config_flags */
@@ -389,6 +448,7 @@ _Static_assert(sizeof(struct osprey_net) == 88 + 96, "osprey_net");
 _Static_assert(sizeof(struct osprey_dns) == 88 + 64, "osprey_dns");
 _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
 _Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
+_Static_assert(sizeof(struct osprey_protect_config) == 8, "osprey_protect_config");
 _Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");
 _Static_assert(sizeof(struct osprey_block_path) == OSPREY_BLOCK_PATH_MAX, "osprey_block_path");
 

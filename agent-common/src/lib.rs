@@ -88,6 +88,7 @@ mod pod {
     unsafe impl aya::Pod for osprey_inode_key {}
     unsafe impl aya::Pod for osprey_block_path {}
     unsafe impl aya::Pod for osprey_iso_rule {}
+    unsafe impl aya::Pod for osprey_protect_config {}
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ struct file {
 	unsigned int f_flags;
 	struct path f_path;
 	struct inode *f_inode;
+	void *private_data;
 } __attribute__((preserve_access_index));
 
 struct fdtable {

@@ -7,6 +7,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// their maps `iso_allow`, `iso_allow_n`, `iso_dropped`, pinned by name), loaded on demand.
 pub static ISOLATE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/isolate.bpf.o"));
 
+/// The exec block guard (`tp_btf/sched_process_exec` program `blk_exec`, maps `blk_inodes`,
+/// `blk_paths`, `blk_hashes` pinned by name): the block list enforced while the agent is down.
+pub static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/block.bpf.o"));
+
 /// Where a program attaches, from its ELF section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -28,7 +32,7 @@ pub struct Program {
 }
 
 impl Program {
-    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`, `net`.
+    /// The domain a program belongs to, from its name's prefix: `proc`, `file`, `cred`, `sys`, `net`, `prot` (self-protection).
     pub fn domain(&self) -> &'static str {
         self.name.split('_').next().unwrap_or(self.name)
     }
@@ -65,7 +69,7 @@ mod tests {
         assert!(path_hooks.contains(&Hook::TracePoint("syscalls", "sys_exit_renameat2")), "{path_hooks:?}");
         assert!(path_hooks.len() >= 20, "{path_hooks:?}");
         for p in PROGRAMS {
-            assert!(["proc", "file", "cred", "sys", "net"].contains(&p.domain()), "{} has no known domain", p.name);
+            assert!(["proc", "file", "cred", "sys", "net", "prot"].contains(&p.domain()), "{} has no known domain", p.name);
         }
     }
 

@@ -10,6 +10,7 @@
 #include "cred.bpf.c"
 #include "system.bpf.c"
 #include "net.bpf.c"
+#include "protect.bpf.c"
 
 /*
  * Anchors every record type in the object's BTF (BTF keeps only types reachable from globals),
@@ -26,6 +27,7 @@ struct btf_anchor {
 	struct osprey_block_path block_path;
 	struct osprey_iso_rule iso_rule; /* used by isolate.bpf.c, a separate object */
 	struct osprey_net net;
+	struct osprey_protect_config protect_config;
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
 /* records ending in a flexible array cannot be members: one global each */

@@ -20,6 +20,7 @@ use crate::{
 pub struct Agent {
     sensor: Sensor,
     responder: Option<Responder>,
+    protect: Option<crate::protect::Protector>,
     ecs: Ecs,
     metrics: Arc<Metrics>,
     rules: Arc<RuleSet>,
@@ -36,13 +37,16 @@ impl Agent {
     /// programs load). Rules are loaded here too: broken files are logged, good ones run.
     pub fn start_with(config: Config, metrics: Arc<Metrics>) -> Result<Self, SensorError> {
         let mut sensor = Sensor::start(&config.sensor())?;
-        let responder = Some(Responder::new(config.response.clone(), exec_blocker(&mut sensor)));
+        let enforce = config.response.mode == crate::respond::policy::Mode::Enforce;
+        let blocker = exec_blocker(&mut sensor).map(|b| b.with_guard(&config.response.bpffs_dir, enforce));
+        let responder = Some(Responder::new(config.response.clone(), blocker));
         for p in sensor.probes() {
             metrics.probe(p.program, p.hook, p.attached);
         }
         let ecs = Ecs::new(Host::detect(), pipeline::boot_wall_ns());
         let rules = crate::rules::load(&config.rules, &metrics);
-        Ok(Self { sensor, responder, ecs, metrics, rules, config })
+        let protect = protector(&mut sensor, &config, &metrics);
+        Ok(Self { sensor, responder, protect, ecs, metrics, rules, config })
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -97,6 +101,7 @@ impl Agent {
             rx,
             control_rx,
             self.responder.take(),
+            self.protect.take(),
             stop,
         )
         .await;
@@ -108,6 +113,23 @@ impl Agent {
         }
         res
     }
+}
+
+/// Self-protection (absent from the bare benchmark object, which has no prot_* maps).
+fn protector(sensor: &mut Sensor, config: &Config, metrics: &Metrics) -> Option<crate::protect::Protector> {
+    if config.sensor.bare_hooks {
+        return None;
+    }
+    let setup = crate::protect::Setup {
+        section: &config.self_protection,
+        enforce_mode: config.response.mode == crate::respond::policy::Mode::Enforce,
+        config_file: config.self_protection.config_file.as_deref(),
+        rule_paths: &config.rules.paths,
+        bpffs_dir: &config.response.bpffs_dir,
+    };
+    crate::protect::Protector::new(sensor, setup, &metrics.registry)
+        .map_err(|e| tracing::error!(error = %e, "self-protection unavailable"))
+        .ok()
 }
 
 /// The exec block list maps of the sensor's object (absent from the bare benchmark object).

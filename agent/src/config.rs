@@ -52,6 +52,7 @@ pub struct Config {
     pub control: ControlSection,
     pub response: ResponseSection,
     pub recorder: crate::recorder::RecorderSection,
+    pub self_protection: crate::protect::SelfProtectionSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -225,7 +226,10 @@ impl Config {
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text, &name),
+            Ok(text) => Self::parse(&text, &name).map(|mut c| {
+                c.self_protection.config_file = std::fs::canonicalize(path).ok();
+                c
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read { path: name, source }),
         }
@@ -247,6 +251,7 @@ impl Config {
         self.output.validate()?;
         self.response.validate()?;
         self.recorder.validate()?;
+        self.self_protection.validate()?;
         if self.network.dns_cache_entries == 0 {
             return Err("network.dns_cache_entries: must be more than 0".into());
         }

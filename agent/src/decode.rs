@@ -527,6 +527,24 @@ pub mod raw {
         out
     }
 
+    /// A system record with `text` in `str`.
+    pub fn system(pid: u32, op: u32, target_pid: u32, args: [u64; 3], text: &str) -> Vec<u8> {
+        let size = size_of::<osprey_system>() + text.len();
+        let y = osprey_system {
+            hdr: hdr(RecordType::System, size, pid, 1),
+            op,
+            target_pid,
+            arg0: args[0],
+            arg1: args[1],
+            arg2: args[2],
+            str_: osprey_str { off: 0, len: text.len() as u16 },
+            ..Default::default()
+        };
+        let mut out = bytes_of(&y)[..size_of::<osprey_system>()].to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
     pub fn fork(pid: u32, child: u32, ktime_ns: u64) -> Vec<u8> {
         let f = osprey_fork {
             hdr: hdr(RecordType::Fork, size_of::<osprey_fork>(), pid, ktime_ns),

@@ -42,13 +42,15 @@ pub enum EventBody {
     Alert(Box<AlertEvent>),
     /// A response action was taken (or refused, or only recorded in monitor mode).
     Response(Box<crate::respond::ResponseEvent>),
+    /// Self-protection's signed heartbeat (docs/self-protection.md).
+    Heartbeat(Box<crate::protect::heartbeat::Heartbeat>),
 }
 
 impl Event {
     pub fn record(&self) -> Option<&Record> {
         match &self.body {
             EventBody::Record(r) => Some(r),
-            EventBody::Loss(_) | EventBody::Hash(_) | EventBody::Alert(_) | EventBody::Response(_) => None,
+            EventBody::Loss(_) | EventBody::Hash(_) | EventBody::Alert(_) | EventBody::Response(_) | EventBody::Heartbeat(_) => None,
         }
     }
 }
@@ -256,6 +258,8 @@ struct Osprey<'a> {
     net: Option<net::NetMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<net::DnsMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<&'a crate::protect::heartbeat::Heartbeat>,
 }
 
 #[derive(Serialize)]
@@ -565,6 +569,11 @@ impl Ecs {
                 if let Some(ctx) = &ev.ctx {
                     doc.process = Some(self.ctx_process(&ctx.process));
                 }
+            }
+            EventBody::Heartbeat(hb) => {
+                doc.event = meta("host", "info", "heartbeat");
+                doc.event.dataset = "osprey.heartbeat";
+                doc.osprey.heartbeat = Some(hb);
             }
             EventBody::Hash(late) => {
                 doc.event = meta("process", "info", "hash");

@@ -20,6 +20,7 @@ pub mod output;
 pub mod pipeline;
 pub mod process;
 pub mod recorder;
+pub mod protect;
 pub mod reorder;
 pub mod respond;
 pub mod rules;

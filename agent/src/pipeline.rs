@@ -88,6 +88,9 @@ struct Stage {
     responder: Option<Responder>,
     /// Alerts raised in this run, for their ids.
     alert_seq: u64,
+    protect: Option<crate::protect::Protector>,
+    /// Write through (no sink queue): the alert of a fatal signal to the agent.
+    urgent: bool,
 }
 
 impl Stage {
@@ -95,6 +98,7 @@ impl Stage {
         self.write(&ev);
         if matches!(ev.body, EventBody::Record(_)) {
             self.remember(&ev);
+            self.tamper(&ev);
             if self.has_rules {
                 self.detect(&ev);
             }
@@ -108,7 +112,8 @@ impl Stage {
         }
         // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}).
         for sink in &mut self.sinks {
-            if let Err(e) = sink.write(ev, &self.ecs) {
+            let r = if self.urgent { sink.write_now(ev, &self.ecs) } else { sink.write(ev, &self.ecs) };
+            if let Err(e) = r {
                 warn!(sink = sink.name(), error = %e, "output failed");
             }
         }
@@ -126,6 +131,52 @@ impl Stage {
             action: action.to_owned(),
             object,
         });
+    }
+
+    /// Self-protection: a record aimed at the agent becomes a tamper alert.
+    fn tamper(&mut self, ev: &Event) {
+        let (Some(p), Some(rec)) = (self.protect.as_mut(), ev.record()) else { return };
+        let Some(f) = p.check(rec) else { return };
+        let doc = self.ecs.to_value(ev);
+        let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
+        self.urgent = f.wait_seq.is_some();
+        self.raise(crate::protect::alert(&f, Some(doc), story, ev.ctx.clone(), ev.wall_ns), ev.wall_ns);
+        self.urgent = false;
+    }
+
+    /// A tamper finding without a triggering record (watchdog, canary).
+    fn tamper_finding(&mut self, f: &crate::protect::Finding) {
+        let wall_ns = self.ecs.wall_ns(boottime_ns());
+        self.raise(crate::protect::alert(f, None, Vec::new(), None, wall_ns), wall_ns);
+    }
+
+    /// A record of the tamper ring: handled now, outside the reorder window (a fatal signal's
+    /// sender is held in the kernel meanwhile), then any others already waiting.
+    fn tamper_record(&mut self, rec: Record, prio: &mut mpsc::UnboundedReceiver<Record>) {
+        tracing::debug!("tamper record");
+        self.enrich.on_arrival(&rec);
+        self.record(rec);
+        self.tamper_records(prio);
+    }
+
+    /// Handles the tamper records waiting, if any, and acknowledges them.
+    fn tamper_records(&mut self, prio: &mut mpsc::UnboundedReceiver<Record>) {
+        while let Ok(rec) = prio.try_recv() {
+            self.enrich.on_arrival(&rec);
+            self.record(rec);
+        }
+        self.tamper_ack();
+    }
+
+    /// Lets the kernel release an actor it holds: its alert was written through.
+    fn tamper_ack(&mut self) {
+        let Some(p) = self.protect.as_mut() else { return };
+        if !p.ack_pending() {
+            return;
+        }
+        // The alert went out through Sink::write_now: nothing to wait for.
+        p.ack();
+        tracing::debug!("tamper record acknowledged");
     }
 
     /// Runs the rules on an event and emits the alerts it raises.
@@ -381,6 +432,7 @@ pub async fn run(
     mut rules_rx: Option<watch::Receiver<Arc<RuleSet>>>,
     mut control: Option<mpsc::Receiver<crate::control::Pending>>,
     responder: Option<Responder>,
+    protect: Option<crate::protect::Protector>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Summary, SensorError> {
     // A short queue: the kernel rings are the buffer. A long one only delays recovery after a
@@ -410,7 +462,24 @@ pub async fn run(
         last_lost: Vec::new(),
         responder,
         alert_seq: 0,
+        protect,
+        urgent: false,
     };
+    let every = |d: Option<Duration>| {
+        let mut t = tokio::time::interval(d.filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(3600)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    // Tamper records: their own ring and reader, handled on arrival (Stage::tamper_records).
+    let (prio_tx, mut prio_rx) = mpsc::unbounded_channel();
+    if let Some(ring) = stage.protect.as_mut().and_then(|p| p.take_ring()) {
+        readers.spawn(crate::protect::ring::read(ring, prio_tx, stage.metrics.clone(), reader_stop.clone()));
+    } else {
+        drop(prio_tx);
+    }
+    let mut watchdog_tick = every(stage.protect.as_ref().map(|p| p.watchdog_every));
+    let heartbeat_on = stage.protect.as_ref().is_some_and(|p| !p.heartbeat_every.is_zero());
+    let mut heartbeat_tick = every(stage.protect.as_ref().map(|p| p.heartbeat_every));
     stage.swap_rules(rules);
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));
     let mut loss_tick = tokio::time::interval(cfg.loss_poll);
@@ -418,22 +487,54 @@ pub async fn run(
 
     loop {
         tokio::select! {
+            Some(rec) = prio_rx.recv() => stage.tamper_record(rec, &mut prio_rx),
             batch = rx.recv() => match batch {
-                Some(batch) => for r in batch {
-                    stage.enrich.on_arrival(&r);
-                    reorder.push(r);
-                },
+                Some(batch) => {
+                    stage.tamper_records(&mut prio_rx);
+                    for r in batch {
+                        stage.enrich.on_arrival(&r);
+                        reorder.push(r);
+                    }
+                }
                 None => { readers_done = true; break; }
             },
+            _ = watchdog_tick.tick(), if stage.protect.is_some() => {
+                let found = stage.protect.as_mut().map(|p| p.watch(sensor)).unwrap_or_default();
+                for f in &found {
+                    stage.tamper_finding(f);
+                }
+            }
+            _ = heartbeat_tick.tick(), if heartbeat_on => {
+                let wall_ns = stage.ecs.wall_ns(boottime_ns());
+                if let Some((hb, found)) = stage.protect.as_mut().map(|p| p.beat(wall_ns)) {
+                    for f in &found {
+                        stage.tamper_finding(f);
+                    }
+                    stage.write(&Event { wall_ns, body: EventBody::Heartbeat(Box::new(hb)), ctx: None });
+                }
+            }
             Some(done) = recv_late(&mut late) => stage.late_hash(done),
             Some(rules) = next_rules(&mut rules_rx) => stage.swap_rules(rules),
             Some(req) = next_control(&mut control) => stage.control(req, sensor),
             _ = tick.tick() => {
                 let now = boottime_ns();
+                let mut n = 0u32;
                 while let Some(rec) = reorder.pop_ready(now) {
                     stage.record(rec);
+                    n += 1;
+                    if n.is_multiple_of(64) {
+                        stage.tamper_records(&mut prio_rx);
+                    }
                 }
                 stage.flush();
+                stage.tamper_ack();
+                // A tamper_bpf record named one of the agent's objects: check the links now.
+                if stage.protect.as_ref().is_some_and(|p| p.watchdog.recheck) {
+                    let found = stage.protect.as_mut().map(|p| p.watch(sensor)).unwrap_or_default();
+                    for f in &found {
+                        stage.tamper_finding(f);
+                    }
+                }
             }
             _ = loss_tick.tick() => {
                 stage.poll_loss(sensor);
@@ -447,6 +548,9 @@ pub async fn run(
     }
 
     // Shutdown: readers drain their rings, then everything held is released in order.
+    if let Some(p) = stage.protect.as_mut() {
+        p.stopping();
+    }
     let _ = reader_stop_tx.send(true);
     if !readers_done {
         while let Some(batch) = rx.recv().await {
@@ -463,6 +567,7 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
+    stage.tamper_records(&mut prio_rx);
     while let Some(rec) = reorder.pop() {
         stage.record(rec);
     }

@@ -120,6 +120,7 @@ fn a_kill_tree_rule_kills_the_process_and_its_children_within_100ms_of_the_exec(
     let dir = tempfile::tempdir().unwrap();
     let tag = marker();
     let mut cfg = response_config(dir.path());
+    let _pins = Pins(cfg.response.bpffs_dir.clone());
     cfg.rules.paths = vec![rule(dir.path(), &tag, &["kill_tree"])];
     // The shipped reorder window: the latency is the agent's as configured by default.
     cfg.pipeline.reorder_window = PipelineSection::default().reorder_window;
@@ -183,6 +184,7 @@ fn blocked_binaries_by_path_and_by_hash_are_killed_before_they_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cfg = response_config(d);
+    let _pins = Pins(cfg.response.bpffs_dir.clone());
     let mut h = Harness::start(cfg.clone());
 
     // By path.
@@ -304,6 +306,7 @@ fn quarantine_and_restore_round_trip_content_mode_owner_and_times() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let cfg = response_config(dir.path());
+    let _pins = Pins(cfg.response.bpffs_dir.clone());
     let mut h = Harness::start(cfg.clone());
     let f = dir.path().join("suspicious.sh");
     std::fs::write(&f, b"#!/bin/sh\necho owned\n").unwrap();
@@ -337,6 +340,7 @@ fn monitor_mode_only_records_and_protected_processes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (tag_monitor, tag_protected) = (marker(), marker());
     let mut cfg = response_config(dir.path());
+    let _pins = Pins(cfg.response.bpffs_dir.clone());
     rule(dir.path(), &tag_monitor, &["kill"]);
     cfg.rules.paths = vec![rule(dir.path(), &tag_protected, &["kill_tree"])];
     cfg.response.mode = Mode::Monitor;
@@ -387,6 +391,7 @@ fn spawn_with_pid(pid: u32) -> Option<Child> {
 fn a_kill_for_an_entity_whose_pid_was_reused_does_not_kill_the_new_process() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = response_config(dir.path());
+    let _pins = Pins(cfg.response.bpffs_dir.clone());
     let mut h = Harness::start(cfg.clone());
 
     let mut old = Reaped(Command::new("sleep").arg("1000").spawn().unwrap());

@@ -130,6 +130,10 @@ pub fn classify(op: u32) -> (&'static str, &'static str, &'static str) {
         so::OSPREY_SYS_UNSHARE => ("process", "change", "unshare"),
         so::OSPREY_SYS_SETNS => ("process", "change", "setns"),
         so::OSPREY_SYS_SIGNAL => ("process", "info", "signal"),
+        so::OSPREY_SYS_TAMPER_SIGNAL => ("process", "info", "tamper_signal"),
+        so::OSPREY_SYS_TAMPER_BPF => ("process", "info", "tamper_bpf"),
+        so::OSPREY_SYS_BPF_ATTACH => ("process", "info", "bpf_attach"),
+        so::OSPREY_SYS_TAMPER_PTRACE => ("process", "access", "tamper_ptrace"),
         _ => ("process", "info", "unknown"),
     }
 }

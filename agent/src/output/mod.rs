@@ -191,13 +191,25 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
     };
     // Sink names are few and live as long as the agent; `Sink::name` hands out &'static str.
     let name: &'static str = Box::leak(name.into_boxed_str());
-    Queued::spawn(name, cfg.queue, cfg.filter.clone(), cfg.drain_timeout, m, stop, writer)
+    let mut q = Queued::spawn(name, cfg.queue, cfg.filter.clone(), cfg.drain_timeout, m, stop, writer)?;
+    q.direct = match (&cfg.file, &cfg.syslog, &cfg.http) {
+        (Some(f), _, _) => Some(queue::Direct::File(f.path.clone())),
+        (None, None, None) => Some(queue::Direct::Stdout),
+        _ => None,
+    };
+    Ok(q)
 }
 
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// Writes one event now, from the calling thread, bypassing any queue (self-protection's
+    /// alert about a fatal signal to the agent). Defaults to write + flush.
+    fn write_now(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+        self.write(ev, ecs)?;
+        self.flush()
+    }
 }
 
 /// ECS JSON lines on standard output.

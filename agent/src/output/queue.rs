@@ -153,6 +153,17 @@ pub struct Queued {
     drain: Duration,
     worker: Option<JoinHandle<()>>,
     gone: bool,
+    /// The writer, shared with the worker: an urgent event is written by the caller itself.
+    writer: Arc<std::sync::Mutex<Box<dyn Writer>>>,
+    /// Where an urgent event goes without the worker or its lock: the file a file sink appends
+    /// to (one O_APPEND write of the line), or standard output.
+    pub(crate) direct: Option<Direct>,
+}
+
+/// See [`Queued::direct`].
+pub(crate) enum Direct {
+    File(std::path::PathBuf),
+    Stdout,
 }
 
 impl Queued {
@@ -168,9 +179,11 @@ impl Queued {
     ) -> Result<Self, OutputError> {
         let (tx, rx) = mpsc::sync_channel::<Event>(capacity);
         let ecs: Arc<OnceLock<Ecs>> = Arc::default();
+        let writer = Arc::new(std::sync::Mutex::new(writer));
         let worker = {
             let ecs = ecs.clone();
             let metrics = metrics.clone();
+            let writer = writer.clone();
             thread::Builder::new()
                 .name(format!("osprey-out-{name}"))
                 .spawn(move || run(name, rx, ecs, writer, metrics))
@@ -188,6 +201,8 @@ impl Queued {
             drain,
             worker: Some(worker),
             gone: false,
+            writer,
+            direct: None,
         })
     }
 }
@@ -228,6 +243,45 @@ impl Sink for Queued {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Writes `ev` from the calling thread, ahead of what is queued (the worker thread may be
+    /// waiting for a CPU that a process held by self-protection occupies).
+    fn write_now(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+        if let Some(filter) = &self.filter {
+            if !filter.matches(&Facts::of(ev, ecs, &mut self.scratch)) {
+                return Ok(());
+            }
+        }
+        let mut json = Vec::with_capacity(4096);
+        ecs.write(ev, &mut json).map_err(io::Error::other)?;
+        if let Some(d) = &self.direct {
+            // One write(2) of the whole line, appended: lines of the worker stay whole.
+            json.push(b'\n');
+            let r = match d {
+                Direct::File(p) => std::fs::OpenOptions::new().append(true).open(p).and_then(|mut f| io::Write::write_all(&mut f, &json)),
+                Direct::Stdout => io::Write::write_all(&mut io::stdout().lock(), &json).and_then(|()| io::Write::flush(&mut io::stdout())),
+            };
+            if r.is_ok() {
+                self.metrics.written.inc();
+            }
+            return r;
+        }
+        let facts = Facts::known(ev).unwrap_or_else(|| Facts::from_json(&json));
+        // The worker holds the lock for one event at most; if it was preempted holding it (on the
+        // CPU a held sender occupies), queue the event rather than wait out the sender's grace.
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let shared = self.writer.clone();
+        let mut w = loop {
+            match shared.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => thread::sleep(Duration::from_micros(50)),
+                Err(std::sync::TryLockError::WouldBlock) => return self.write(ev, ecs),
+            }
+        };
+        let r = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs }).and_then(|()| w.idle());
+        r.map_err(|e| io::Error::other(e.to_string()))
+    }
 }
 
 impl Drop for Queued {
@@ -255,9 +309,10 @@ fn run(
     name: &'static str,
     rx: mpsc::Receiver<Event>,
     ecs: Arc<OnceLock<Ecs>>,
-    mut writer: Box<dyn Writer>,
+    shared: Arc<std::sync::Mutex<Box<dyn Writer>>>,
     metrics: OutputMetrics,
 ) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut log = ErrorLog::new(name);
     let mut json = Vec::with_capacity(4096);
     let mut handle = |ev: Event, writer: &mut Box<dyn Writer>, log: &mut ErrorLog| {
@@ -275,23 +330,25 @@ fn run(
         log.check(writer.write(&Doc { event: &ev, json: &json, facts: &facts, ecs }));
     };
     loop {
-        let wait = writer.deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+        let wait = lock().deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(ev) => {
-                handle(ev, &mut writer, &mut log);
+                // The writer is locked per event, not per burst: Sink::write_now (another
+                // thread) must not wait behind a whole burst.
+                handle(ev, &mut lock(), &mut log);
                 for _ in 1..BURST {
                     match rx.try_recv() {
-                        Ok(ev) => handle(ev, &mut writer, &mut log),
+                        Ok(ev) => handle(ev, &mut lock(), &mut log),
                         Err(_) => break,
                     }
                 }
-                log.check(writer.idle());
+                log.check(lock().idle());
             }
-            Err(RecvTimeoutError::Timeout) => log.check(writer.idle()),
+            Err(RecvTimeoutError::Timeout) => log.check(lock().idle()),
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    log.check(writer.close());
+    log.check(lock().close());
     // What the sink delivered and lost in its life: the last word on its counts at shutdown.
     info!(
         sink = name,

@@ -54,6 +54,13 @@ pub struct ExecBlocker {
     path_set: BTreeSet<PathBuf>,
     /// Blocked digests (lower-case hex) and the files blocked for each.
     hashes: BTreeMap<String, BTreeSet<(u64, u64)>>,
+    /// The pinned copy that outlives the agent (enforce mode), see crate::protect::guard.
+    guard: Option<crate::protect::guard::ExecGuard>,
+    /// Where the guard goes at the first block (enforce mode) when none was adopted.
+    guard_dir: Option<PathBuf>,
+    /// Inodes a restarted agent found blocked in the guard for digests (which file belongs to
+    /// which digest is not kept in bpffs).
+    adopted_inodes: usize,
 }
 
 fn inode_key(dev: u64, ino: u64) -> osprey_inode_key {
@@ -94,7 +101,63 @@ impl ExecBlocker {
             state: Array::try_from(state).map_err(map_err)?,
             path_set: BTreeSet::new(),
             hashes: BTreeMap::new(),
+            guard: None,
+            guard_dir: None,
+            adopted_inodes: 0,
         })
+    }
+
+    /// Keeps the block list in the pinned guard under `dir` too: adopts what a previous run left
+    /// there now; `create` (enforce mode): sets the guard up at the first block otherwise.
+    pub fn with_guard(mut self, dir: &Path, create: bool) -> Self {
+        if create {
+            self.guard_dir = Some(dir.to_owned());
+        }
+        if !crate::protect::guard::link_pin(dir).exists() {
+            return self;
+        }
+        self.open_guard(dir);
+        self
+    }
+
+    /// Sets the guard up before the first block, if it is wanted and not there yet.
+    fn ensure_guard(&mut self) {
+        if self.guard.is_none() {
+            if let Some(dir) = self.guard_dir.take() {
+                self.open_guard(&dir);
+            }
+        }
+    }
+
+    fn open_guard(&mut self, dir: &Path) {
+        let guard = match crate::protect::guard::ExecGuard::open(dir) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "exec block guard unavailable: blocks end with the agent");
+                return;
+            }
+        };
+        let saved = guard.saved();
+        for (p, _) in &saved.paths {
+            let bytes: Vec<u8> = p.path.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+            let path = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+            if self.paths.insert(*p, reason::OSPREY_BLOCK_BY_PATH, 0).is_ok() {
+                self.path_set.insert(path);
+            }
+        }
+        let _ = self.state.set(0, self.path_set.len() as u32, 0);
+        for h in &saved.hashes {
+            self.hashes.entry(crate::protect::guard::digest_hex(h)).or_default();
+        }
+        for (k, why) in &saved.inodes {
+            if *why == reason::OSPREY_BLOCK_BY_HASH && self.inodes.insert(*k, *why, 0).is_ok() {
+                self.adopted_inodes += 1;
+            }
+        }
+        if guard.adopted {
+            tracing::info!(paths = saved.paths.len(), sha256 = saved.hashes.len(), inodes = saved.inodes.len(), "exec block list adopted from bpffs");
+        }
+        self.guard = Some(guard);
     }
 
     /// Blocks the exact path (symlinks are resolved when the file exists: the kernel compares
@@ -102,8 +165,17 @@ impl ExecBlocker {
     pub fn block_path(&mut self, path: &Path) -> Result<PathBuf, BlockError> {
         let p = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let key = path_key(&p)?;
+        self.ensure_guard();
         self.paths.insert(key, reason::OSPREY_BLOCK_BY_PATH, 0).map_err(map_err)?;
         self.path_set.insert(p.clone());
+        if let Some(g) = self.guard.as_mut() {
+            // The guard matches inodes: the file the path names now.
+            let file = file_identity(&p).map(|(dev, ino)| inode_key(dev, ino)).unwrap_or(osprey_inode_key { ino: 0, dev: 0, _pad0: 0 });
+            if file.ino != 0 {
+                g.add_inode(file, reason::OSPREY_BLOCK_BY_PATH).map_err(BlockError::Map)?;
+            }
+            g.add_path(key, file).map_err(BlockError::Map)?;
+        }
         self.state.set(0, self.path_set.len() as u32, 0).map_err(map_err)?;
         Ok(p)
     }
@@ -113,7 +185,14 @@ impl ExecBlocker {
         if !self.path_set.remove(&p) {
             return Err(BlockError::NotBlocked(p.display().to_string()));
         }
-        let _ = self.paths.remove(&path_key(&p)?);
+        let key = path_key(&p)?;
+        let _ = self.paths.remove(&key);
+        if let Some(g) = self.guard.as_mut() {
+            if let Some((_, file)) = g.saved().paths.into_iter().find(|(k, _)| k.path == key.path) {
+                g.remove_inode(&file);
+            }
+            g.remove_path(&key);
+        }
         self.state.set(0, self.path_set.len() as u32, 0).map_err(map_err)?;
         Ok(p)
     }
@@ -122,7 +201,11 @@ impl ExecBlocker {
     /// files were blocked at once.
     pub fn block_hash(&mut self, sha256: &str, known: &[FileKey]) -> Result<usize, BlockError> {
         let h = normalize_sha256(sha256)?;
+        self.ensure_guard();
         self.hashes.entry(h.clone()).or_default();
+        if let Some(g) = self.guard.as_mut() {
+            g.add_hash(crate::protect::guard::digest_bytes(&h)).map_err(BlockError::Map)?;
+        }
         let mut n = 0;
         for f in known {
             if self.add_inode(&h, f.dev, f.ino)? {
@@ -137,6 +220,12 @@ impl ExecBlocker {
         let files = self.hashes.remove(&h).ok_or_else(|| BlockError::NotBlocked(h.clone()))?;
         for (dev, ino) in files {
             let _ = self.inodes.remove(&inode_key(dev, ino));
+            if let Some(g) = self.guard.as_mut() {
+                g.remove_inode(&inode_key(dev, ino));
+            }
+        }
+        if let Some(g) = self.guard.as_mut() {
+            g.remove_hash(&crate::protect::guard::digest_bytes(&h));
         }
         Ok(h)
     }
@@ -147,6 +236,9 @@ impl ExecBlocker {
             return Ok(false);
         }
         self.inodes.insert(inode_key(dev, ino), reason::OSPREY_BLOCK_BY_HASH, 0).map_err(map_err)?;
+        if let Some(g) = self.guard.as_mut() {
+            g.add_inode(inode_key(dev, ino), reason::OSPREY_BLOCK_BY_HASH).map_err(BlockError::Map)?;
+        }
         Ok(true)
     }
 
@@ -170,7 +262,7 @@ impl ExecBlocker {
         BlockList {
             paths: self.path_set.iter().cloned().collect(),
             sha256: self.hashes.keys().cloned().collect(),
-            inodes: self.hashes.values().map(BTreeSet::len).sum(),
+            inodes: self.hashes.values().map(BTreeSet::len).sum::<usize>() + self.adopted_inodes,
         }
     }
 }

@@ -327,6 +327,15 @@ impl Sensor {
         self.ebpf.take_map(name)
     }
 
+    /// The loaded object: self-protection reads its program ids and re-attaches programs.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// A handle that reads the counters from any thread.
     pub fn counter_reader(&self) -> Result<CounterReader, SensorError> {
         CounterReader::open(&self.ebpf)
@@ -365,7 +374,9 @@ const ATTACH_THREADS: usize = 16;
 /// that fails is an error; an optional one is reported with what covers for it.
 fn attach_all(ebpf: &mut Ebpf, btf: &Btf, cfg: &SensorConfig) -> Result<Vec<ProbeStatus>, SensorError> {
     let wanted = |p: &Program| {
-        (p.domain() == "proc" || cfg.domains.contains(&p.domain())) && (cfg.dns || !p.name.starts_with("net_dns"))
+        // proc and prot (self-protection) are always attached
+        (matches!(p.domain(), "proc" | "prot") || cfg.domains.contains(&p.domain()))
+            && (cfg.dns || !p.name.starts_with("net_dns"))
     };
     // cgroup programs attach to the root of the cgroup v2 hierarchy: every process on the host.
     let cgroup = match fs::cgroup2_mount() {

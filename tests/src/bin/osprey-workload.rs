@@ -209,6 +209,32 @@ fn ptrace() {
     let _ = child.wait();
 }
 
+/// PTRACE_SEIZE (no stop) then PTRACE_DETACH of process `pid`.
+fn ptrace_seize(pid: i32) {
+    // SAFETY: ptrace(2) requests on a pid; no memory is passed.
+    let rc = unsafe { libc::ptrace(0x4206, pid, 0, 0) };
+    assert_eq!(rc, 0, "PTRACE_SEIZE {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    println!("result: seized");
+}
+
+/// Detaches BPF link `id` (BPF_LINK_GET_FD_BY_ID, then BPF_LINK_DETACH), as an EDR killer
+/// would; prints the result.
+fn bpf_detach(id: u32) {
+    let mut attr = [0u64; 16];
+    attr[0] = id as u64;
+    // SAFETY: BPF_LINK_GET_FD_BY_ID (30) with a zeroed attr whose first u32 is the id.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 30, attr.as_mut_ptr(), 128u32) };
+    assert!(fd >= 0, "bpf(BPF_LINK_GET_FD_BY_ID {id}): {}", std::io::Error::last_os_error());
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u64;
+    // SAFETY: BPF_LINK_DETACH (34) with a zeroed attr whose first u32 is the link fd.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 34, attr.as_mut_ptr(), 128u32) };
+    let err = std::io::Error::last_os_error();
+    println!("result: {}", if rc == 0 { "detached".to_string() } else { format!("error {err}") });
+}
+
 fn bpf_load() {
     // r0 = 0; exit
     let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
@@ -298,6 +324,8 @@ fn main() {
         "mprotect" => mprotect(),
         "ptrace" => ptrace(),
         "bpf-load" => bpf_load(),
+        "bpf-detach" => bpf_detach(arg(1).parse().expect("link id")),
+        "ptrace-seize" => ptrace_seize(arg(1).parse().expect("pid")),
         "unshare" => unshare(),
         "kill-child" => kill_child(),
         "churn" => churn(arg(1).parse().expect("count")),
