@@ -45,6 +45,10 @@ fn main() {
     // Network isolation: its own object, loaded on demand, pinned in bpffs.
     compile(&clang, &arch, &dir, &common, &dir.join("src/isolate.bpf.c"), &out.join("isolate.bpf.o"));
 
+    // Prevention with BPF-LSM (and the kprobe/fentry feature probes): its own object, loaded
+    // only where the kernel accepts it.
+    compile(&clang, &arch, &dir, &common, &dir.join("src/lsm.bpf.c"), &out.join("lsm.bpf.o"));
+
     // The floor for benchmarks: the same programs on the same hooks, each body `return 0;`.
     let bare_src = out.join("osprey_bare.bpf.c");
     let bare_obj = out.join("osprey_bare.bpf.o");

@@ -7,6 +7,12 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// their maps `iso_allow`, `iso_allow_n`, `iso_dropped`, pinned by name), loaded on demand.
 pub static ISOLATE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/isolate.bpf.o"));
 
+/// Prevention with BPF-LSM: programs `lsm_task_kill`, `lsm_ptrace`, `lsm_bpf` (hooks
+/// `task_kill`, `ptrace_access_check`, `bpf`), maps `protected_tgids`, `protected_ids`, the
+/// ring buffer `denials` (struct osprey_denial) and `denials_lost`; plus the empty feature probes
+/// `probe_kprobe` and `probe_fentry` (both on `security_task_kill`).
+pub static LSM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm.bpf.o"));
+
 /// Where a program attaches, from its ELF section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {

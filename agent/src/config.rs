@@ -51,6 +51,7 @@ pub struct Config {
     pub rules: RulesSection,
     pub control: ControlSection,
     pub response: ResponseSection,
+    pub prevention: crate::lsm::PreventionSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,6 +288,7 @@ impl Config {
             loss_poll: self.pipeline.loss_report_interval,
             process: self.process.clone(),
             network: self.network.clone(),
+            prevention: None,
         }
     }
 }

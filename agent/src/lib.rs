@@ -13,6 +13,7 @@ pub mod detect;
 pub mod enrich;
 pub mod event;
 pub mod health;
+pub mod lsm;
 pub mod metrics;
 pub mod net;
 pub mod output;

@@ -27,6 +27,8 @@ pub struct Metrics {
     ringbuf_used: IntGaugeVec,
     ringbuf_sweep: IntCounterVec,
     responses: IntCounterVec,
+    /// Self-protection with BPF-LSM (crate::lsm).
+    pub prevention: crate::lsm::PreventionMetrics,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -164,7 +166,9 @@ impl Metrics {
         for r in DecodeError::REASONS {
             decode_errors.with_label_values(&[r]);
         }
+        let prevention = crate::lsm::PreventionMetrics::new(&registry);
         Self {
+            prevention,
             registry,
             events,
             decode_errors,
