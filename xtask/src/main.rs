@@ -3,11 +3,13 @@
 //!   cargo xtask deps    install (as root) or name the build packages
 //!   cargo xtask run     build everything and run the agent as root with the default config
 //!   cargo xtask test    clippy, unit tests, then the root integration tests on the real kernel
+//!   cargo xtask test --vm   the prevention and process tests on Debian's 6.1 kernel under qemu
 //!   cargo xtask bench   what Osprey costs workloads: no agent vs bare hooks vs Osprey (root)
 //!
 //! Kept dependency-free on purpose: it must build before anything else is installed.
 
 mod bench;
+mod vm;
 
 use std::{
     env,
@@ -86,11 +88,19 @@ fn deps(with_test_packages: bool) {
         );
         exit(1);
     }
+    install(&todo);
+}
+
+/// apt-get install (as root) of `todo`, if any.
+fn install(todo: &[String]) {
+    if todo.is_empty() {
+        return;
+    }
     eprintln!("xtask: installing {}", todo.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"));
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&todo)
+        .args(todo)
         .env("DEBIAN_FRONTEND", "noninteractive"));
 }
 
@@ -134,7 +144,7 @@ fn cargo() -> Command {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit]|bench [--smoke] [--help]>");
+    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit|--vm]|bench [--smoke] [--help]>");
     exit(2);
 }
 
@@ -161,6 +171,32 @@ fn main() {
             // The default rule pack.
             c.arg("--rules").arg(root().join("rules"));
             run(c.args(rest));
+        }
+        "test" if rest.contains(&"--vm") => {
+            deps(true);
+            if !is_root() {
+                eprintln!("xtask: the VM run installs qemu with apt-get and loads BPF programs in the guest: run it as root");
+                exit(1);
+            }
+            install(&missing(vm::PACKAGES));
+            match vm::run(&root(), cargo) {
+                Ok(o) => {
+                    println!(
+                        "xtask vm: guest finished in {:.1}s (boot to result line), whole run {:.1}s",
+                        o.boot_to_result.as_secs_f64(),
+                        o.total.as_secs_f64()
+                    );
+                    println!("osprey vm: {} test binaries passed, {} failed", o.passed, o.failed);
+                    if o.failed > 0 || o.passed == 0 {
+                        exit(1);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("xtask vm: {e}");
+                    println!("osprey vm: 0 passed, 1 failed");
+                    exit(1);
+                }
+            }
         }
         "test" => {
             deps(true);
