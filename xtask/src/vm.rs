@@ -22,8 +22,11 @@ use std::{
 pub const PACKAGES: &[&str] = &["qemu-system-x86", "cpio", "busybox-static"];
 /// Debian's metapackage; it depends on the versioned kernel image package.
 const KERNEL_META: &str = "linux-image-cloud-amd64";
-/// The test binaries run in the guest (tests/tests/NAME.rs), with libtest arguments.
-const TESTS: &[(&str, &[&str])] = &[("prevention", &["--nocapture"]), ("process", &[])];
+/// The test binaries run in the guest (tests/tests/NAME.rs), with libtest arguments. The exec
+/// storm (20,000 execs) is left to the host: under software emulation it alone takes minutes;
+/// the full-ring test still proves loss accounting on the guest's kernel.
+const TESTS: &[(&str, &[&str])] =
+    &[("prevention", &["--nocapture"]), ("process", &["--skip", "exec_storm_every_exec_is_delivered_or_counted_lost"])];
 /// Host programs the tests execute in the guest (copied with their libraries): real dash and
 /// coreutils, not busybox applets, so an exec is an exec.
 const HOST_TOOLS: &[&str] = &["/bin/sh", "/usr/bin/dash", "/bin/echo", "/bin/true", "/bin/sleep", "/bin/cat", "/usr/bin/sha256sum"];
