@@ -112,8 +112,34 @@ fn is_eperm(r: &Result<i64, std::io::Error>) -> bool {
     matches!(r, Err(e) if e.raw_os_error() == Some(libc::EPERM))
 }
 
+/// The agent this test started: killed if the test fails half way (where signals to it are
+/// denied, it still ends at its --duration).
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Starts the `osprey` binary; returns it and its stderr lines as they come.
-fn spawn_agent(dir: &std::path::Path, duration: &str) -> (std::process::Child, mpsc::Receiver<String>) {
+fn spawn_agent(dir: &std::path::Path, duration: &str) -> (Spawned, mpsc::Receiver<String>) {
     let mut agent = Command::new(osprey_bin())
         .args(["run", "--duration", duration, "--no-stdout", "--no-health"])
         .arg("--control-socket")
@@ -130,7 +156,7 @@ fn spawn_agent(dir: &std::path::Path, duration: &str) -> (std::process::Child, m
             let _ = tx.send(line);
         }
     });
-    (agent, rx)
+    (Spawned(agent), rx)
 }
 
 #[test]
@@ -148,7 +174,12 @@ fn signals_ptrace_and_bpf_aimed_at_the_agent_are_denied_where_bpf_lsm_runs() {
         log.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("agent did not report prevention: {log:#?}")));
     }
     eprintln!("agent up after {:?}", started.elapsed());
-    // osprey status shows the same choice.
+    // osprey status shows the same choice (the socket is served once the pipeline runs).
+    let sock = dir.path().join("osprey.sock");
+    while !sock.exists() {
+        assert!(started.elapsed() < Duration::from_secs(180), "no control socket: {log:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = Command::new(osprey_bin()).args(["status", "--json", "--socket"]).arg(dir.path().join("osprey.sock")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
