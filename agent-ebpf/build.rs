@@ -47,6 +47,10 @@ fn main() {
     // The exec block list that outlives the agent: its own object, pinned in bpffs.
     compile(&clang, &arch, &dir, &common, &dir.join("src/block.bpf.c"), &out.join("block.bpf.o"));
 
+    // Prevention with BPF-LSM (and the kprobe/fentry feature probes): its own object, loaded
+    // only where the kernel accepts it.
+    compile(&clang, &arch, &dir, &common, &dir.join("src/lsm.bpf.c"), &out.join("lsm.bpf.o"));
+
     // The floor for benchmarks: the same programs on the same hooks, each body `return 0;`.
     let bare_src = out.join("osprey_bare.bpf.c");
     let bare_obj = out.join("osprey_bare.bpf.o");

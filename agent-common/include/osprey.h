@@ -427,6 +427,36 @@ struct osprey_protect_config {
 	__u32 grace_ms; /* how long the actor of a fatal signal is held for the agent's ack, 0: never */
 };
 
+/* Prevention (lsm.bpf.c, a separate object loaded only where BPF-LSM works): what was denied.
+ * One record per denial in that object's own ring buffer `denials`. */
+enum osprey_denial_hook {
+	OSPREY_DENY_SIGNAL = 1, /* lsm/task_kill: a signal aimed at a protected process; arg = signal */
+	OSPREY_DENY_PTRACE = 2, /* lsm/ptrace_access_check: arg = ptrace mode bits */
+	OSPREY_DENY_BPF = 3,    /* lsm/bpf: arg = bpf() command, object = the protected object's id */
+};
+
+/* Kinds of protected BPF objects (key of map `protected_ids`). */
+enum osprey_bpf_object {
+	OSPREY_OBJ_MAP = 1,
+	OSPREY_OBJ_LINK = 2,
+};
+
+struct osprey_protected_id {
+	__u32 kind; /* enum osprey_bpf_object */
+	__u32 id;   /* the kernel's id of the map or link */
+};
+
+struct osprey_denial {
+	__u64 ktime;      /* bpf_ktime_get_boot_ns() */
+	__u32 hook;       /* enum osprey_denial_hook */
+	__u32 actor_pid;  /* the caller's tgid (init pid namespace) */
+	__u32 actor_tid;
+	__u32 target_pid; /* the protected process (signal, ptrace); 0 for bpf() */
+	__u32 arg;        /* signal number, ptrace mode or bpf() command */
+	__u32 object;     /* protected map or link id (bpf()); 0 otherwise */
+	char comm[OSPREY_COMM_LEN]; /* the caller's */
+};
+
 /* Settings user space writes into the CONFIG array (one entry, key 0). */
 struct osprey_config {
 	__u32 flags;      /* enum osprey_config_flags */
@@ -450,6 +480,8 @@ _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
 _Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
 _Static_assert(sizeof(struct osprey_protect_config) == 8, "osprey_protect_config");
 _Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");
+_Static_assert(sizeof(struct osprey_protected_id) == 8, "osprey_protected_id");
+_Static_assert(sizeof(struct osprey_denial) == 48, "osprey_denial");
 _Static_assert(sizeof(struct osprey_block_path) == OSPREY_BLOCK_PATH_MAX, "osprey_block_path");
 
 /* Largest record a program may emit: the exec record with all its trailing data. */

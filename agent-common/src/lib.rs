@@ -89,6 +89,7 @@ mod pod {
     unsafe impl aya::Pod for osprey_block_path {}
     unsafe impl aya::Pod for osprey_iso_rule {}
     unsafe impl aya::Pod for osprey_protect_config {}
+    unsafe impl aya::Pod for osprey_protected_id {}
 }
 
 #[cfg(test)]
@@ -116,6 +117,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 56);
         assert_eq!(core::mem::size_of::<osprey_net>(), 88 + 96);
         assert_eq!(core::mem::size_of::<osprey_dns>(), 88 + 64);
+        assert_eq!(core::mem::size_of::<osprey_protected_id>(), 8);
+        assert_eq!(core::mem::size_of::<osprey_denial>(), 48);
     }
 }
 

@@ -187,6 +187,27 @@ static __always_inline __u64 process_start_ns(struct task_struct *task)
 	return BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
+/*
+ * The cgroup v2 id of the current task, what bpf_get_current_cgroup_id() returns. Read through
+ * CO-RE because that helper is not offered to tp_btf programs before Linux 6.x (6.1 refuses it).
+ */
+static __always_inline __u64 current_cgroup_id(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+/* A cred's effective capabilities as one 64-bit mask: `u64 val` since 6.3, `u32 cap[2]` before. */
+static __always_inline __u64 cred_cap_effective(const struct cred *cred)
+{
+	if (bpf_core_field_exists(cred->cap_effective.val))
+		return BPF_CORE_READ(cred, cap_effective.val);
+	const struct cred___words *w = (const void *)cred;
+	__u64 lo = BPF_CORE_READ(w, cap_effective.cap[0]);
+	__u64 hi = BPF_CORE_READ(w, cap_effective.cap[1]);
+	return lo | (hi << 32);
+}
+
 /* Fills the common header from `task`, which must be the current task. */
 static __always_inline void fill_hdr(struct osprey_hdr *h, struct task_struct *task, __u32 type,
 				     __u32 size)
@@ -207,7 +228,7 @@ static __always_inline void fill_hdr(struct osprey_hdr *h, struct task_struct *t
 	h->gid = BPF_CORE_READ(cred, gid.val);
 	h->euid = BPF_CORE_READ(cred, euid.val);
 	h->egid = BPF_CORE_READ(cred, egid.val);
-	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->cgroup_id = current_cgroup_id();
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 

@@ -37,7 +37,7 @@ static __always_inline void fill_cred_ids(struct task_struct *task, __u32 *uids,
 	gids[1] = BPF_CORE_READ(c, egid.val);
 	gids[2] = BPF_CORE_READ(c, sgid.val);
 	gids[3] = BPF_CORE_READ(c, fsgid.val);
-	*caps = BPF_CORE_READ(c, cap_effective.val);
+	*caps = cred_cap_effective(c);
 }
 
 /* Credentials before and after a change. */

@@ -190,6 +190,15 @@ struct cred {
 	kernel_cap_t cap_effective;
 } __attribute__((preserve_access_index));
 
+/* Before 6.3 kernel_cap_t was two 32-bit words (_KERNEL_CAPABILITY_U32S). */
+typedef struct {
+	__u32 cap[2];
+} kernel_cap_t___words;
+
+struct cred___words {
+	kernel_cap_t___words cap_effective;
+} __attribute__((preserve_access_index));
+
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
@@ -198,6 +207,18 @@ struct mm_struct {
 struct signal_struct {
 	atomic_t live;
 	int group_exit_code;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
 struct task_struct {
@@ -216,6 +237,7 @@ struct task_struct {
 	struct fs_struct *fs;
 	struct files_struct *files;
 	struct signal_struct *signal;
+	struct css_set *cgroups;
 	char comm[16];
 } __attribute__((preserve_access_index));
 

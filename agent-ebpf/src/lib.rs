@@ -10,6 +10,11 @@ pub static ISOLATE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT
 /// The exec block guard (`tp_btf/sched_process_exec` program `blk_exec`, maps `blk_inodes`,
 /// `blk_paths`, `blk_hashes` pinned by name): the block list enforced while the agent is down.
 pub static BLOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/block.bpf.o"));
+/// Prevention with BPF-LSM: programs `lsm_task_kill`, `lsm_ptrace`, `lsm_bpf` (hooks
+/// `task_kill`, `ptrace_access_check`, `bpf`), maps `protected_tgids`, `protected_ids`, the
+/// ring buffer `denials` (struct osprey_denial) and `denials_lost`; plus the empty feature probes
+/// `probe_kprobe` and `probe_fentry` (both on `security_task_kill`).
+pub static LSM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lsm.bpf.o"));
 
 /// Where a program attaches, from its ELF section name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +91,9 @@ mod tests {
                 let Some(section) = sym.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
                 let section = section.name().unwrap().to_string();
                 let name = sym.name().unwrap().to_string();
-                if sym.kind() == SymbolKind::Text && sym.is_global() {
+                // Programs only: a global function in .text (exec_cred_flags) is a subprogram
+                // the verifier checks on its own, with no hook; the bare object needs none.
+                if sym.kind() == SymbolKind::Text && sym.is_global() && section != ".text" {
                     progs.push((name, section));
                 } else if section == ".maps" {
                     maps.push(name);

@@ -28,6 +28,8 @@ struct btf_anchor {
 	struct osprey_iso_rule iso_rule; /* used by isolate.bpf.c, a separate object */
 	struct osprey_net net;
 	struct osprey_protect_config protect_config;
+	struct osprey_protected_id protected_id; /* used by lsm.bpf.c, a separate object */
+	struct osprey_denial denial;              /* likewise */
 };
 const volatile struct btf_anchor btf_anchor __attribute__((used));
 /* records ending in a flexible array cannot be members: one global each */

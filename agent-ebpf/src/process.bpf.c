@@ -72,7 +72,11 @@ static __always_inline bool exec_blocked(struct osprey_inode_key *ik, struct scr
 	if (!k)
 		return false;
 	__builtin_memset(k, 0, sizeof(*k));
-	bpf_probe_read_kernel(k->path, len & (OSPREY_BLOCK_PATH_MAX - 1), &SCRATCH_DATA_AT(s, 0));
+	/* The mask in a register the verifier sees (clang drops a plain `&` after the check
+	 * above, and the 6.1 verifier then finds the length unbounded). */
+	__u64 n = len;
+	asm volatile("%0 &= %1" : "+r"(n) : "i"(OSPREY_BLOCK_PATH_MAX - 1));
+	bpf_probe_read_kernel(k->path, n, &SCRATCH_DATA_AT(s, 0));
 	return bpf_map_lookup_elem(&block_paths, k) != 0;
 }
 
@@ -90,7 +94,7 @@ int BPF_PROG(proc_prepare_exec, struct task_struct *task, struct linux_binprm *b
 		.euid = BPF_CORE_READ(cred, euid.val),
 		.gid = BPF_CORE_READ(cred, gid.val),
 		.egid = BPF_CORE_READ(cred, egid.val),
-		.cap_effective = BPF_CORE_READ(cred, cap_effective.val),
+		.cap_effective = cred_cap_effective(cred),
 	};
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_update_elem(&exec_creds, &tgid, &old, BPF_ANY);
@@ -135,6 +139,48 @@ static __always_inline struct osprey_str put_str(__u32 off, __u32 len)
 	return s;
 }
 
+/*
+ * The credentials before the exec (saved by proc_prepare_exec) compared with those after it:
+ * fills e->old_* and returns the SETUID/SETGID/CAPS_GAINED/CRED_UNKNOWN flags. A global
+ * function, so the verifier checks it once instead of once per path through proc_exec (the 6.1
+ * verifier otherwise gives up on proc_exec: over a million instructions).
+ */
+__attribute__((noinline)) int exec_cred_flags(struct osprey_exec *e, __u32 tgid, __u64 uids, __u64 gids, __u64 caps)
+{
+	if (!e)
+		return 0;
+	__u32 uid = (__u32)uids, euid = uids >> 32, gid = (__u32)gids, egid = gids >> 32;
+	__u32 flags = 0;
+	struct old_creds *old = bpf_map_lookup_elem(&exec_creds, &tgid);
+	if (old) {
+		e->old_uid = old->uid;
+		e->old_euid = old->euid;
+		e->old_gid = old->gid;
+		e->old_egid = old->egid;
+		e->old_cap_effective = old->cap_effective;
+		if (old->euid != euid)
+			flags |= OSPREY_EXEC_SETUID;
+		if (old->egid != egid)
+			flags |= OSPREY_EXEC_SETGID;
+		if (caps & ~old->cap_effective)
+			flags |= OSPREY_EXEC_CAPS_GAINED;
+		bpf_map_delete_elem(&exec_creds, &tgid);
+	} else {
+		/* no sched_prepare_exec on this kernel: judge by the result */
+		flags |= OSPREY_EXEC_CRED_UNKNOWN;
+		e->old_uid = uid;
+		e->old_euid = uid;
+		e->old_gid = gid;
+		e->old_egid = gid;
+		e->old_cap_effective = caps;
+		if (euid != uid)
+			flags |= OSPREY_EXEC_SETUID;
+		if (egid != gid)
+			flags |= OSPREY_EXEC_SETGID;
+	}
+	return flags;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -166,38 +212,12 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	__u32 euid = BPF_CORE_READ(cred, euid.val);
 	__u32 gid = BPF_CORE_READ(cred, gid.val);
 	__u32 egid = BPF_CORE_READ(cred, egid.val);
-	__u64 caps = BPF_CORE_READ(cred, cap_effective.val);
+	__u64 caps = cred_cap_effective(cred);
 	e->suid = BPF_CORE_READ(cred, suid.val);
 	e->sgid = BPF_CORE_READ(cred, sgid.val);
 	e->cap_effective = caps;
 	__u32 tgid = BPF_CORE_READ(task, tgid);
-	struct old_creds *old = bpf_map_lookup_elem(&exec_creds, &tgid);
-	if (old) {
-		e->old_uid = old->uid;
-		e->old_euid = old->euid;
-		e->old_gid = old->gid;
-		e->old_egid = old->egid;
-		e->old_cap_effective = old->cap_effective;
-		if (old->euid != euid)
-			flags |= OSPREY_EXEC_SETUID;
-		if (old->egid != egid)
-			flags |= OSPREY_EXEC_SETGID;
-		if (caps & ~old->cap_effective)
-			flags |= OSPREY_EXEC_CAPS_GAINED;
-		bpf_map_delete_elem(&exec_creds, &tgid);
-	} else {
-		/* no sched_prepare_exec on this kernel: judge by the result */
-		flags |= OSPREY_EXEC_CRED_UNKNOWN;
-		e->old_uid = uid;
-		e->old_euid = uid;
-		e->old_gid = gid;
-		e->old_egid = gid;
-		e->old_cap_effective = caps;
-		if (euid != uid)
-			flags |= OSPREY_EXEC_SETUID;
-		if (egid != gid)
-			flags |= OSPREY_EXEC_SETGID;
-	}
+	flags |= exec_cred_flags(e, tgid, ((__u64)euid << 32) | uid, ((__u64)egid << 32) | gid, caps);
 	e->old_pid = old_pid;
 	e->argc = BPF_CORE_READ(bprm, argc);
 	remember_euid(tgid, euid);

@@ -14,11 +14,15 @@ use crate::{
     pipeline::{self, Summary},
     process::Host,
     respond::{block::ExecBlocker, Responder},
+    lsm::{Guard, GuardState},
     sensor::{ProbeStatus, Sensor, SensorError},
 };
 
 pub struct Agent {
     sensor: Sensor,
+    /// Prevention with BPF-LSM where the kernel allows it (crate::lsm); run() lends it to a task.
+    guard: Option<Guard>,
+    guard_state: GuardState,
     responder: Option<Responder>,
     protect: Option<crate::protect::Protector>,
     ecs: Ecs,
@@ -43,10 +47,15 @@ impl Agent {
         for p in sensor.probes() {
             metrics.probe(p.program, p.hook, p.attached);
         }
+        // After the sensor and the responder: the guard protects every map and link they made.
+        let guard = Guard::try_load(&config.prevention);
+        let guard_state = guard.state().clone();
+        crate::lsm::log_state(&guard_state);
+        metrics.prevention.set_state(&guard_state);
         let ecs = Ecs::new(Host::detect(), pipeline::boot_wall_ns());
         let rules = crate::rules::load(&config.rules, &metrics);
         let protect = protector(&mut sensor, &config, &metrics);
-        Ok(Self { sensor, responder, protect, ecs, metrics, rules, config })
+        Ok(Self { sensor, guard: Some(guard), guard_state, responder, protect, ecs, metrics, rules, config })
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -69,10 +78,17 @@ impl Agent {
         &self.sensor
     }
 
+    /// Which prevention hooks run in which mode, and which hook types this kernel offers.
+    pub fn guard_state(&self) -> &GuardState {
+        &self.guard_state
+    }
+
     /// Runs the pipeline into `sinks` until `stop` turns true; everything already in the kernel
     /// buffers at that moment is still delivered. Detaches when the agent is dropped.
     pub async fn run(&mut self, sinks: Vec<Box<dyn Sink>>, stop: watch::Receiver<bool>) -> Result<Summary, SensorError> {
-        let cfg = self.config.pipeline();
+        let mut cfg = self.config.pipeline();
+        cfg.prevention = serde_json::to_value(&self.guard_state).ok();
+        let guard_task = self.guard.take().map(|g| tokio::spawn(guard_loop(g, self.metrics.clone(), stop.clone())));
         let rules_cfg = self.config.rules.clone();
         let watcher = (rules_cfg.reload && !rules_cfg.paths.is_empty()).then(|| {
             let (tx, rx) = watch::channel(self.rules.clone());
@@ -108,6 +124,9 @@ impl Agent {
         for t in [task, control_task].into_iter().flatten() {
             t.abort();
         }
+        if let Some(t) = guard_task {
+            self.guard = t.await.ok();
+        }
         if self.config.control.enabled {
             let _ = std::fs::remove_file(&self.config.control.socket);
         }
@@ -130,6 +149,28 @@ fn protector(sensor: &mut Sensor, config: &Config, metrics: &Metrics) -> Option<
     crate::protect::Protector::new(sensor, setup, &metrics.registry)
         .map_err(|e| tracing::error!(error = %e, "self-protection unavailable"))
         .ok()
+}
+
+/// Drains the guard's denials and re-protects the agent's BPF objects (new ones appear, e.g.
+/// an isolation object) until `stop`; hands the guard back so it stays attached until the agent
+/// is dropped.
+async fn guard_loop(mut guard: Guard, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) -> Guard {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut n: u64 = 0;
+    loop {
+        let stopped = tokio::select! {
+            _ = tick.tick() => false,
+            changed = stop.changed() => changed.is_err(), // the sender is gone: stop too
+        };
+        guard.poll(&metrics);
+        n += 1;
+        if n.is_multiple_of(8) {
+            guard.refresh();
+        }
+        if stopped || *stop.borrow() {
+            return guard;
+        }
+    }
 }
 
 /// The exec block list maps of the sensor's object (absent from the bare benchmark object).

@@ -53,6 +53,7 @@ pub struct Config {
     pub response: ResponseSection,
     pub recorder: crate::recorder::RecorderSection,
     pub self_protection: crate::protect::SelfProtectionSection,
+    pub prevention: crate::lsm::PreventionSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -294,6 +295,7 @@ impl Config {
             loss_poll: self.pipeline.loss_report_interval,
             process: self.process.clone(),
             network: self.network.clone(),
+            prevention: None,
         }
     }
 }

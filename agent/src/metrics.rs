@@ -30,6 +30,8 @@ pub struct Metrics {
     pub(crate) recorder_batches: prometheus::IntCounter,
     pub(crate) recorder_deleted: IntCounterVec,
     pub(crate) recorder_bytes: prometheus::IntGauge,
+    /// Self-protection with BPF-LSM (crate::lsm).
+    pub prevention: crate::lsm::PreventionMetrics,
 }
 
 /// One sink's counters, bound to its label once so its hot path does no label lookups.
@@ -172,7 +174,9 @@ impl Metrics {
         for r in DecodeError::REASONS {
             decode_errors.with_label_values(&[r]);
         }
+        let prevention = crate::lsm::PreventionMetrics::new(&registry);
         Self {
+            prevention,
             registry,
             events,
             decode_errors,

@@ -34,6 +34,8 @@ pub struct PipelineConfig {
     pub process: ProcessSection,
     /// DNS answers cache and network summaries.
     pub network: crate::net::NetworkSection,
+    /// The prevention guard's state (crate::lsm::GuardState), shown by `osprey status`.
+    pub prevention: Option<serde_json::Value>,
 }
 
 impl Default for PipelineConfig {
@@ -43,6 +45,7 @@ impl Default for PipelineConfig {
             loss_poll: Duration::from_secs(1),
             process: ProcessSection::default(),
             network: crate::net::NetworkSection::default(),
+            prevention: None,
         }
     }
 }
@@ -78,6 +81,7 @@ struct Stage {
     net: crate::net::NetState,
     detector: Detector,
     has_rules: bool,
+    prevention: Option<serde_json::Value>,
     recent: RecentEvents,
     alerts: Vec<Alert>,
     ecs: Ecs,
@@ -279,6 +283,7 @@ impl Stage {
                     "filtered": RecordType::ALL.iter().map(|&k| (k.name(), counters.filtered_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
                     "process_table": {"entries": t.entries, "evicted_grace": t.evicted_grace, "evicted_cap": t.evicted_cap},
                     "rules_active": self.has_rules,
+                    "prevention": self.prevention,
                 })
             }
         };
@@ -453,6 +458,7 @@ pub async fn run(
         net: crate::net::NetState::new(&cfg.network),
         detector: Detector::new(rules.clone()),
         has_rules: false,
+        prevention: cfg.prevention.clone(),
         recent: RecentEvents::default(),
         alerts: Vec::new(),
         ecs,

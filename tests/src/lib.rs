@@ -42,6 +42,10 @@ pub struct Harness {
     pub ecs: Ecs,
     counters: agent::sensor::CounterReader,
     pub metrics: std::sync::Arc<agent::metrics::Metrics>,
+    /// The hooks the sensor attached or skipped on this kernel.
+    pub probes: Vec<agent::sensor::ProbeStatus>,
+    /// What the prevention guard chose on this kernel.
+    pub guard: agent::lsm::GuardState,
     /// Everything received so far.
     pub events: Vec<Event>,
 }
@@ -64,9 +68,30 @@ impl Harness {
         let ecs = agent.ecs().clone();
         let counters = agent.sensor().counter_reader().expect("counter maps");
         let metrics = agent.metrics();
+        let probes = agent.probes().to_vec();
+        let guard_state = agent.guard_state().clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
-        Self { _guard: guard, rt, agent: Some(agent), stop, running: None, rx, tx: Some(tx), ecs, counters, metrics, events: Vec::new() }
+        Self {
+            _guard: guard,
+            rt,
+            agent: Some(agent),
+            stop,
+            running: None,
+            rx,
+            tx: Some(tx),
+            ecs,
+            counters,
+            metrics,
+            probes,
+            guard: guard_state,
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether the sensor attached `program` (to at least one of its hooks) on this kernel.
+    pub fn attached(&self, program: &str) -> bool {
+        self.probes.iter().any(|p| p.program == program && p.attached)
     }
 
     /// Starts the pipeline.
@@ -173,7 +198,7 @@ fn getrandom(buf: &mut [u8]) {
 }
 
 /// The `osprey` binary next to this test executable (target/<profile>/osprey); `cargo xtask
-/// test` builds it first. OSPREY_BIN overrides.
+/// test` builds it first. OSPREY_BIN overrides (the VM's /init sets it: `cargo xtask test --vm`).
 pub fn osprey_bin() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("OSPREY_BIN") {
         return p.into();
@@ -224,6 +249,13 @@ pub fn loaded_program_names() -> Vec<String> {
         .filter_map(Result::ok)
         .filter_map(|p| p.name_as_str().map(str::to_owned))
         .collect()
+}
+
+/// (major, minor) of the running kernel's release.
+pub fn kernel_version() -> (u32, u32) {
+    let release = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// The sum of every series of metric `name` in Prometheus text (`name{labels} value` lines).

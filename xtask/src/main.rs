@@ -2,12 +2,15 @@
 //!
 //!   cargo xtask deps    install (as root) or name the build packages
 //!   cargo xtask run     build everything and run the agent as root with the default config
-//!   cargo xtask test    clippy, unit tests, then the root integration tests on the real kernel
+//!   cargo xtask test    clippy, unit tests, the root integration tests on the real kernel, then
+//!                       the VM run below
+//!   cargo xtask test --vm   only the prevention and process tests on Debian's 6.1 kernel under qemu
 //!   cargo xtask bench   what Osprey costs workloads: no agent vs bare hooks vs Osprey (root)
 //!
 //! Kept dependency-free on purpose: it must build before anything else is installed.
 
 mod bench;
+mod vm;
 
 use std::{
     env,
@@ -86,11 +89,19 @@ fn deps(with_test_packages: bool) {
         );
         exit(1);
     }
+    install(&todo);
+}
+
+/// apt-get install (as root) of `todo`, if any.
+fn install(todo: &[String]) {
+    if todo.is_empty() {
+        return;
+    }
     eprintln!("xtask: installing {}", todo.join(" "));
     run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"));
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&todo)
+        .args(todo)
         .env("DEBIAN_FRONTEND", "noninteractive"));
 }
 
@@ -134,8 +145,27 @@ fn cargo() -> Command {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit]|bench [--smoke] [--help]>");
+    eprintln!("usage: cargo xtask <deps|run [-- osprey run flags]|test [--unit|--vm]|bench [--smoke] [--help]>");
     exit(2);
+}
+
+/// `cargo xtask test --vm` (also the last step of `cargo xtask test`): installs qemu, cpio and
+/// busybox-static, boots the guest, and returns how many test binaries passed in it.
+fn run_vm() -> Result<u64, String> {
+    if !is_root() {
+        return Err("the VM run installs qemu with apt-get and fetches the kernel package: run it as root".into());
+    }
+    install(&missing(vm::PACKAGES));
+    let o = vm::run(&root(), cargo)?;
+    println!(
+        "xtask vm: guest finished in {:.1}s (boot to result line), whole run {:.1}s",
+        o.boot_to_result.as_secs_f64(),
+        o.total.as_secs_f64()
+    );
+    if o.failed > 0 || o.passed == 0 {
+        return Err(format!("{} test binaries failed in the guest, {} passed", o.failed, o.passed));
+    }
+    Ok(o.passed)
 }
 
 fn main() {
@@ -162,6 +192,17 @@ fn main() {
             c.arg("--rules").arg(root().join("rules"));
             run(c.args(rest));
         }
+        "test" if rest.contains(&"--vm") => {
+            deps(true);
+            match run_vm() {
+                Ok(n) => println!("osprey vm: {n} test binaries passed, 0 failed"),
+                Err(e) => {
+                    eprintln!("xtask vm: {e}");
+                    println!("osprey vm: 0 passed, 1 failed");
+                    exit(1);
+                }
+            }
+        }
         "test" => {
             deps(true);
             let unit_only = rest.contains(&"--unit");
@@ -187,6 +228,16 @@ fn main() {
                 Ok(()) => passed += 1,
                 Err(e) => {
                     eprintln!("xtask bench --smoke: {e}");
+                    println!("osprey: {passed} passed, {} failed", failed + 1);
+                    exit(1);
+                }
+            }
+            // The prevention and process tests on Debian's 6.1 kernel under qemu (about 7 minutes
+            // under software emulation): BPF-LSM, kprobe and fentry paths run somewhere real.
+            match run_vm() {
+                Ok(n) => passed += n,
+                Err(e) => {
+                    eprintln!("xtask vm: {e}");
                     println!("osprey: {passed} passed, {} failed", failed + 1);
                     exit(1);
                 }

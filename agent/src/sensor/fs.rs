@@ -1,12 +1,14 @@
-//! Pseudo filesystems the sensor needs: tracefs (classic tracepoints) and bpffs (pins).
-//! Neither is mounted at boot on every machine; mount them when absent.
+//! Pseudo filesystems the sensor needs: tracefs (classic tracepoints), bpffs (pins) and
+//! securityfs (the active LSM list, read by the prevention guard). None is mounted at boot on
+//! every machine; mount them when absent.
 
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 use tracing::info;
 
-const MOUNTS: [(&str, &str); 2] = [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")];
+const MOUNTS: [(&str, &str); 3] =
+    [("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf"), ("securityfs", "/sys/kernel/security")];
 
 fn is_mounted(fstype: &str, target: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -24,7 +26,7 @@ fn mountinfo_has(mountinfo: &str, fstype: &str, target: &str) -> bool {
     })
 }
 
-/// Mounts tracefs and bpffs where they are missing. Errors are returned, not fatal: a kernel
+/// Mounts tracefs, bpffs and securityfs where they are missing. Errors are returned, not fatal: a kernel
 /// without them still runs the tp_btf programs.
 pub fn ensure_mounted() -> Vec<String> {
     let mut problems = Vec::new();
