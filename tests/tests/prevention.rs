@@ -141,7 +141,7 @@ impl std::ops::DerefMut for Spawned {
 /// Starts the `osprey` binary; returns it and its stderr lines as they come.
 fn spawn_agent(dir: &std::path::Path, duration: &str) -> (Spawned, mpsc::Receiver<String>) {
     let mut agent = Command::new(osprey_bin())
-        .args(["run", "--duration", duration, "--no-stdout", "--no-health"])
+        .args(["run", "--duration", duration, "--no-stdout", "--no-health", "--no-recorder"])
         .arg("--control-socket")
         .arg(dir.join("osprey.sock"))
         .env("NO_COLOR", "1")

@@ -139,7 +139,7 @@ impl Drop for Agent {
 
 fn spawn(cfg: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(osprey_bin())
-        .args(["run", "--config"])
+        .args(["run", "--no-recorder", "--config"])
         .arg(cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
