@@ -23,6 +23,12 @@ use tokio::sync::{mpsc, watch};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// One kernel test of a test binary at a time: a test that floods the machine (an exec storm)
+/// would make another test's agent drop events it waits for.
+pub fn serial() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -62,7 +68,7 @@ impl Harness {
     /// kernel buffers records meanwhile (and counts what does not fit).
     pub fn attach(config: Config) -> Self {
         require_root();
-        let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = serial();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let agent = Agent::start(config).expect("agent starts: programs load and attach");
         let ecs = agent.ecs().clone();
@@ -164,6 +170,18 @@ pub fn has_exit(events: &[Event], pid: u32) -> bool {
 }
 
 /// `/path/to/x` with symlinks resolved, as the kernel reports executables.
+/// Reads an HTTP request or response head up to its blank line (or EOF), so that a server which
+/// answers and closes leaves nothing unread: unread data at close turns the FIN into a RST, which
+/// can destroy the answer still in flight to the client.
+pub fn read_http_head(s: &mut impl std::io::Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && matches!(s.read(&mut b), Ok(1)) {
+        head.push(b[0]);
+    }
+    head
+}
+
 pub fn canonical(p: &str) -> String {
     std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")).to_string_lossy().into_owned()
 }

@@ -96,8 +96,7 @@ fn serve_once(body: Vec<u8>) -> u16 {
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = [0u8; 1024];
-        let _ = s.read(&mut req);
+        osprey_tests::read_http_head(&mut s);
         let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
         let _ = s.write_all(&body);
     });
@@ -107,6 +106,7 @@ fn serve_once(body: Vec<u8>) -> u16 {
 #[test]
 fn a_scripted_intrusion_is_recorded_told_as_a_story_and_hunted() {
     require_root();
+    let _serial = osprey_tests::serial();
     let dir = tempfile::tempdir().unwrap();
     let agent = Agent::start(dir.path(), "");
     let work = dir.path().join("w");
@@ -297,6 +297,7 @@ fn check_html_in_chromium(html: &Path, processes: usize, dir: &Path) {
 #[test]
 fn retention_deletes_the_oldest_first_and_kill_9_mid_write_loses_no_committed_batch() {
     require_root();
+    let _serial = osprey_tests::serial();
     let dir = tempfile::tempdir().unwrap();
     let limit: u64 = 2 << 20;
     let agent = Agent::start(

@@ -13,8 +13,7 @@ pub fn websrv(port_file: &str, script: &str) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     std::fs::write(port_file, l.local_addr().expect("addr").port().to_string()).expect("port file");
     let (mut s, _) = l.accept().expect("accept");
-    let mut buf = [0u8; 1024];
-    let _ = s.read(&mut buf);
+    osprey_tests::read_http_head(&mut s);
     let status = Command::new("/bin/sh").arg("-c").arg(script).status().expect("sh");
     let _ = write!(s, "HTTP/1.0 200 OK\r\n\r\n{status}\n");
 }
@@ -24,7 +23,8 @@ pub fn fetch(url: &str, out: &str) {
     let rest = url.strip_prefix("http://").expect("http:// URL");
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = TcpStream::connect(host).expect("connect");
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("request");
+    // One write: `write!` on an unbuffered stream sends each formatted piece separately.
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).expect("request");
     let mut body = Vec::new();
     s.read_to_end(&mut body).expect("response");
     let start = body.windows(4).position(|w| w == b"\r\n\r\n").expect("headers end") + 4;
