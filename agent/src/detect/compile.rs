@@ -375,6 +375,11 @@ pub(crate) type Clause = Vec<(FieldId, String)>;
 /// Most clauses kept per rule (the most selective ones).
 const MAX_CLAUSES: usize = 3;
 
+/// A clause whose shortest literal is shorter than this (`-d`, `i`, `0`) is hit by nearly every
+/// event: it is dropped when a more selective clause remains, so the prefilter does not scan and
+/// bookkeep it for nothing.
+const WEAK_LITERAL: usize = 3;
+
 fn literals_of(m: &Matcher) -> Option<Vec<String>> {
     let s = match m {
         Matcher::Str(StrMatch::Exact(s) | StrMatch::Prefix(s) | StrMatch::Suffix(s)) => s.clone(),
@@ -403,6 +408,9 @@ fn normalise(mut clauses: Vec<Clause>) -> Vec<Clause> {
     clauses.sort_by_key(|c| std::cmp::Reverse(score(c)));
     clauses.dedup();
     clauses.truncate(MAX_CLAUSES);
+    if clauses.first().is_some_and(|c| score(c).0 >= WEAK_LITERAL) {
+        clauses.retain(|c| score(c).0 >= WEAK_LITERAL);
+    }
     clauses
 }
 

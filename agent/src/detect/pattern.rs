@@ -171,7 +171,9 @@ impl SigmaString {
 }
 
 /// Lowercases character by character (no context rules, so lowering commutes with substring
-/// search), appending to `out`.
+/// search), appending to `out`. `ſ` (long s, whose simple case folding is `s`) becomes `s`, so
+/// that lowered text holds every literal a case-insensitive regular expression can match
+/// (the prefilter looks for lowered literals in lowered text).
 pub fn lower_into(s: &str, out: &mut String) {
     if s.is_ascii() {
         let start = out.len();
@@ -184,6 +186,8 @@ pub fn lower_into(s: &str, out: &mut String) {
         for c in s.chars() {
             if c.is_ascii() {
                 out.push(c.to_ascii_lowercase());
+            } else if c == 'ſ' {
+                out.push('s');
             } else {
                 out.extend(c.to_lowercase());
             }

@@ -201,40 +201,81 @@ fn map_tests(m: &Node, ctx: &mut Ctx) -> Result<Vec<FieldTest>, Located> {
     Ok(tests)
 }
 
-/// Literals one of which every match of the expression starts (or ends) with, lowercased: what
-/// the prefilter can look for. `None` if there is no such finite set of non-empty literals.
+/// Literals one of which every match of the expression contains, lowercased: what the
+/// prefilter can look for. The best of three sets: literals every match starts with, ends with,
+/// or holds somewhere inside (`(^|/)gcore\s` has neither a prefix nor a suffix set, but every
+/// match holds `gcore`). `None` if there is no finite set of non-empty literals.
 fn regex_literals(pattern: &str, flags: ReFlags) -> Option<Vec<String>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    // Case-sensitively: a case-insensitive pattern's letters would become classes, and the
+    // prefilter compares lowercased text with lowercased literals anyway.
     let hir = regex_syntax::ParserBuilder::new()
-        .case_insensitive(flags.case_insensitive)
         .multi_line(flags.multi_line)
         .dot_matches_new_line(flags.dot_all)
         .build()
         .parse(pattern)
         .ok()?;
-    let mut best: Option<Vec<String>> = None;
+    let mut candidates = vec![inner_literals(&hir)];
     for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
         let seq = Extractor::new().kind(kind).extract(&hir);
-        let Some(lits) = seq.literals() else { continue };
-        let mut out: Vec<String> = Vec::with_capacity(lits.len());
-        let mut ok = !lits.is_empty();
-        for l in lits {
-            match std::str::from_utf8(l.as_bytes()) {
-                Ok(s) if !s.is_empty() => out.push(crate::detect::pattern::lower(s)),
-                _ => ok = false,
-            }
-        }
-        if !ok {
-            continue;
-        }
-        out.sort();
-        out.dedup();
-        let shortest = |v: &Vec<String>| v.iter().map(String::len).min().unwrap_or(0);
-        if best.as_ref().is_none_or(|b| shortest(&out) > shortest(b)) {
-            best = Some(out);
+        candidates.push(seq.literals().and_then(|lits| lits.iter().map(|l| literal_text(l.as_bytes())).collect()));
+    }
+    let mut best = None;
+    for c in candidates {
+        keep_best(&mut best, c);
+    }
+    best.map(|mut v| {
+        v.sort();
+        v.dedup();
+        v
+    })
+}
+
+/// Keeps `c` if its shortest literal is longer than `best`'s (longer literals are rarer).
+fn keep_best(best: &mut Option<Vec<String>>, c: Option<Vec<String>>) {
+    let shortest = |v: &[String]| v.iter().map(String::len).min().unwrap_or(0);
+    if let Some(c) = c.filter(|c| !c.is_empty()) {
+        if best.as_ref().is_none_or(|b| shortest(&c) > shortest(b)) {
+            *best = Some(c);
         }
     }
-    best
+}
+
+fn literal_text(b: &[u8]) -> Option<String> {
+    std::str::from_utf8(b).ok().filter(|s| !s.is_empty()).map(crate::detect::pattern::lower)
+}
+
+/// A set of literals one of which every match of `h` contains.
+fn inner_literals(h: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
+    use regex_syntax::hir::HirKind;
+    match h.kind() {
+        HirKind::Literal(l) => literal_text(&l.0).map(|s| vec![s]),
+        HirKind::Capture(c) => inner_literals(&c.sub),
+        HirKind::Repetition(r) if r.min >= 1 => inner_literals(&r.sub),
+        HirKind::Alternation(alts) => {
+            let mut all = Vec::new();
+            for a in alts {
+                all.extend(inner_literals(a)?);
+            }
+            Some(all)
+        }
+        HirKind::Concat(parts) => {
+            // Any part's set will do; adjacent literals join into a longer one.
+            let mut best = None;
+            let mut run = Vec::new();
+            for p in parts {
+                if let HirKind::Literal(l) = p.kind() {
+                    run.extend_from_slice(&l.0);
+                    continue;
+                }
+                keep_best(&mut best, literal_text(&std::mem::take(&mut run)).map(|s| vec![s]));
+                keep_best(&mut best, inner_literals(p));
+            }
+            keep_best(&mut best, literal_text(&run).map(|s| vec![s]));
+            best
+        }
+        _ => None,
+    }
 }
 
 fn number(v: &Node) -> Option<f64> {

@@ -22,7 +22,7 @@ const WORDS: &[&str] = &["curl", "wget", "Bash", "-i", "/dev/tcp/", "base64", "/
 /// Detection sections exercising every way a literal requirement can arise (or not).
 fn detection(r: &mut Lcg) -> String {
     let (a, b, c) = (r.pick(WORDS), r.pick(WORDS), r.pick(WORDS));
-    match r.next() % 14 {
+    match r.next() % 16 {
         0 => format!("    sel:\n        CommandLine|contains: '{a}'\n    condition: sel"),
         1 => format!("    sel:\n        Image|endswith: '{a}'\n        CommandLine|contains|all: ['{b}', '{c}']\n    condition: sel"),
         2 => format!("    sel:\n        - Image|endswith: '{a}'\n        - CommandLine|startswith: '{b}'\n    condition: sel"),
@@ -36,6 +36,8 @@ fn detection(r: &mut Lcg) -> String {
         10 => format!("    sel:\n        CommandLine|windash|contains: ' -{a}'\n    condition: sel"),
         11 => format!("    kw:\n        - '{a}'\n    condition: kw"),
         12 => format!("    sel:\n        CommandLine|contains: '{a}'\n    other:\n        Image|endswith: '{b}'\n    condition: sel or (other and not sel)"),
+        13 => format!("    sel:\n        CommandLine|re: '(^|/|\\s){}\\s+[a-z]*{}'\n    condition: sel", regex::escape(a), regex::escape(b)),
+        14 => format!("    sel:\n        CommandLine|re|i: '[0-9]*(?:x|{})\\S?{}'\n    condition: sel", regex::escape(a), regex::escape(b)),
         _ => format!("    sel:\n        CommandLine|base64offset|contains: '{a}{b}'\n    condition: sel"),
     }
 }
@@ -105,4 +107,19 @@ fn rules_with_several_required_literals_need_all_of_them() {
     let re = load(&super::proc_rule("    sel:\n        Image|startswith: '/usr/bin/'\n        CommandLine|re: 'nmap\\s+-s[STU]'\n    condition: sel"));
     let doc = exec(json!({"process": {"executable": "/usr/bin/ls", "command_line": "ls -la"}}));
     assert_eq!(re.candidate_count(&JsonEvent::new(&doc), &mut scratch), 0);
+    // A literal inside, with neither a prefix nor a suffix every match shares.
+    let inner = load(&super::proc_rule("    sel:\n        CommandLine|re|i: '(^|/|\\s)GCore\\s'\n    condition: sel"));
+    assert_eq!(inner.candidate_count(&JsonEvent::new(&doc), &mut scratch), 0);
+    let doc = exec(json!({"process": {"executable": "/usr/bin/gcore", "command_line": "/usr/bin/gcore 42"}}));
+    assert_eq!(inner.candidate_count(&JsonEvent::new(&doc), &mut scratch), 1);
+    let (mut got, mut iocs) = (Vec::new(), Vec::new());
+    inner.match_event(&JsonEvent::new(&doc), &mut scratch, &mut got, &mut iocs);
+    assert_eq!(got.len(), 1);
+    // Case-insensitive regular expressions fold `ſ` to `s` and the Kelvin sign to `k`: the
+    // lowered text the prefilter searches holds the literal then too.
+    let folded = load(&super::proc_rule("    sel:\n        CommandLine|re|i: 'mask\\s'\n    condition: sel"));
+    let doc = exec(json!({"process": {"executable": "/usr/bin/x", "command_line": "x MAſ\u{212A} 1"}}));
+    let (mut got, mut iocs) = (Vec::new(), Vec::new());
+    folded.match_event(&JsonEvent::new(&doc), &mut scratch, &mut got, &mut iocs);
+    assert_eq!(got.len(), 1, "{doc}");
 }
