@@ -456,6 +456,11 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        serde_json::to_writer(out, &self.doc(ev))
+    }
+
+    /// The event's ECS document, typed: what [`Ecs::write`] and [`Ecs::to_value`] serialise.
+    fn doc<'a>(&'a self, ev: &'a Event) -> Doc<'a> {
         let mut doc = Doc {
             timestamp: rfc3339(ev.wall_ns),
             event: meta("host", "info", "events_lost"),
@@ -586,7 +591,7 @@ impl Ecs {
             let is_exec = matches!(ev.body, EventBody::Record(Record::Exec(_)));
             self.apply_ctx(&mut doc, ctx, is_exec);
         }
-        serde_json::to_writer(out, &doc)
+        doc
     }
 
     /// A process as the table knows it (no record at hand).
@@ -645,11 +650,10 @@ impl Ecs {
         doc.osprey.process_incomplete = ctx.incomplete;
     }
 
-    /// The event as a JSON value (tests and tools; the hot path uses [`Ecs::write`]).
+    /// The event as a JSON value (what the detector reads), built from the typed document
+    /// directly rather than through its text.
     pub fn to_value(&self, ev: &Event) -> serde_json::Value {
-        let mut buf = Vec::new();
-        self.write(ev, &mut buf).expect("serialising an event cannot fail");
-        serde_json::from_slice(&buf).expect("valid JSON")
+        serde_json::to_value(self.doc(ev)).expect("serialising an event cannot fail")
     }
 }
 
@@ -730,6 +734,10 @@ mod tests {
         assert_eq!(v["host"]["hostname"], "h");
         assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.000001000Z");
         assert_eq!(v["process"]["entity_id"].as_str().unwrap().len(), 32);
+        // The value the detector reads is the document the outputs write.
+        let mut text = Vec::new();
+        ecs().write(&ev, &mut text).unwrap();
+        assert_eq!(v, serde_json::from_slice::<serde_json::Value>(&text).unwrap());
     }
 
     #[test]
