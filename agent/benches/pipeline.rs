@@ -14,7 +14,7 @@ use std::{hint::black_box, mem::offset_of, path::Path, sync::Arc, time::Duration
 
 use agent::{
     decode::{decode, raw, Record},
-    detect::{Alert, Detector, JsonEvent, RuleSet},
+    detect::{Alert, Detector, RuleSet},
     enrich::{Enricher, ProcessSection},
     event::{Ecs, Event, EventBody},
     process::Host,
@@ -169,8 +169,9 @@ impl Stages {
             self.ecs.write(&ev, &mut self.out).expect("serialise");
             self.out.push(b'\n');
             if let Some(d) = &mut self.detector {
-                let doc = self.ecs.to_value(&ev);
-                d.evaluate(&JsonEvent::new(&doc), &mut self.alerts);
+                // As the pipeline does: the rules read the typed document's fields.
+                let rules = Arc::clone(d.rules());
+                d.evaluate(&self.ecs.view(&ev, &rules), &mut self.alerts);
                 self.alerts.clear();
             }
             n += 1;

@@ -3,6 +3,9 @@
 mod file;
 mod net;
 mod system;
+mod view;
+
+pub use self::view::EcsView;
 
 use std::{
     borrow::Cow,

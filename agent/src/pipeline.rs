@@ -14,7 +14,7 @@ use tracing::{error, warn};
 use crate::{
     alerting::{AlertEvent, Recent, RecentEvents},
     decode::Record,
-    detect::{Alert, Detector, JsonEvent, RuleSet},
+    detect::{Alert, Detector, RuleSet},
     enrich::{Enricher, ProcessSection},
     event::{Ecs, Event, EventBody},
     metrics::Metrics,
@@ -185,11 +185,14 @@ impl Stage {
 
     /// Runs the rules on an event and emits the alerts it raises.
     fn detect(&mut self, ev: &Event) {
-        let doc = self.ecs.to_value(ev);
-        self.detector.evaluate(&JsonEvent::new(&doc), &mut self.alerts);
+        let rules = Arc::clone(self.detector.rules());
+        let view = self.ecs.view(ev, &rules);
+        self.detector.evaluate(&view, &mut self.alerts);
         if self.alerts.is_empty() {
             return;
         }
+        let doc = view.json().clone();
+        drop(view);
         let alerts = std::mem::take(&mut self.alerts);
         for alert in alerts.into_iter().filter(|a| a.standalone) {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();

@@ -347,6 +347,26 @@ pub enum FieldValue<'a> {
 }
 
 impl FieldValue<'_> {
+    /// The same value, borrowing its strings from `self`.
+    pub fn borrowed(&self) -> FieldValue<'_> {
+        fn b<'s>(s: &'s Scalar<'_>) -> Scalar<'s> {
+            match s {
+                Scalar::Str(t) => Scalar::Str(Cow::Borrowed(t.as_ref())),
+                Scalar::Int(i) => Scalar::Int(*i),
+                Scalar::UInt(u) => Scalar::UInt(*u),
+                Scalar::Float(f) => Scalar::Float(*f),
+                Scalar::Bool(x) => Scalar::Bool(*x),
+            }
+        }
+        match self {
+            FieldValue::Missing => FieldValue::Missing,
+            FieldValue::Null => FieldValue::Null,
+            FieldValue::One(s) => FieldValue::One(b(s)),
+            FieldValue::Many(v) => FieldValue::Many(v.iter().map(b).collect()),
+            FieldValue::Other => FieldValue::Other,
+        }
+    }
+
     pub fn exists(&self) -> bool {
         !matches!(self, FieldValue::Missing)
     }

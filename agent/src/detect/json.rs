@@ -160,6 +160,28 @@ fn fan_out<'a>(v: &'a Value, field: &Field, from: usize, out: &mut Vec<Scalar<'a
     }
 }
 
+/// The value of `field` in an ECS JSON document (what [`JsonEvent`] answers).
+pub fn field_of<'a>(doc: &'a Value, field: &Field) -> FieldValue<'a> {
+    match json_get(doc, field) {
+        Walk::Missing => FieldValue::Missing,
+        Walk::Found(v) => value_of(v),
+        Walk::Array(v, from) => {
+            let mut out = Vec::new();
+            fan_out(v, field, from, &mut out, 0);
+            if out.is_empty() {
+                FieldValue::Missing
+            } else {
+                FieldValue::Many(out)
+            }
+        }
+    }
+}
+
+/// Calls `f` on every string in an ECS JSON document until it returns true.
+pub fn any_string_of(doc: &Value, f: &mut dyn FnMut(&str) -> bool) -> bool {
+    any_string_in(doc, f, 0)
+}
+
 fn any_string_in(v: &Value, f: &mut dyn FnMut(&str) -> bool, depth: usize) -> bool {
     match v {
         Value::String(s) => f(s),
@@ -179,23 +201,11 @@ impl EventFields for JsonEvent<'_> {
     }
 
     fn get(&self, field: &Field) -> FieldValue<'_> {
-        match json_get(self.doc, field) {
-            Walk::Missing => FieldValue::Missing,
-            Walk::Found(v) => value_of(v),
-            Walk::Array(v, from) => {
-                let mut out = Vec::new();
-                fan_out(v, field, from, &mut out, 0);
-                if out.is_empty() {
-                    FieldValue::Missing
-                } else {
-                    FieldValue::Many(out)
-                }
-            }
-        }
+        field_of(self.doc, field)
     }
 
     fn any_string(&self, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        any_string_in(self.doc, f, 0)
+        any_string_of(self.doc, f)
     }
 }
 

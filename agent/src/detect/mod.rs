@@ -21,6 +21,7 @@ pub mod correlation;
 pub mod detector;
 pub mod error;
 pub mod fields;
+pub mod flat;
 pub mod ioc;
 pub mod json;
 pub mod mapping;

@@ -66,6 +66,8 @@ pub struct RuleSet {
     /// The text of every file loaded, for reload fallback.
     sources: BTreeMap<PathBuf, Arc<str>>,
     paths: Vec<PathBuf>,
+    /// The field table by path, for typed events ([`super::flat`]); built on first use.
+    flat: std::sync::OnceLock<super::flat::Paths>,
 }
 
 enum Ref {
@@ -411,6 +413,11 @@ impl RuleSet {
 
     pub fn fields(&self) -> &FieldTable {
         &self.table
+    }
+
+    /// The fields rules read, by path: what a typed event flattens itself to.
+    pub fn flat_paths(&self) -> &super::flat::Paths {
+        self.flat.get_or_init(|| super::flat::Paths::new(self.table.fields()))
     }
 
     /// Rules evaluated for every event of a category because they have no literal to prefilter on.

@@ -1,0 +1,161 @@
+//! An event as the detector reads it, straight from its typed ECS document: the fields the rule
+//! set names are flattened out of the document ([`crate::detect::flat`]) instead of building
+//! its `serde_json::Value`, which is built only when needed — for an alert's trigger, or for a
+//! field or keyword search the rule set's table does not cover.
+
+use std::cell::OnceCell;
+
+use serde_json::Value;
+
+use super::{Doc, Ecs, Event};
+use crate::detect::{
+    flat::{self, Paths},
+    json::{any_string_of, field_of},
+    Category, EventFields, Field, FieldValue, RuleSet,
+};
+
+pub struct EcsView<'a> {
+    doc: Doc<'a>,
+    paths: &'a Paths,
+    values: Vec<FieldValue<'static>>,
+    category: Option<Category>,
+    timestamp_ns: u64,
+    json: OnceCell<Value>,
+}
+
+impl Ecs {
+    /// `ev` as `rules` read it.
+    pub fn view<'a>(&'a self, ev: &'a Event, rules: &'a RuleSet) -> EcsView<'a> {
+        let doc = self.doc(ev);
+        let paths = rules.flat_paths();
+        let mut values = Vec::new();
+        flat::flatten(&doc, paths, &mut values);
+        let category = Category::from_ecs(&doc.event.category, &doc.event.type_, doc.event.action);
+        EcsView { doc, paths, values, category, timestamp_ns: ev.wall_ns, json: OnceCell::new() }
+    }
+}
+
+impl EcsView<'_> {
+    /// The event's ECS JSON, as [`Ecs::to_value`] gives it (built on the first call).
+    pub fn json(&self) -> &Value {
+        self.json.get_or_init(|| serde_json::to_value(&self.doc).expect("serialising an event cannot fail"))
+    }
+}
+
+impl EventFields for EcsView<'_> {
+    fn category(&self) -> Option<Category> {
+        self.category
+    }
+
+    fn timestamp_ns(&self) -> Option<u64> {
+        Some(self.timestamp_ns)
+    }
+
+    fn get(&self, field: &Field) -> FieldValue<'_> {
+        match self.values.get(field.id().index()) {
+            Some(v) if self.paths.owns(field) => v.borrowed(),
+            _ => field_of(self.json(), field),
+        }
+    }
+
+    fn any_string(&self, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        any_string_of(self.json(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use agent_common::{osprey_file_op as fo, osprey_net_op as op, osprey_system_op as so};
+
+    use super::*;
+    use crate::{
+        decode::{decode, raw},
+        detect::{FieldId, JsonEvent},
+        enrich::Enricher,
+        event::{EventBody, Host},
+        net::{dns::wire, record::raw as net_raw},
+    };
+
+    /// Every path of a JSON document (and of its array elements), intermediate ones included.
+    fn all_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    out.push(p.clone());
+                    all_paths(x, &p, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| all_paths(x, prefix, out)),
+            _ => {}
+        }
+    }
+
+    /// Enriched events of every record type the kernel sends, as the pipeline builds them.
+    fn events(ecs: &Ecs) -> Vec<Event> {
+        let cfg = crate::enrich::ProcessSection { hash: false, ..Default::default() };
+        let (mut enrich, _late) = Enricher::new(&cfg, ecs.ids().clone());
+        let q = wire::query(5, "evil.example", 1);
+        let answer = wire::response(&q, 0, &["192.0.2.7".parse().unwrap()], 60).unwrap();
+        let recs = vec![
+            raw::exec(100, 10, "/usr/bin/bash", &["-bash"], "/home/u"),
+            raw::fork(100, 101, 20),
+            raw::exec(101, 30, "/usr/bin/curl", &["curl", "-s", "http://x/y z", "-o", "/tmp/p"], "/tmp"),
+            raw::file(101, 40, fo::OSPREY_FILE_CREATE, "/tmp/p", None),
+            raw::file(101, 41, fo::OSPREY_FILE_RENAME, "/tmp/p", Some("/tmp/q")),
+            raw::file(101, 42, fo::OSPREY_FILE_CHMOD, "/tmp/q", None),
+            raw::file(101, 43, fo::OSPREY_FILE_READ, "/etc/shadow", None),
+            net_raw::net(101, 50, op::OSPREY_NET_CONNECT, false, "10.0.0.1:40000".parse().unwrap(), "192.0.2.7:443".parse().unwrap()),
+            net_raw::dns(101, 51, true, "10.0.0.1:40001".parse().unwrap(), "10.0.0.53:53".parse().unwrap(), &answer),
+            raw::system(101, so::OSPREY_SYS_PTRACE, 100, [16, 0, 0], ""),
+            raw::system(101, so::OSPREY_SYS_MODULE_LOAD, 0, [0, 0, 0], "evil"),
+            raw::exit(101, 9, 60),
+        ];
+        recs.iter()
+            .map(|r| {
+                let rec = decode(r).unwrap();
+                enrich.on_arrival(&rec);
+                let ctx = enrich.apply(&rec);
+                Event { wall_ns: ecs.wall_ns(rec.header().ktime_ns), body: EventBody::Record(rec), ctx: Some(Arc::new(ctx)) }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_view_answers_every_field_as_the_json_does() {
+        let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
+        for ev in events(&ecs) {
+            let json = ecs.to_value(&ev);
+            let mut names = Vec::new();
+            all_paths(&json, "", &mut names);
+            names.extend(["nope", "process.nope.deeper", "process.args.x"].map(String::from));
+            names.sort();
+            names.dedup();
+            // A rule set naming every one of them.
+            let rules: String = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| format!("title: R{i}\nid: r{i}\nlogsource: {{product: linux, category: process_creation}}\ndetection:\n    sel:\n        '{n}|exists': true\n    condition: sel\n---\n"))
+                .collect();
+            let (set, report) = RuleSet::from_sources([("all.yml", rules.as_str())]);
+            assert!(report.is_ok(), "{:#?}", report.errors);
+            let view = ecs.view(&ev, &set);
+            let je = JsonEvent::new(&json);
+            assert_eq!(view.category(), je.category(), "{json}");
+            assert_eq!(view.timestamp_ns(), je.timestamp_ns());
+            let mut checked = 0;
+            for f in set.fields().fields() {
+                assert!(set.flat_paths().owns(f));
+                assert_eq!(view.get(f), je.get(f), "{} in {json}", f.name());
+                checked += 1;
+            }
+            assert!(checked >= names.len(), "{checked} of {}", names.len());
+            assert_eq!(view.json(), &json);
+            // A field of another table is read from the JSON.
+            let stranger = Field::new(FieldId(0), "process.pid");
+            assert_eq!(view.get(&stranger), je.get(&stranger));
+        }
+    }
+}
