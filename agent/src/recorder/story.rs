@@ -7,7 +7,10 @@
 //! with what it did (files, connections, DNS names, privilege changes, alerts, responses) in
 //! time order. Unrelated processes are not in it.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -175,22 +178,21 @@ impl Story {
         };
         let me = store.process(&entity)?.ok_or_else(|| StoryError::NoEntity(entity.clone()))?;
 
-        // Up the lineage to the root cause.
-        let mut cache: HashMap<String, Proc> = HashMap::new();
+        // Up the lineage to the root cause. Recorded lineage can loop (a process named as its own
+        // ancestor by forged or merged data): the climb stops where it would come back.
+        let mut seen: HashSet<String> = HashSet::from([me.entity.clone()]);
         let mut cur = me.clone();
         let reason = loop {
             let parent = match &cur.parent {
-                Some(pe) if cache.len() < MAX_DEPTH => match cache.get(pe) {
-                    Some(p) => Some(p.clone()),
-                    None => store.process(pe)?,
-                },
+                Some(pe) if seen.contains(pe) => break format!("oldest recorded ancestor (its lineage loops back to {pe})"),
+                Some(pe) if seen.len() <= MAX_DEPTH => store.process(pe)?,
                 _ => None,
             };
             if let Some(r) = root_reason(&cur, parent.as_ref()) {
                 break r;
             }
             let parent = parent.expect("root_reason is Some without a parent");
-            cache.insert(parent.entity.clone(), parent.clone());
+            seen.insert(parent.entity.clone());
             cur = parent;
         };
         let root = cur;
@@ -391,5 +393,25 @@ mod tests {
         assert_eq!(st.root, "web");
         assert!(matches!(Story::build(&s, &Subject::Alert("nope".into())), Err(StoryError::NoAlert(_))));
         assert!(matches!(Story::build(&s, &Subject::Entity("nope".into())), Err(StoryError::NoEntity(_))));
+    }
+
+    #[test]
+    fn a_lineage_that_loops_ends_the_climb() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("r.db")).unwrap();
+        let docs = vec![
+            ev(11, "self", Some("self"), "exec", "/usr/bin/a", 1, ""),
+            ev(12, "kid", Some("self"), "exec", "/usr/bin/b", 1, ""),
+            ev(13, "x", Some("y"), "exec", "/usr/bin/x", 1, ""),
+            ev(14, "y", Some("x"), "exec", "/usr/bin/y", 1, ""),
+        ];
+        fill(&mut s, &docs);
+        let st = Story::build(&s, &Subject::Entity("kid".into())).unwrap();
+        assert_eq!(st.root, "self");
+        assert!(st.root_reason.contains("loops back to self"), "{}", st.root_reason);
+        assert_eq!(st.processes.iter().map(|p| p.entity_id.as_str()).collect::<Vec<_>>(), ["self", "kid"]);
+        let st = Story::build(&s, &Subject::Entity("x".into())).unwrap();
+        assert_eq!(st.root, "y");
+        assert_eq!(st.processes.len(), 2, "each process once");
     }
 }
