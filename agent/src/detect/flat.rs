@@ -222,6 +222,21 @@ macro_rules! int {
     )*};
 }
 
+impl<'a, 'p, 'o> Node<'a, 'p, 'o> {
+    /// `{"Variant": inner}`: the inner array or object, one key down.
+    fn variant(
+        self,
+        variant: &'static str,
+        inner: impl FnOnce(Self) -> Result<Compound<'a, 'p, 'o>, Never>,
+    ) -> Result<Compound<'a, 'p, 'o>, Never> {
+        self.w.object(self.at);
+        match self.w.enter(self.at, variant) {
+            Some((at, back)) => Ok(Compound { restore: Some(back), ..inner(Node { w: self.w, at })? }),
+            None => Ok(Compound { w: self.w, at: At { field: None, prefix: false, ..self.at }, pending: None, restore: None }),
+        }
+    }
+}
+
 impl<'a, 'p, 'o> ser::Serializer for Node<'a, 'p, 'o> {
     type Ok = ();
     type Error = Never;
@@ -338,12 +353,7 @@ impl<'a, 'p, 'o> ser::Serializer for Node<'a, 'p, 'o> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'a, 'p, 'o>, Never> {
-        // {"Variant": [..]}
-        self.w.object(self.at);
-        match self.w.enter(self.at, variant) {
-            Some((at, back)) => Ok(Compound { restore: Some(back), ..Node { w: self.w, at }.serialize_seq(Some(len))? }),
-            None => Ok(Compound { w: self.w, at: At { field: None, prefix: false, ..self.at }, pending: None, restore: None }),
-        }
+        self.variant(variant, |n| ser::Serializer::serialize_seq(n, Some(len)))
     }
 
     fn serialize_map(self, _: Option<usize>) -> Result<Compound<'a, 'p, 'o>, Never> {
@@ -362,57 +372,33 @@ impl<'a, 'p, 'o> ser::Serializer for Node<'a, 'p, 'o> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'a, 'p, 'o>, Never> {
-        // {"Variant": {..}}
-        self.w.object(self.at);
-        match self.w.enter(self.at, variant) {
-            Some((at, back)) => Ok(Compound { restore: Some(back), ..Node { w: self.w, at }.serialize_map(Some(len))? }),
-            None => Ok(Compound { w: self.w, at: At { field: None, prefix: false, ..self.at }, pending: None, restore: None }),
+        self.variant(variant, |n| ser::Serializer::serialize_map(n, Some(len)))
+    }
+}
+
+/// Arrays (and tuples) visit their elements; structs their fields.
+macro_rules! compound {
+    ($($t:ident :: $m:ident ($($key:ident: $kt:ty)?) => $how:ident;)*) => {$(
+        impl ser::$t for Compound<'_, '_, '_> {
+            type Ok = ();
+            type Error = Never;
+            fn $m<T: Serialize + ?Sized>(&mut self, $($key: $kt,)? v: &T) -> Result<(), Never> {
+                self.$how($($key,)? v)
+            }
+            fn end(self) -> Result<(), Never> {
+                self.finish()
+            }
         }
-    }
+    )*};
 }
 
-impl ser::SerializeSeq for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTuple for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
+compound! {
+    SerializeSeq::serialize_element() => element;
+    SerializeTuple::serialize_element() => element;
+    SerializeTupleStruct::serialize_field() => element;
+    SerializeTupleVariant::serialize_field() => element;
+    SerializeStruct::serialize_field(key: &'static str) => field;
+    SerializeStructVariant::serialize_field(key: &'static str) => field;
 }
 
 impl ser::SerializeMap for Compound<'_, '_, '_> {
@@ -429,28 +415,6 @@ impl ser::SerializeMap for Compound<'_, '_, '_> {
             self.w.path.truncate(len);
         }
         Ok(())
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), Never> {
-        self.field(key, v)
-    }
-    fn end(self) -> Result<(), Never> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_, '_, '_> {
-    type Ok = ();
-    type Error = Never;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), Never> {
-        self.field(key, v)
     }
     fn end(self) -> Result<(), Never> {
         self.finish()
@@ -542,29 +506,30 @@ impl ser::Serializer for KeyText {
     }
 }
 
+/// Every path of a JSON document (and of its array elements), intermediate ones included.
+#[cfg(test)]
+pub(crate) fn all_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.push(p.clone());
+                all_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| all_paths(x, prefix, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::{EventFields, JsonEvent};
-    use serde_json::{json, Value};
-
-    /// Every object path of a JSON value (and of its array elements), including intermediate ones.
-    pub(crate) fn all_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    out.push(p.clone());
-                    all_paths(x, &p, out);
-                }
-            }
-            Value::Array(a) => a.iter().for_each(|x| all_paths(x, prefix, out)),
-            _ => {}
-        }
-    }
+    use serde_json::json;
 
     /// Flattening `doc` answers every one of `names` as [`JsonEvent`] does over its JSON.
-    pub(crate) fn assert_same<T: Serialize>(doc: &T, extra: &[&str]) {
+    fn assert_same<T: Serialize>(doc: &T, extra: &[&str]) {
         let json = serde_json::to_value(doc).unwrap();
         let mut names = Vec::new();
         all_paths(&json, "", &mut names);

@@ -72,26 +72,11 @@ mod tests {
     use super::*;
     use crate::{
         decode::{decode, raw},
-        detect::{FieldId, JsonEvent},
+        detect::{flat::all_paths, FieldId, JsonEvent},
         enrich::Enricher,
         event::{EventBody, Host},
         net::{dns::wire, record::raw as net_raw},
     };
-
-    /// Every path of a JSON document (and of its array elements), intermediate ones included.
-    fn all_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    out.push(p.clone());
-                    all_paths(x, &p, out);
-                }
-            }
-            Value::Array(a) => a.iter().for_each(|x| all_paths(x, prefix, out)),
-            _ => {}
-        }
-    }
 
     /// Enriched events of every record type the kernel sends, as the pipeline builds them.
     fn events(ecs: &Ecs) -> Vec<Event> {
