@@ -35,6 +35,11 @@ fn effective_config(cli: &Cli, args: &RunArgs) -> Result<Config> {
 }
 
 async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Stop signals are caught from the start: one that arrives while the programs load stops
+    // the agent in order once it is up, instead of killing it half-attached.
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     // The health endpoint comes first: /healthz answers and /readyz says 503 while loading.
     let ready = Readiness::new();
     let metrics = Arc::new(Metrics::new());
@@ -55,7 +60,6 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
     ready.set_outputs_flowing(true);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         let limit = async {
             match duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -63,7 +67,7 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = limit => info!("duration reached: stopping"),
         }

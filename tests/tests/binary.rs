@@ -103,6 +103,30 @@ fn duration_stops_the_agent_by_itself() {
 }
 
 #[test]
+fn sigterm_while_the_programs_load_stops_the_agent_in_order() {
+    require_root();
+    let sock = tempfile::tempdir().unwrap();
+    let mut agent = Command::new(osprey_bin())
+        .args(["run", "--duration", "60s", "--no-stdout", "--health-listen", "127.0.0.1:0", "--no-recorder"])
+        .arg("--control-socket")
+        .arg(sock.path().join("osprey.sock"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The health endpoint is up before anything is loaded: stop it right then.
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("health endpoint") {
+        assert!(stderr.read_line(&mut log).unwrap() > 0, "the agent exited: {log}");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    stderr.read_to_string(&mut log).unwrap();
+    let exit = agent.wait().unwrap();
+    assert!(exit.success(), "clean exit on an early SIGTERM: {exit:?}\n{log}");
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
+}
+
+#[test]
 fn bad_config_and_flags_are_rejected_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("osprey.yaml");
