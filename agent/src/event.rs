@@ -653,8 +653,8 @@ impl Ecs {
         doc.osprey.process_incomplete = ctx.incomplete;
     }
 
-    /// The event as a JSON value (what the detector reads), built from the typed document
-    /// directly rather than through its text.
+    /// The event as a JSON value (tests, tools, an alert's trigger), built from the typed
+    /// document directly rather than through its text.
     pub fn to_value(&self, ev: &Event) -> serde_json::Value {
         serde_json::to_value(self.doc(ev)).expect("serialising an event cannot fail")
     }

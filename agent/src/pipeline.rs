@@ -191,8 +191,7 @@ impl Stage {
         if self.alerts.is_empty() {
             return;
         }
-        let doc = view.json().clone();
-        drop(view);
+        let doc = view.into_json();
         let alerts = std::mem::take(&mut self.alerts);
         for alert in alerts.into_iter().filter(|a| a.standalone) {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();

@@ -40,6 +40,12 @@ impl EcsView<'_> {
     pub fn json(&self) -> &Value {
         self.json.get_or_init(|| serde_json::to_value(&self.doc).expect("serialising an event cannot fail"))
     }
+
+    /// The event's ECS JSON, without copying it if it was built already.
+    pub fn into_json(self) -> Value {
+        self.json();
+        self.json.into_inner().unwrap_or_default()
+    }
 }
 
 impl EventFields for EcsView<'_> {
