@@ -169,7 +169,6 @@ pub fn has_exit(events: &[Event], pid: u32) -> bool {
     events.iter().any(|e| matches!(e.record(), Some(Record::Exit(x)) if x.hdr.pid == pid))
 }
 
-/// `/path/to/x` with symlinks resolved, as the kernel reports executables.
 /// Reads an HTTP request or response head up to its blank line (or EOF), so that a server which
 /// answers and closes leaves nothing unread: unread data at close turns the FIN into a RST, which
 /// can destroy the answer still in flight to the client.
@@ -182,6 +181,7 @@ pub fn read_http_head(s: &mut impl std::io::Read) -> Vec<u8> {
     head
 }
 
+/// `/path/to/x` with symlinks resolved, as the kernel reports executables.
 pub fn canonical(p: &str) -> String {
     std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}")).to_string_lossy().into_owned()
 }
