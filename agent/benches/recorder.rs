@@ -45,9 +45,10 @@ fn main() {
     let dir = tempfile::tempdir_in(base).unwrap();
     let path = std::env::var_os("OSPREY_RECORDER_STORE").map_or_else(|| dir.path().join("recorder.db"), PathBuf::from);
     let mut store = Store::open(&path).unwrap();
-    let n = match store.count().unwrap() {
+    let held = store.count().unwrap();
+    let n = match held {
         0 => n,
-        held => {
+        _ => {
             println!("recorder: querying the {held} events already in {}", path.display());
             held
         }
@@ -58,7 +59,7 @@ fn main() {
     let mut ingest = Duration::ZERO;
     let mut parse = Duration::ZERO;
     let mut bytes = 0u64;
-    let mut i = store.count().unwrap();
+    let mut i = held;
     let ingested = n - i;
     while i < n {
         let docs: Vec<Vec<u8>> = (i..(i + BATCH as u64).min(n)).map(|j| doc(&t, j, base_ns)).collect();

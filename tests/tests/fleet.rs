@@ -171,10 +171,16 @@ fn live_agent_events_land_in_clickhouse_and_an_outage_is_counted_not_fatal() {
         let q2 = format!("SELECT count() FROM osprey.events WHERE action = 'exec' AND position(cmdline, '{tag2}') > 0");
         let landed = |ch: &ClickHouse| ch.try_query(&q2).ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(20);
         let round_end = Instant::now() + Duration::from_secs(10);
-        while !landed(&ch) && Instant::now() < round_end {
+        let arrived = loop {
+            if landed(&ch) {
+                break true;
+            }
+            if Instant::now() >= round_end {
+                break false;
+            }
             std::thread::sleep(Duration::from_millis(200));
-        }
-        if landed(&ch) {
+        };
+        if arrived {
             break;
         }
         assert!(

@@ -171,13 +171,17 @@ struct Node<'a, 'p, 'o> {
 struct Compound<'a, 'p, 'o> {
     w: &'a mut Walker<'p, 'o>,
     at: At,
-    /// Objects with dynamic keys: the pending key's path length to restore, if it is followed.
-    pending: Option<Option<(At, usize)>>,
+    /// Objects with dynamic keys: the key just entered, if a field needs its value.
+    pending: Option<(At, usize)>,
     /// Variants (`{"Variant": ..}`) entered a key of their own: the path length to restore.
     restore: Option<usize>,
 }
 
 impl<'a, 'p, 'o> Compound<'a, 'p, 'o> {
+    fn new(w: &'a mut Walker<'p, 'o>, at: At) -> Self {
+        Compound { w, at, pending: None, restore: None }
+    }
+
     fn finish(self) -> Result<(), Never> {
         if let Some(len) = self.restore {
             self.w.path.truncate(len);
@@ -201,8 +205,14 @@ impl<'a, 'p, 'o> Compound<'a, 'p, 'o> {
     }
 
     fn field<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) -> Result<(), Never> {
-        if let Some((child, len)) = self.w.enter(self.at, key) {
-            v.serialize(Node { w: self.w, at: child })?;
+        let child = self.w.enter(self.at, key);
+        self.child(child, v)
+    }
+
+    /// Visits the value of a key [`Walker::enter`]ed (if a field needs it), then leaves the key.
+    fn child<T: Serialize + ?Sized>(&mut self, child: Option<(At, usize)>, v: &T) -> Result<(), Never> {
+        if let Some((at, len)) = child {
+            v.serialize(Node { w: self.w, at })?;
             self.w.path.truncate(len);
         }
         Ok(())
@@ -232,7 +242,7 @@ impl<'a, 'p, 'o> Node<'a, 'p, 'o> {
         self.w.object(self.at);
         match self.w.enter(self.at, variant) {
             Some((at, back)) => Ok(Compound { restore: Some(back), ..inner(Node { w: self.w, at })? }),
-            None => Ok(Compound { w: self.w, at: At { field: None, prefix: false, ..self.at }, pending: None, restore: None }),
+            None => Ok(Compound::new(self.w, At { field: None, prefix: false, ..self.at })),
         }
     }
 }
@@ -327,15 +337,14 @@ impl<'a, 'p, 'o> ser::Serializer for Node<'a, 'p, 'o> {
     ) -> Result<(), Never> {
         // {"Variant": value}
         self.w.object(self.at);
-        let mut c = Compound { w: self.w, at: self.at, pending: None, restore: None };
-        c.field(variant, v)
+        Compound::new(self.w, self.at).field(variant, v)
     }
 
     fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a, 'p, 'o>, Never> {
         if let Some(f) = self.at.whole() {
             self.w.set(f, FieldValue::Many(Vec::new()));
         }
-        Ok(Compound { w: self.w, at: self.at, pending: None, restore: None })
+        Ok(Compound::new(self.w, self.at))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a, 'p, 'o>, Never> {
@@ -358,7 +367,7 @@ impl<'a, 'p, 'o> ser::Serializer for Node<'a, 'p, 'o> {
 
     fn serialize_map(self, _: Option<usize>) -> Result<Compound<'a, 'p, 'o>, Never> {
         self.w.object(self.at);
-        Ok(Compound { w: self.w, at: self.at, pending: None, restore: None })
+        Ok(Compound::new(self.w, self.at))
     }
 
     fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'a, 'p, 'o>, Never> {
@@ -406,15 +415,12 @@ impl ser::SerializeMap for Compound<'_, '_, '_> {
     type Error = Never;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Never> {
         let key = key.serialize(KeyText)?;
-        self.pending = Some(self.w.enter(self.at, &key));
+        self.pending = self.w.enter(self.at, &key);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
-        if let Some(Some((child, len))) = self.pending.take() {
-            v.serialize(Node { w: self.w, at: child })?;
-            self.w.path.truncate(len);
-        }
-        Ok(())
+        let child = self.pending.take();
+        self.child(child, v)
     }
     fn end(self) -> Result<(), Never> {
         self.finish()
