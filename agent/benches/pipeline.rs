@@ -2,6 +2,7 @@
 //!
 //! - `decode`: raw ring-buffer records (as the kernel writes them) → typed records;
 //! - `ecs_write`: an enriched event → its ECS JSON line;
+//! - `recorder_row`: an enriched event → the recorder's index columns (issue 11);
 //! - `end_to_end`: a replay of raw records of short-lived processes (fork, exec, a file write,
 //!   a rename, exit) through decode → reorder window → process table and enrichment (lineage,
 //!   users, cgroup) → ECS JSON into a buffer, as the pipeline does; and the same with the
@@ -233,6 +234,13 @@ fn bench_ecs(c: &mut Criterion) {
     }
     // What the pipeline builds for the detector on every event when rules are loaded.
     g.bench_function("exec_to_value", |b| b.iter(|| black_box(stages.ecs.to_value(black_box(&events[1].1)))));
+    g.finish();
+    // What the recorder's writer reads off every event for its index (issue 11).
+    let mut g = c.benchmark_group("recorder_row");
+    g.throughput(Throughput::Elements(1));
+    for (name, ev) in &events {
+        g.bench_function(*name, |b| b.iter(|| black_box(stages.ecs.index_row(black_box(ev)))));
+    }
     g.finish();
 }
 

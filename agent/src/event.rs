@@ -1,8 +1,10 @@
 //! The event model and its ECS JSON form (one object per line; DESIGN.md "Event schema").
 
 mod file;
+mod lazy;
 mod net;
 mod system;
+mod row;
 mod view;
 
 pub use self::view::EcsView;
@@ -69,7 +71,7 @@ pub struct Ecs {
 #[derive(Serialize)]
 struct Doc<'a> {
     #[serde(rename = "@timestamp")]
-    timestamp: String,
+    timestamp: Time,
     event: EventMeta,
     host: &'a Host,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,16 +156,16 @@ fn id(v: u32) -> Id {
 #[derive(Serialize, Default)]
 struct Parent<'a> {
     pid: u32,
-    entity_id: String,
-    start: String,
+    entity_id: lazy::EntityId<'a>,
+    start: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
     executable: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<Vec<&'a str>>,
+    args: Option<lazy::Args<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    command_line: Option<String>,
+    command_line: Option<lazy::CommandLine<'a>>,
 }
 
 #[derive(Serialize)]
@@ -185,20 +187,20 @@ struct Thread {
 #[derive(Serialize, Default)]
 struct Process<'a> {
     pid: u32,
-    entity_id: String,
+    entity_id: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     executable: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<Cow<'a, [String]>>,
+    args: Option<lazy::Args<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     args_count: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    command_line: Option<String>,
+    command_line: Option<lazy::CommandLine<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     working_directory: Option<&'a str>,
-    start: String,
+    start: Time,
     #[serde(skip_serializing_if = "Option::is_none")]
     thread: Option<Thread>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -312,25 +314,29 @@ struct LostMeta {
 }
 
 pub fn rfc3339(ns: u64) -> String {
-    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+    Time(ns).to_string()
+}
+
+/// A wall-clock time (ns since the epoch) that a document prints as RFC 3339 when it is
+/// serialised, not when it is built (most documents are read for a few fields only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Time(u64);
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(self.0)).fmt(f)
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// `a 'b c'` style: arguments with spaces or quotes are single-quoted, as a shell would need.
 pub fn command_line(args: &[String]) -> String {
-    let mut out = String::new();
-    for (i, a) in args.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
-            out.push_str(a);
-        } else {
-            out.push('\'');
-            out.push_str(&a.replace('\'', "'\\''"));
-            out.push('\'');
-        }
-    }
-    out
+    lazy::CommandLine::Record(args).to_string()
 }
 
 fn basename(path: &str) -> &str {
@@ -357,17 +363,17 @@ impl Ecs {
         self.boot_wall_ns + ktime_ns
     }
 
-    fn base_process<'a>(&self, h: &'a Header) -> Process<'a> {
+    fn base_process<'a>(&'a self, h: &'a Header) -> Process<'a> {
         Process {
             pid: h.pid,
-            entity_id: self.ids.entity_id(h.pid, h.start_ns),
+            entity_id: Cow::Owned(self.ids.entity_id(h.pid, h.start_ns)),
             name: Some(&h.comm),
-            start: rfc3339(self.wall_ns(h.start_ns)),
+            start: Time(self.wall_ns(h.start_ns)),
             thread: Some(Thread { id: h.tid }),
             parent: Some(Parent {
                 pid: h.ppid,
-                entity_id: self.ids.entity_id(h.ppid, h.parent_start_ns),
-                start: rfc3339(self.wall_ns(h.parent_start_ns)),
+                entity_id: lazy::EntityId::Of { ids: &self.ids, pid: h.ppid, start_ns: h.parent_start_ns },
+                start: Time(self.wall_ns(h.parent_start_ns)),
                 ..Default::default()
             }),
             user: Some(id(h.euid)),
@@ -392,9 +398,9 @@ impl Ecs {
         let mut p = self.base_process(&e.hdr);
         p.name = Some(basename(&e.exe_path));
         p.executable = Some(&e.exe_path);
-        p.args = Some(Cow::Borrowed(&e.args));
+        p.args = Some(lazy::Args::Record(&e.args));
         p.args_count = Some(e.argc);
-        p.command_line = Some(command_line(&e.args));
+        p.command_line = Some(lazy::CommandLine::Record(&e.args));
         p.working_directory = Some(&e.cwd);
         p.saved_user = Some(id(e.suid));
         p.saved_group = Some(id(e.sgid));
@@ -429,13 +435,13 @@ impl Ecs {
         let h = &f.hdr;
         let mut p = self.base_process(h);
         p.pid = f.child_pid;
-        p.entity_id = self.ids.entity_id(f.child_pid, f.child_start_ns);
-        p.start = rfc3339(self.wall_ns(f.child_start_ns));
+        p.entity_id = Cow::Owned(self.ids.entity_id(f.child_pid, f.child_start_ns));
+        p.start = Time(self.wall_ns(f.child_start_ns));
         p.thread = Some(Thread { id: f.child_tid });
         p.parent = Some(Parent {
             pid: h.pid,
-            entity_id: self.ids.entity_id(h.pid, h.start_ns),
-            start: rfc3339(self.wall_ns(h.start_ns)),
+            entity_id: lazy::EntityId::Of { ids: &self.ids, pid: h.pid, start_ns: h.start_ns },
+            start: Time(self.wall_ns(h.start_ns)),
             ..Default::default()
         });
         let mut o = Self::meta(h);
@@ -465,7 +471,7 @@ impl Ecs {
     /// The event's ECS document, typed: what [`Ecs::write`] and [`Ecs::to_value`] serialise.
     fn doc<'a>(&'a self, ev: &'a Event) -> Doc<'a> {
         let mut doc = Doc {
-            timestamp: rfc3339(ev.wall_ns),
+            timestamp: Time(ev.wall_ns),
             event: meta("host", "info", "events_lost"),
             host: &self.host,
             process: None,
@@ -601,9 +607,9 @@ impl Ecs {
     fn ctx_process<'a>(&self, c: &'a ProcCtx) -> Process<'a> {
         let mut p = Process {
             pid: c.pid,
-            entity_id: c.entity_id.clone(),
+            entity_id: Cow::Borrowed(&c.entity_id),
             name: Some(&c.comm),
-            start: rfc3339(self.wall_ns(c.start_ns)),
+            start: Time(self.wall_ns(c.start_ns)),
             ..Default::default()
         };
         fill_image(&mut p, c);
@@ -620,13 +626,13 @@ impl Ecs {
             if let Some(par) = &ctx.parent {
                 let parent = p.parent.get_or_insert_with(Parent::default);
                 parent.pid = par.pid;
-                parent.entity_id = par.entity_id.clone();
-                parent.start = rfc3339(self.wall_ns(par.start_ns));
+                parent.entity_id = lazy::EntityId::Known(Cow::Borrowed(&par.entity_id));
+                parent.start = Time(self.wall_ns(par.start_ns));
                 if let Some(img) = &par.image {
                     parent.executable = Some(img.exe());
                     parent.name = Some(img.name());
-                    parent.args = Some(img.args().collect());
-                    parent.command_line = Some(img.command_line());
+                    parent.args = Some(lazy::Args::Image(img));
+                    parent.command_line = Some(lazy::CommandLine::Image(img));
                 }
             }
             p.ancestry = Some(&ctx.ancestry);
@@ -690,9 +696,9 @@ fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
     if let Some(img) = &c.image {
         p.executable = Some(img.exe());
         p.name = Some(img.name());
-        p.args = Some(Cow::Owned(img.args_vec()));
+        p.args = Some(lazy::Args::Image(img));
         p.args_count = Some(img.args_count() as u32);
-        p.command_line = Some(img.command_line());
+        p.command_line = Some(lazy::CommandLine::Image(img));
         p.working_directory = Some(img.cwd());
     }
 }

@@ -70,7 +70,7 @@ impl EventFields for EcsView<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use agent_common::{osprey_file_op as fo, osprey_net_op as op, osprey_system_op as so};
@@ -85,7 +85,7 @@ mod tests {
     };
 
     /// Enriched events of every record type the kernel sends, as the pipeline builds them.
-    fn events(ecs: &Ecs) -> Vec<Event> {
+    pub(crate) fn events(ecs: &Ecs) -> Vec<Event> {
         let cfg = crate::enrich::ProcessSection { hash: false, ..Default::default() };
         let (mut enrich, _late) = Enricher::new(&cfg, ecs.ids().clone());
         let q = wire::query(5, "evil.example", 1);

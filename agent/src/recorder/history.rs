@@ -1,137 +1,92 @@
 //! The recorder's store as the [`History`] stories are read from.
 
-use rusqlite::OptionalExtension;
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use super::{
-    store::Store,
+    block::{key, tag},
+    store::{Found, Store},
     story::{History, Proc, Recorded, StoryError},
 };
 use crate::recorder::StoreError;
 
+impl Store {
+    /// The events whose `tag` column is `value` (the postings name their blocks).
+    pub(crate) fn by_key(&self, t: u8, value: &str, keep: impl FnMut(&super::index::Row) -> bool) -> Result<Vec<Found>, StoreError> {
+        let blocks = self.posted(&key(t, value.as_bytes()), Some(&key(t, value.as_bytes())))?;
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.find(Some(&blocks), None, None, keep)
+    }
+
+    /// A process's events, in time order.
+    pub(crate) fn of_entity(&self, entity: &str) -> Result<Vec<Found>, StoreError> {
+        self.by_key(tag::ENTITY, entity, |r| r.entity.as_deref() == Some(entity))
+    }
+}
+
 impl History for Store {
     fn alert(&self, id: &str) -> Result<Option<(Option<String>, Value)>, StoryError> {
-        let row = sql(
-            self,
-            self.conn
-                .query_row("SELECT entity, block, slot FROM events WHERE alert = ?1 LIMIT 1", [id], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                })
-                .optional(),
-        )?;
-        Ok(match row {
-            Some((e, block, slot)) => Some((e, self.doc(block, slot)?)),
+        let found = self.by_key(tag::ALERT, id, |r| r.alert.as_deref() == Some(id))?;
+        Ok(match found.into_iter().next() {
+            Some(f) => Some((f.row.entity, self.doc(f.block, f.slot)?)),
             None => None,
         })
     }
 
     fn process(&self, entity: &str) -> Result<Option<Proc>, StoryError> {
-        Ok(proc_of(self, entity)?)
+        Ok(proc_of(&self.of_entity(entity)?, entity))
     }
 
     fn children(&self, entity: &str) -> Result<Vec<String>, StoryError> {
-        let mut q = sql(self, self.conn.prepare_cached("SELECT DISTINCT entity FROM events WHERE parent = ?1 AND entity IS NOT NULL"))?;
-        Ok(sql(self, q.query_map([entity], |r| r.get(0)).and_then(Iterator::collect))?)
+        let mut seen = BTreeSet::new();
+        let found = self.by_key(tag::PARENT, entity, |r| r.parent.as_deref() == Some(entity) && r.entity.is_some())?;
+        Ok(found.into_iter().filter_map(|f| f.row.entity).filter(|e| seen.insert(e.clone())).collect())
     }
 
     fn events(&self, entity: &str, limit: usize) -> Result<Vec<Recorded>, StoryError> {
-        let mut q = sql(self, self.conn.prepare_cached("SELECT id, ts, kind, action, block, slot FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT ?2"))?;
-        let rows = q.query_map(rusqlite::params![entity, limit as i64], |r| {
-            Ok((Recorded { id: r.get(0)?, ts_ns: r.get(1)?, kind: r.get(2)?, action: r.get(3)?, doc: Value::Null }, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
-        });
-        let rows: Vec<(Recorded, i64, i64)> = sql(self, rows.and_then(Iterator::collect))?;
-        rows.into_iter()
-            .map(|(mut rec, block, slot)| {
-                rec.doc = self.doc(block, slot)?;
-                Ok(rec)
+        let mut found = self.of_entity(entity)?;
+        found.truncate(limit);
+        found
+            .into_iter()
+            .map(|f| {
+                let doc = self.doc(f.block, f.slot)?;
+                Ok(Recorded { id: f.id, ts_ns: f.row.ts_ns, kind: f.row.kind, action: f.row.action, doc })
             })
             .collect()
     }
 }
 
-fn sql<T>(store: &Store, r: rusqlite::Result<T>) -> Result<T, StoreError> {
-    r.map_err(|e| store.err(e))
-}
-
-fn proc_of(store: &Store, entity: &str) -> Result<Option<Proc>, StoreError> {
-    // The first lineage event names the parent and the start; the latest exec the image.
-    let first = sql(
-        store,
-        store
-            .conn
-            .query_row(
-                "SELECT parent, host, pid, ts, cgroup FROM events WHERE entity = ?1 AND parent IS NOT NULL ORDER BY ts, id LIMIT 1",
-                [entity],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<i64>>(4)?)),
-            )
-            .optional(),
-    )?;
-    let exec = sql(
-        store,
-        store
-            .conn
-            .query_row(
-                "SELECT exe, cmdline, user, cgroup, host, pid, ts FROM events WHERE entity = ?1 AND cmdline IS NOT NULL ORDER BY ts DESC, id DESC LIMIT 1",
-                [entity],
-                |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional(),
-    )?;
+/// A process as its recorded events (in time order) tell it: the first lineage event names the
+/// parent and the start, the latest exec the image.
+pub(crate) fn proc_of(events: &[Found], entity: &str) -> Option<Proc> {
+    let first = events.iter().find(|f| f.row.parent.is_some()).map(|f| &f.row);
+    let exec = events.iter().rev().find(|f| f.row.cmdline.is_some()).map(|f| &f.row);
     let mut p = Proc { entity: entity.to_owned(), ..Proc::default() };
-    match (&first, &exec) {
+    match (first, exec) {
         (None, None) => {
             // Seen only in other events (started before the recorder): what they say.
-            let any = sql(
-                store,
-                store
-                    .conn
-                    .query_row(
-                        "SELECT host, pid, exe, user, ts FROM events WHERE entity = ?1 ORDER BY ts, id LIMIT 1",
-                        [entity],
-                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?)),
-                    )
-                    .optional(),
-            )?;
-            let Some((host, pid, exe, user, ts)) = any else { return Ok(None) };
-            (p.host, p.pid, p.exe, p.user, p.start_ns) = (host, pid.unwrap_or(0), exe, user, ts);
+            let any = &events.first()?.row;
+            (p.host, p.pid, p.exe, p.user, p.start_ns) = (any.host.clone(), any.pid.unwrap_or(0), any.exe.clone(), any.user.clone(), any.ts_ns);
         }
         _ => {
-            if let Some((parent, host, pid, ts, cgroup)) = first {
-                (p.parent, p.host, p.pid, p.start_ns, p.cgroup) = (Some(parent), host, pid, ts, cgroup);
+            if let Some(f) = first {
+                (p.parent, p.host, p.pid, p.start_ns, p.cgroup) = (f.parent.clone(), f.host.clone(), f.pid.unwrap_or(0), f.ts_ns, f.cgroup);
             }
-            if let Some((exe, cmdline, user, cgroup, host, pid, ts)) = exec {
-                (p.exe, p.cmdline, p.user) = (exe, cmdline, user);
-                p.cgroup = cgroup.or(p.cgroup);
+            if let Some(x) = exec {
+                (p.exe, p.cmdline, p.user) = (x.exe.clone(), x.cmdline.clone(), x.user.clone());
+                p.cgroup = x.cgroup.or(p.cgroup);
                 if p.host.is_empty() {
-                    (p.host, p.pid, p.start_ns) = (host, pid, ts);
+                    (p.host, p.pid, p.start_ns) = (x.host.clone(), x.pid.unwrap_or(0), x.ts_ns);
                 }
             }
         }
     }
     if p.cgroup.is_none() {
         // Started before the recorder: its other events still say where it runs.
-        p.cgroup = sql(
-            store,
-            store
-                .conn
-                .query_row(
-                    "SELECT cgroup FROM events WHERE entity = ?1 AND cgroup IS NOT NULL ORDER BY ts DESC, id DESC LIMIT 1",
-                    [entity],
-                    |r| r.get(0),
-                )
-                .optional(),
-        )?;
+        p.cgroup = events.iter().rev().find_map(|f| f.row.cgroup);
     }
-    Ok(Some(p))
+    Some(p)
 }
-

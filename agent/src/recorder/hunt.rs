@@ -8,19 +8,27 @@
 //! detection engine instead (retroactive detection).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::PathBuf,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use rusqlite::types::Value as Sql;
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{index::ip_key, store::Store, StoreError};
-use crate::detect::{Detector, JsonEvent, RuleSet};
+use super::{
+    block::{key, tag},
+    index::{ip_key, Row},
+    store::{Found, Store},
+    StoreError,
+};
+use crate::{
+    detect::{Detector, JsonEvent, RuleSet},
+    fleet::hunt::glob_regex,
+};
 
 /// One hunt, as the CLI and the control socket pass it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,76 +163,55 @@ impl Hunt {
         if !self.rules.is_empty() {
             return self.sweep(store);
         }
-        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, block, slot FROM events WHERE 1=1");
-        let mut args: Vec<Sql> = Vec::new();
+        let m = Matcher::new(self)?;
+        // Narrow the blocks to read through the postings of every indexed filter.
+        let mut blocks: Option<BTreeSet<i64>> = None;
+        let mut narrow = |set: BTreeSet<i64>| {
+            blocks = Some(match blocks.take() {
+                None => set,
+                Some(b) => b.intersection(&set).copied().collect(),
+            });
+        };
         if self.has_process_filter() {
-            let mut sub = String::from("SELECT DISTINCT entity FROM events WHERE cmdline IS NOT NULL");
-            if let Some(h) = &self.sha256 {
-                sub.push_str(" AND sha256 = ?");
-                args.push(Sql::Text(h.to_ascii_lowercase()));
-            }
-            if let Some(c) = &self.cmdline {
-                sub.push_str(" AND instr(cmdline, ?) > 0");
-                args.push(Sql::Text(c.clone()));
-            }
-            if let Some(u) = &self.user {
-                sub.push_str(" AND user = ?");
-                args.push(Sql::Text(u.clone()));
-            }
-            if let Some(e) = &self.exe {
-                sub.push_str(" AND exe GLOB ?");
-                args.push(Sql::Text(e.clone()));
-            }
-            sql.push_str(&format!(" AND entity IN ({sub})"));
-            if !self.has_event_filter() {
-                sql.push_str(" AND cmdline IS NOT NULL");
-            }
-        }
-        if let Some(ip) = &self.ip {
-            let (lo, hi) = ip_range(ip).map_err(HuntError::Query)?;
-            sql.push_str(" AND (src_ip BETWEEN ? AND ? OR dst_ip BETWEEN ? AND ?)");
-            for b in [lo, hi, lo, hi] {
-                args.push(Sql::Blob(b.to_vec()));
-            }
-        }
-        if let Some(p) = self.port {
-            sql.push_str(" AND (src_port = ? OR dst_port = ?)");
-            args.push(Sql::Integer(p.into()));
-            args.push(Sql::Integer(p.into()));
-        }
-        if let Some(d) = &self.domain {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            if d.contains(['*', '?', '[']) {
-                sql.push_str(" AND domain GLOB ?");
+            let execs = if let Some(h) = &m.sha256 {
+                Some(store.posted(&key(tag::SHA256, h.as_bytes()), Some(&key(tag::SHA256, h.as_bytes())))?)
+            } else if let Some(u) = &self.user {
+                Some(store.posted(&key(tag::USER, u.as_bytes()), Some(&key(tag::USER, u.as_bytes())))?)
             } else {
-                sql.push_str(" AND domain = ?");
+                match self.exe.as_deref().map(glob_prefix).filter(|p| !p.is_empty()) {
+                    Some(p) => Some(store.posted_prefix(&key(tag::EXE, p.as_bytes()))?),
+                    None => None,
+                }
+            };
+            let procs = store.find(execs.as_ref(), None, None, |r| m.process(r))?;
+            let entities: BTreeSet<String> = procs.into_iter().filter_map(|f| f.row.entity).collect();
+            let mut of = BTreeSet::new();
+            for e in &entities {
+                of.extend(store.posted(&key(tag::ENTITY, e.as_bytes()), Some(&key(tag::ENTITY, e.as_bytes())))?);
             }
-            args.push(Sql::Text(d));
+            narrow(of);
+            m.entities.replace(entities);
+        }
+        if let Some((lo, hi)) = m.ip {
+            narrow(store.posted(&key(tag::IP, &lo), Some(&key(tag::IP, &hi)))?);
+        }
+        if let Some(d) = &m.domain {
+            narrow(store.posted_prefix(&key(tag::DOMAIN, glob_prefix(d).as_bytes()))?);
         }
         if let Some(p) = &self.path {
-            sql.push_str(" AND path GLOB ?");
-            args.push(Sql::Text(p.clone()));
+            narrow(store.posted_prefix(&key(tag::PATH, glob_prefix(p).as_bytes()))?);
         }
         if self.alerts {
-            sql.push_str(" AND alert IS NOT NULL");
+            narrow(store.posted_prefix(&[tag::ALERT])?);
         }
-        self.time_and_host(&mut sql, &mut args);
-        sql_hits(store, &format!("{sql} ORDER BY ts, id LIMIT {}", self.limit() + 1), &args, self.limit())
-    }
-
-    fn time_and_host(&self, sql: &mut String, args: &mut Vec<Sql>) {
-        if let Some(s) = self.since_ns {
-            sql.push_str(" AND ts >= ?");
-            args.push(Sql::Integer(s));
-        }
-        if let Some(u) = self.until_ns {
-            sql.push_str(" AND ts <= ?");
-            args.push(Sql::Integer(u));
-        }
-        if let Some(h) = &self.host {
-            sql.push_str(" AND host = ?");
-            args.push(Sql::Text(h.clone()));
-        }
+        let only_execs = self.has_process_filter() && !self.has_event_filter();
+        let found = store.find(blocks.as_ref(), self.since_ns, self.until_ns, |r| {
+            m.event(r) && (!only_execs || r.cmdline.is_some()) && self.host.as_ref().is_none_or(|h| &r.host == h)
+        })?;
+        let truncated = found.len() > self.limit();
+        let mut hits = found.into_iter().take(self.limit()).map(|f| hit_of(store, f)).collect::<Result<Vec<_>, _>>()?;
+        fill_cmdlines(store, &mut hits)?;
+        Ok(Answer { hits, truncated, scanned: None })
     }
 
     /// Runs rules or IoC lists over the recorded documents in the time range.
@@ -234,18 +221,11 @@ impl Hunt {
             return Err(HuntError::Rules(report.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
         }
         let mut det = Detector::new(Arc::new(set));
-        let mut sql = String::from("SELECT id, ts, host, kind, action, entity, pid, exe, cmdline, user, block, slot FROM events WHERE kind = 'event'");
-        let mut args = Vec::new();
-        self.time_and_host(&mut sql, &mut args);
-        sql.push_str(" ORDER BY ts, id");
-        let mut st = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
-        let mut rows = st.query(rusqlite::params_from_iter(args)).map_err(|e| store.err(e))?;
-        let mut answer = Answer { scanned: Some(0), ..Answer::default() };
+        let found = store.find(None, self.since_ns, self.until_ns, |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| &r.host == h))?;
+        let mut answer = Answer { scanned: Some(found.len() as u64), ..Answer::default() };
         let mut alerts = Vec::new();
-        let mut cmdlines = HashMap::new();
-        while let Some(r) = rows.next().map_err(|e| store.err(e))? {
-            *answer.scanned.as_mut().expect("set") += 1;
-            let mut hit = hit_of(store, r)?;
+        for f in found {
+            let hit = hit_of(store, f)?;
             det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
             for a in alerts.drain(..).filter(|a| a.standalone) {
                 if answer.hits.len() == self.limit() {
@@ -256,12 +236,72 @@ impl Hunt {
                 h.matched_rule = Some(a.rule.title.clone());
                 answer.hits.push(h);
             }
-            hit.doc = Value::Null;
         }
-        drop(rows);
-        fill_cmdlines(store, &mut answer.hits, &mut cmdlines);
+        fill_cmdlines(store, &mut answer.hits)?;
         Ok(answer)
     }
+}
+
+/// A hunt's filters, ready to test rows against.
+struct Matcher<'h> {
+    hunt: &'h Hunt,
+    sha256: Option<String>,
+    exe: Option<Regex>,
+    ip: Option<([u8; 16], [u8; 16])>,
+    domain: Option<String>,
+    domain_glob: Option<Regex>,
+    path: Option<Regex>,
+    /// The processes the process filters picked (once they ran).
+    entities: std::cell::RefCell<BTreeSet<String>>,
+}
+
+impl<'h> Matcher<'h> {
+    fn new(hunt: &'h Hunt) -> Result<Self, HuntError> {
+        let glob = |g: &str| Regex::new(&glob_regex(g)).map_err(|e| HuntError::Query(format!("`{g}`: {e}")));
+        let domain = hunt.domain.as_deref().map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        Ok(Self {
+            hunt,
+            sha256: hunt.sha256.as_deref().map(str::to_ascii_lowercase),
+            exe: hunt.exe.as_deref().map(glob).transpose()?,
+            ip: hunt.ip.as_deref().map(ip_range).transpose().map_err(HuntError::Query)?,
+            domain_glob: domain.as_deref().filter(|d| d.contains(['*', '?', '['])).map(glob).transpose()?,
+            domain,
+            path: hunt.path.as_deref().map(glob).transpose()?,
+            entities: Default::default(),
+        })
+    }
+
+    /// An exec event the process filters pick.
+    fn process(&self, r: &Row) -> bool {
+        let h = self.hunt;
+        r.cmdline.is_some()
+            && r.entity.is_some()
+            && self.sha256.as_ref().is_none_or(|s| r.sha256.as_ref() == Some(s))
+            && h.cmdline.as_ref().is_none_or(|c| r.cmdline.as_deref().is_some_and(|x| x.contains(c.as_str())))
+            && h.user.as_ref().is_none_or(|u| r.user.as_ref() == Some(u))
+            && self.exe.as_ref().is_none_or(|g| r.exe.as_deref().is_some_and(|x| g.is_match(x)))
+    }
+
+    /// An event the event filters (and the picked processes, if any) let through.
+    fn event(&self, r: &Row) -> bool {
+        let h = self.hunt;
+        let in_range = |ip: &Option<[u8; 16]>| ip.is_some_and(|ip| self.ip.is_some_and(|(lo, hi)| ip >= lo && ip <= hi));
+        (!h.has_process_filter() || r.entity.as_ref().is_some_and(|e| self.entities.borrow().contains(e)))
+            && (self.ip.is_none() || in_range(&r.src_ip) || in_range(&r.dst_ip))
+            && h.port.is_none_or(|p| r.src_port == Some(p.into()) || r.dst_port == Some(p.into()))
+            && match (&self.domain_glob, &self.domain) {
+                (Some(g), _) => r.domain.as_deref().is_some_and(|d| g.is_match(d)),
+                (None, Some(d)) => r.domain.as_ref() == Some(d),
+                (None, None) => true,
+            }
+            && self.path.as_ref().is_none_or(|g| r.path.as_deref().is_some_and(|p| g.is_match(p)))
+            && (!h.alerts || r.alert.is_some())
+    }
+}
+
+/// The literal start of a glob: every match begins with it.
+fn glob_prefix(g: &str) -> &str {
+    &g[..g.find(['*', '?', '[']).unwrap_or(g.len())]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,59 +314,48 @@ pub enum HuntError {
     Rules(String),
 }
 
-fn hit_of(store: &Store, r: &rusqlite::Row<'_>) -> Result<Hit, StoreError> {
-    let get = |e| store.err(e);
-    let doc = store.doc(r.get(10).map_err(get)?, r.get(11).map_err(get)?)?;
-    let ts: i64 = r.get(1).map_err(get)?;
-    let hit = || -> rusqlite::Result<Hit> { Ok(Hit {
-        id: r.get(0)?,
-        timestamp: crate::event::rfc3339(ts as u64),
-        host: r.get(2)?,
-        kind: r.get(3)?,
-        action: r.get(4)?,
-        entity_id: r.get(5)?,
-        pid: r.get(6)?,
-        executable: r.get(7)?,
-        command_line: r.get(8)?,
-        user: r.get(9)?,
+fn hit_of(store: &Store, f: Found) -> Result<Hit, StoreError> {
+    let doc = store.doc(f.block, f.slot)?;
+    let r = f.row;
+    Ok(Hit {
+        id: f.id,
+        timestamp: crate::event::rfc3339(r.ts_ns as u64),
+        host: r.host,
+        kind: r.kind,
+        action: r.action,
+        entity_id: r.entity,
+        pid: r.pid,
+        executable: r.exe,
+        command_line: r.cmdline,
+        user: r.user,
         object: describe(&doc),
         matched_rule: None,
-        doc: doc.clone(),
-    }) };
-    hit().map_err(get)
-}
-
-fn sql_hits(store: &Store, sql: &str, args: &[Sql], limit: usize) -> Result<Answer, HuntError> {
-    let mut st = store.conn.prepare(sql).map_err(|e| store.err(e))?;
-    let mut rows = st.query(rusqlite::params_from_iter(args)).map_err(|e| store.err(e))?;
-    let mut hits = Vec::new();
-    while let Some(r) = rows.next().map_err(|e| store.err(e))? {
-        hits.push(hit_of(store, r)?);
-    }
-    drop(rows);
-    let truncated = hits.len() > limit;
-    hits.truncate(limit);
-    fill_cmdlines(store, &mut hits, &mut HashMap::new());
-    Ok(Answer { hits, truncated, scanned: None })
+        doc,
+    })
 }
 
 /// Events other than execs name their process by entity id: take its command line from its
-/// (latest) exec.
-fn fill_cmdlines(store: &Store, hits: &mut [Hit], cache: &mut HashMap<String, Option<String>>) {
-    for h in hits.iter_mut().filter(|h| h.command_line.is_none()) {
-        let Some(e) = &h.entity_id else { continue };
-        let c = cache.entry(e.clone()).or_insert_with(|| {
-            store
-                .conn
-                .query_row(
-                    "SELECT cmdline FROM events WHERE entity = ?1 AND cmdline IS NOT NULL ORDER BY ts DESC LIMIT 1",
-                    [e],
-                    |r| r.get(0),
-                )
-                .ok()
-        });
-        h.command_line.clone_from(c);
+/// (latest) exec. The processes' blocks are read once for all hits.
+fn fill_cmdlines(store: &Store, hits: &mut [Hit]) -> Result<(), StoreError> {
+    let need: BTreeSet<&str> = hits.iter().filter(|h| h.command_line.is_none()).filter_map(|h| h.entity_id.as_deref()).collect();
+    if need.is_empty() {
+        return Ok(());
     }
+    let mut blocks = BTreeSet::new();
+    for e in &need {
+        blocks.extend(store.posted(&key(tag::ENTITY, e.as_bytes()), Some(&key(tag::ENTITY, e.as_bytes())))?);
+    }
+    let mut latest: HashMap<String, String> = HashMap::new();
+    // In time order: a later exec replaces an earlier one.
+    for f in store.find(Some(&blocks), None, None, |r| r.cmdline.is_some() && r.entity.as_deref().is_some_and(|e| need.contains(e)))? {
+        if let (Some(e), Some(c)) = (f.row.entity, f.row.cmdline) {
+            latest.insert(e, c);
+        }
+    }
+    for h in hits.iter_mut().filter(|h| h.command_line.is_none()) {
+        h.command_line = h.entity_id.as_ref().and_then(|e| latest.get(e).cloned());
+    }
+    Ok(())
 }
 
 /// A one-line summary of what an event was about.

@@ -5,10 +5,10 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One event as the store indexes it.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub ts_ns: i64,
     pub host: String,

@@ -7,10 +7,12 @@
 //! `osprey_output_dropped_total{sink="recorder"}`. Its thread appends events in batched
 //! transactions ([`store`]) and enforces retention by age and size.
 
+pub mod block;
 pub mod history;
 pub mod html;
 pub mod hunt;
 pub mod index;
+mod migrate;
 pub mod query;
 pub mod story;
 pub mod store;
@@ -205,8 +207,9 @@ impl RecorderWriter {
 
 impl Writer for RecorderWriter {
     fn write(&mut self, doc: &Doc<'_>) -> Result<(), OutputError> {
-        let row = index::row(doc.json, Some(doc.event.wall_ns as i64))?;
-        self.pending.push((row, doc.json.to_vec()));
+        // The index columns from the typed event: the same as reading them from the JSON
+        // (`index::row`), several times cheaper.
+        self.pending.push((doc.ecs.index_row(doc.event), doc.json.to_vec()));
         self.oldest.get_or_insert_with(Instant::now);
         if self.pending.len() >= self.cfg.batch {
             self.commit()?;

@@ -1,17 +1,22 @@
 //! The event store: one SQLite database (WAL, batched transactions) holding every recorded
 //! event's ECS document and the columns hunts and stories look it up by.
 //!
-//! Each batch's documents are stored together as one LZ4-compressed block (ECS documents of one
-//! host repeat each other: the block shrinks them several times where one document alone barely
-//! compresses), and each event row points at its block and slot.
+//! A batch is one block ([`super::block`]): its index rows packed and compressed together, its
+//! documents in compressed frames, and its postings — each distinct entity, path, address, hash,
+//! domain, user and alert of the batch once, as a key of one B-tree. A hunt finds the blocks
+//! through the postings (and each block's time bounds), then filters their rows. Writing a
+//! batch is thus a few large rows and a posting per distinct value, not a row and a dozen index
+//! entries per event.
 //!
 //! Events are appended in batches of one transaction each, so a crash (or `kill -9`) loses at
-//! most the batch being written and never leaves a half-written one. Retention deletes the
-//! oldest events first (lowest ids), by age and by size; freed pages are reused by later
-//! inserts and handed back to the file system by incremental vacuum.
+//! most the batch being written and never leaves a half-written one. Event ids run on without
+//! holes from block to block. Retention deletes the oldest blocks first, by age and by size;
+//! freed pages are reused by later inserts and handed back to the file system by incremental
+//! vacuum.
 
 use std::{
     cell::RefCell,
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -20,51 +25,33 @@ use std::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
 
-use super::index::Row;
+use super::{
+    block::{self, Frame, FRAME},
+    index::Row,
+};
 
 /// The schema version this build writes; older stores are migrated on open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events(
-    id       INTEGER PRIMARY KEY,
-    ts       INTEGER NOT NULL,
-    host     TEXT NOT NULL,
-    kind     TEXT NOT NULL,
-    action   TEXT NOT NULL,
-    entity   TEXT,
-    parent   TEXT,
-    pid      INTEGER,
-    exe      TEXT,
-    sha256   TEXT,
-    cmdline  TEXT,
-    user     TEXT,
-    path     TEXT,
-    src_ip   BLOB,
-    src_port INTEGER,
-    dst_ip   BLOB,
-    dst_port INTEGER,
-    domain   TEXT,
-    alert    TEXT,
-    rule     TEXT,
-    cgroup   INTEGER,
-    block    INTEGER NOT NULL,
-    slot     INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS blocks(
+    id     INTEGER PRIMARY KEY,
+    first  INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    ts_min INTEGER NOT NULL,
+    ts_max INTEGER NOT NULL,
+    rows   BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS blocks(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS ev_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS ev_entity ON events(entity, ts) WHERE entity IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_parent ON events(parent) WHERE parent IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_exe ON events(exe) WHERE cmdline IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_cmdline ON events(cmdline) WHERE cmdline IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_sha256 ON events(sha256) WHERE sha256 IS NOT NULL AND cmdline IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_path ON events(path) WHERE path IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_src ON events(src_ip) WHERE src_ip IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_dst ON events(dst_ip) WHERE dst_ip IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_domain ON events(domain) WHERE domain IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ev_alert ON events(alert) WHERE alert IS NOT NULL;
+CREATE TABLE IF NOT EXISTS frames(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS post(key BLOB NOT NULL, block INTEGER NOT NULL, PRIMARY KEY(key, block)) WITHOUT ROWID;
 ";
+
+/// Events per block at most (a bigger batch is written as several blocks).
+const BLOCK_MAX: usize = 1 << 16;
+/// A frame's row id: its block's id times this, plus its number in the block.
+const FRAMES_PER_BLOCK: i64 = (BLOCK_MAX / FRAME) as i64;
+const CACHE: usize = 8;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -74,6 +61,8 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64 },
     #[error("{path}: no recorder store here (is the recorder enabled, and is this its `recorder.path`?)")]
     Missing { path: PathBuf },
+    #[error("{path}: block {block} is damaged")]
+    Damaged { path: PathBuf, block: i64 },
 }
 
 /// What one retention pass removed.
@@ -83,22 +72,33 @@ pub struct Deleted {
     pub by_size: u64,
 }
 
+/// A block as queries see it before reading its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockMeta {
+    pub id: i64,
+    /// The id of its first event; the others follow.
+    pub first: i64,
+    pub ts_min: i64,
+    pub ts_max: i64,
+}
+
+/// One event a query found: its id, where its document is, and its row.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub id: i64,
+    pub block: i64,
+    pub slot: usize,
+    pub row: Row,
+}
+
 /// An open store: the writer's (read-write) or a reader's (read-only) connection.
 pub struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
-    /// The blocks read last (readers go through one block after another).
-    blocks: RefCell<Vec<(i64, Arc<Block>)>>,
+    /// The blocks whose rows were read last (queries go through one block after another).
+    rows: RefCell<Vec<(i64, Arc<Vec<Row>>)>>,
+    frames: RefCell<Vec<(i64, Arc<Frame>)>>,
 }
-
-/// A block's documents, decompressed.
-struct Block {
-    data: Vec<u8>,
-    /// (start, end) of each document in `data`.
-    spans: Vec<(usize, usize)>,
-}
-
-const BLOCK_CACHE: usize = 8;
 
 impl Store {
     /// Opens (creating and migrating) the store for writing.
@@ -109,9 +109,11 @@ impl Store {
                 .map_err(|io| e(rusqlite::Error::ToSqlConversionFailure(Box::new(io))))?;
         }
         let conn = Connection::open(path).map_err(e)?;
-        // auto_vacuum must be chosen before the first table exists.
+        // The page size and auto_vacuum must be chosen before the first table exists. Frames are
+        // tens of KiB: big pages keep their overflow chains short.
         conn.execute_batch(
-            "PRAGMA auto_vacuum = INCREMENTAL;
+            "PRAGMA page_size = 65536;
+             PRAGMA auto_vacuum = INCREMENTAL;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA journal_size_limit = 67108864;
@@ -119,7 +121,7 @@ impl Store {
         )
         .map_err(e)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        let store = Self { conn, path: path.to_owned(), blocks: RefCell::default() };
+        let mut store = Self::new(conn, path);
         store.migrate()?;
         // Events name users, commands and paths: not for every local user to read.
         for p in [path.to_owned(), wal_path(path, "-wal"), wal_path(path, "-shm")] {
@@ -138,12 +140,25 @@ impl Store {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(e)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
-        let store = Self { conn, path: path.to_owned(), blocks: RefCell::default() };
+        let store = Self::new(conn, path);
         let v = store.version()?;
         if v > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: path.to_owned(), found: v });
         }
+        if v < SCHEMA_VERSION && v > 0 {
+            // The agent migrates its store when it starts; a reader cannot.
+            return Err(StoreError::Sqlite {
+                path: path.to_owned(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "schema version {v} predates this osprey ({SCHEMA_VERSION}): start the agent (or open the store for writing) once to migrate it"
+                )),
+            });
+        }
         Ok(store)
+    }
+
+    fn new(conn: Connection, path: &Path) -> Self {
+        Self { conn, path: path.to_owned(), rows: RefCell::default(), frames: RefCell::default() }
     }
 
     pub fn path(&self) -> &Path {
@@ -171,26 +186,34 @@ impl Store {
         Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
-    fn migrate(&self) -> Result<(), StoreError> {
+    fn migrate(&mut self) -> Result<(), StoreError> {
         let v = self.version()?;
         if v > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path: self.path.clone(), found: v });
         }
-        if v < SCHEMA_VERSION {
-            // Version 1 is the first: creating is the whole migration. Later versions add their
-            // steps here, each in its own transaction.
-            self.conn.execute_batch(SCHEMA).map_err(|x| self.err(x))?;
-            self.conn
-                .execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(|x| self.err(x))?;
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let e = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(e)?;
+        if v == 1 {
+            tx.execute_batch("ALTER TABLE events RENAME TO events_v1; ALTER TABLE blocks RENAME TO blocks_v1;").map_err(e)?;
+        }
+        tx.execute_batch(SCHEMA).map_err(e)?;
+        if v == 1 {
+            super::migrate::from_v1(&tx).map_err(e)?;
+            tx.execute_batch("DROP TABLE events_v1; DROP TABLE blocks_v1;").map_err(e)?;
+        }
+        tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', ?1)", [SCHEMA_VERSION.to_string()]).map_err(e)?;
+        tx.commit().map_err(e)?;
+        if v == 1 {
+            self.conn.execute_batch("PRAGMA incremental_vacuum;").map_err(|x| self.err(x))?;
         }
         Ok(())
     }
 
-    /// Appends events in one transaction: all of them, or none. Their documents become one block.
+    /// Appends events in one transaction: all of them, or none.
     pub fn insert<'a>(&mut self, batch: impl IntoIterator<Item = (&'a Row, &'a [u8])>) -> Result<u64, StoreError> {
         let batch: Vec<(&Row, &[u8])> = batch.into_iter().collect();
         if batch.is_empty() {
@@ -199,72 +222,134 @@ impl Store {
         let path = self.path.clone();
         let e = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(e)?;
-        tx.prepare_cached("INSERT INTO blocks(data) VALUES(?1)").map_err(e)?.execute([encode_block(batch.iter().map(|(_, d)| *d))]).map_err(e)?;
-        let block = tx.last_insert_rowid();
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO events(ts, host, kind, action, entity, parent, pid, exe, sha256, cmdline, user, path,
-                        src_ip, src_port, dst_ip, dst_port, domain, alert, rule, cgroup, block, slot)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-                )
-                .map_err(e)?;
-            for (slot, (r, _)) in batch.iter().enumerate() {
-                st.execute(params![
-                    r.ts_ns,
-                    r.host,
-                    r.kind,
-                    r.action,
-                    r.entity,
-                    r.parent,
-                    r.pid,
-                    r.exe,
-                    r.sha256,
-                    r.cmdline,
-                    r.user,
-                    r.path,
-                    r.src_ip.as_ref().map(|b| &b[..]),
-                    r.src_port,
-                    r.dst_ip.as_ref().map(|b| &b[..]),
-                    r.dst_port,
-                    r.domain,
-                    r.alert,
-                    r.rule,
-                    r.cgroup,
-                    block,
-                    slot as i64,
-                ])
-                .map_err(e)?;
-            }
+        for chunk in batch.chunks(BLOCK_MAX) {
+            let rows: Vec<&Row> = chunk.iter().map(|(r, _)| *r).collect();
+            let docs: Vec<&[u8]> = chunk.iter().map(|(_, d)| *d).collect();
+            insert_block(&tx, &rows, &docs).map_err(e)?;
         }
         tx.commit().map_err(e)?;
         Ok(batch.len() as u64)
     }
 
+    /// The blocks that may hold events between `since` and `until`, oldest first.
+    pub(crate) fn blocks(&self, since: Option<i64>, until: Option<i64>) -> Result<Vec<BlockMeta>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT id, first, ts_min, ts_max FROM blocks WHERE ts_max >= ?1 AND ts_min <= ?2 ORDER BY id")
+            .map_err(|x| self.err(x))?;
+        let rows = q.query_map([since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)], block_meta);
+        rows.and_then(Iterator::collect).map_err(|x| self.err(x))
+    }
+
+    /// One block's metadata (`None`: no such block, as after retention).
+    fn block(&self, id: i64) -> Result<Option<BlockMeta>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT id, first, ts_min, ts_max FROM blocks WHERE id = ?1")
+            .and_then(|mut q| q.query_row([id], block_meta).optional())
+            .map_err(|x| self.err(x))
+    }
+
+    /// The blocks with a posting key in `lo ..= hi` (`hi` `None`: from `lo` on).
+    pub(crate) fn posted(&self, lo: &[u8], hi: Option<&[u8]>) -> Result<BTreeSet<i64>, StoreError> {
+        let rows = match hi {
+            Some(hi) if hi == lo => self
+                .conn
+                .prepare_cached("SELECT block FROM post WHERE key = ?1")
+                .and_then(|mut q| q.query_map([lo], |r| r.get(0))?.collect()),
+            Some(hi) => self
+                .conn
+                .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1 AND key <= ?2")
+                .and_then(|mut q| q.query_map([lo, hi], |r| r.get(0))?.collect()),
+            None => self
+                .conn
+                .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1")
+                .and_then(|mut q| q.query_map([lo], |r| r.get(0))?.collect()),
+        };
+        rows.map_err(|x| self.err(x))
+    }
+
+    /// The blocks with a posting key that starts with `prefix`.
+    pub(crate) fn posted_prefix(&self, prefix: &[u8]) -> Result<BTreeSet<i64>, StoreError> {
+        match block::after_prefix(prefix) {
+            Some(end) => {
+                let mut q = self
+                    .conn
+                    .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1 AND key < ?2")
+                    .map_err(|x| self.err(x))?;
+                let rows = q.query_map([prefix, &end[..]], |r| r.get(0));
+                rows.and_then(Iterator::collect).map_err(|x| self.err(x))
+            }
+            None => self.posted(prefix, None),
+        }
+    }
+
+    /// A block's rows (`None`: no such block, as after retention).
+    pub(crate) fn rows(&self, block: i64) -> Result<Option<Arc<Vec<Row>>>, StoreError> {
+        if let Some((_, r)) = self.rows.borrow().iter().find(|(id, _)| *id == block) {
+            return Ok(Some(r.clone()));
+        }
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT rows FROM blocks WHERE id = ?1")
+            .and_then(|mut q| q.query_row([block], |r| r.get(0)).optional())
+            .map_err(|x| self.err(x))?;
+        let Some(blob) = blob else { return Ok(None) };
+        let rows = Arc::new(block::decode_rows(&blob).ok_or_else(|| StoreError::Damaged { path: self.path.clone(), block })?);
+        remember(&mut self.rows.borrow_mut(), block, rows.clone());
+        Ok(Some(rows))
+    }
+
+    /// The events of the `candidates` blocks (every block when `None`) between `since` and
+    /// `until` for which `keep` holds, in time order.
+    pub(crate) fn find(
+        &self,
+        candidates: Option<&BTreeSet<i64>>,
+        since: Option<i64>,
+        until: Option<i64>,
+        mut keep: impl FnMut(&Row) -> bool,
+    ) -> Result<Vec<Found>, StoreError> {
+        let (lo, hi) = (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
+        let metas = match candidates {
+            // A few blocks by id (a store may hold hundreds of thousands of small ones).
+            Some(c) => c.iter().filter_map(|&id| self.block(id).transpose()).collect::<Result<Vec<_>, _>>()?,
+            None => self.blocks(since, until)?,
+        };
+        let mut out = Vec::new();
+        for b in metas.into_iter().filter(|b| b.ts_max >= lo && b.ts_min <= hi) {
+            let Some(rows) = self.rows(b.id)? else { continue };
+            for (slot, r) in rows.iter().enumerate() {
+                if r.ts_ns >= lo && r.ts_ns <= hi && keep(r) {
+                    out.push(Found { id: b.first + slot as i64, block: b.id, slot, row: r.clone() });
+                }
+            }
+        }
+        out.sort_by_key(|f| (f.row.ts_ns, f.id));
+        Ok(out)
+    }
+
     /// The document of the event in `block` at `slot` (`Null` if it cannot be read).
-    pub fn doc(&self, block: i64, slot: i64) -> Result<serde_json::Value, StoreError> {
-        let cached = self.blocks.borrow().iter().find(|(id, _)| *id == block).map(|(_, b)| b.clone());
-        let b = match cached {
-            Some(b) => b,
+    pub fn doc(&self, block: i64, slot: usize) -> Result<serde_json::Value, StoreError> {
+        let id = block * FRAMES_PER_BLOCK + (slot / FRAME) as i64;
+        let cached = self.frames.borrow().iter().find(|(f, _)| *f == id).map(|(_, f)| f.clone());
+        let frame = match cached {
+            Some(f) => Some(f),
             None => {
                 let data: Option<Vec<u8>> = self
                     .conn
-                    .prepare_cached("SELECT data FROM blocks WHERE id = ?1")
-                    .and_then(|mut q| q.query_row([block], |r| r.get(0)).optional())
+                    .prepare_cached("SELECT data FROM frames WHERE id = ?1")
+                    .and_then(|mut q| q.query_row([id], |r| r.get(0)).optional())
                     .map_err(|x| self.err(x))?;
-                let b = Arc::new(data.and_then(|d| decode_block(&d)).unwrap_or(Block { data: Vec::new(), spans: Vec::new() }));
-                let mut cache = self.blocks.borrow_mut();
-                if cache.len() == BLOCK_CACHE {
-                    cache.remove(0);
+                let f = data.and_then(|d| Frame::decode(&d)).map(Arc::new);
+                if let Some(f) = &f {
+                    remember(&mut self.frames.borrow_mut(), id, f.clone());
                 }
-                cache.push((block, b.clone()));
-                b
+                f
             }
         };
-        Ok(usize::try_from(slot)
-            .ok()
-            .and_then(|i| b.spans.get(i))
-            .and_then(|&(a, z)| serde_json::from_slice(&b.data[a..z]).ok())
+        Ok(frame
+            .as_ref()
+            .and_then(|f| f.doc(slot % FRAME))
+            .and_then(|d| serde_json::from_slice(d).ok())
             .unwrap_or(serde_json::Value::Null))
     }
 
@@ -277,20 +362,22 @@ impl Store {
 
     pub fn count(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT coalesce(sum(n), 0) FROM blocks", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|x| self.err(x))
     }
 
-    /// Deletes events older than `max_age` before `now_ns`, then the oldest events until the
-    /// store is under 90% of `max_size`.
+    /// Deletes the blocks whose events are all older than `max_age` before `now_ns`, then the
+    /// oldest blocks until the store is under 90% of `max_size`.
     pub fn enforce_retention(&mut self, max_size: u64, max_age: Duration, now_ns: i64) -> Result<Deleted, StoreError> {
         let mut d = Deleted::default();
         let cutoff = now_ns.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
-        d.by_age = self.conn.execute("DELETE FROM events WHERE ts < ?1", [cutoff]).map_err(|x| self.err(x))? as u64;
-        if d.by_age > 0 {
-            self.drop_unused_blocks()?;
-        }
+        let old: Vec<(i64, i64)> = self
+            .conn
+            .prepare("SELECT id, n FROM blocks WHERE ts_max < ?1 ORDER BY id")
+            .and_then(|mut q| q.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|x| self.err(x))?;
+        d.by_age = self.delete_blocks(&old)?;
         let target = max_size / 10 * 9;
         let mut used = self.used_bytes()?;
         while used > max_size {
@@ -298,14 +385,20 @@ impl Store {
             if count == 0 {
                 break;
             }
-            let per_row = (used / count).max(1);
-            let excess = ((used - target) / per_row + 1).min(count);
-            let first: i64 = self.conn.query_row("SELECT min(id) FROM events", [], |r| r.get(0)).map_err(|x| self.err(x))?;
-            let n = self
-                .conn
-                .execute("DELETE FROM events WHERE id < ?1", [first + excess as i64])
-                .map_err(|x| self.err(x))? as u64;
-            self.drop_unused_blocks()?;
+            let per_event = (used / count).max(1);
+            let mut excess = ((used - target) / per_event + 1).min(count) as i64;
+            let mut oldest = Vec::new();
+            {
+                let mut q = self.conn.prepare("SELECT id, n FROM blocks ORDER BY id").map_err(|x| self.err(x))?;
+                let mut it = q.query([]).map_err(|x| self.err(x))?;
+                while excess > 0 {
+                    let Some(r) = it.next().map_err(|x| self.err(x))? else { break };
+                    let (id, n): (i64, i64) = (r.get(0).map_err(|x| self.err(x))?, r.get(1).map_err(|x| self.err(x))?);
+                    oldest.push((id, n));
+                    excess -= n;
+                }
+            }
+            let n = self.delete_blocks(&oldest)?;
             d.by_size += n;
             used = self.used_bytes()?;
             if n == 0 {
@@ -318,20 +411,43 @@ impl Store {
         Ok(d)
     }
 
-    /// Blocks older than the oldest event left. (Age retention may leave a block's later events:
-    /// blocks go only once nothing before them is left.)
-    fn drop_unused_blocks(&self) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM blocks WHERE id < coalesce((SELECT min(block) FROM events), (SELECT max(id) + 1 FROM blocks))", [])
-            .map_err(|x| self.err(x))?;
-        self.blocks.borrow_mut().clear();
-        Ok(())
+    /// Deletes blocks (ids and event counts) with their frames and postings, in one transaction;
+    /// returns the events they held.
+    fn delete_blocks(&mut self, blocks: &[(i64, i64)]) -> Result<u64, StoreError> {
+        if blocks.is_empty() {
+            return Ok(0);
+        }
+        let mut gone = 0;
+        let rows: Vec<(i64, Option<Arc<Vec<Row>>>)> =
+            blocks.iter().map(|&(id, _)| Ok((id, self.rows(id)?))).collect::<Result<_, StoreError>>()?;
+        let path = self.path.clone();
+        let e = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut del_post = tx.prepare_cached("DELETE FROM post WHERE key = ?1 AND block = ?2").map_err(e)?;
+            for (id, rows) in &rows {
+                for k in rows.as_deref().map(block::keys).unwrap_or_default() {
+                    del_post.execute(params![k, id]).map_err(e)?;
+                }
+                tx.execute("DELETE FROM frames WHERE id >= ?1 AND id < ?2", [id * FRAMES_PER_BLOCK, (id + 1) * FRAMES_PER_BLOCK]).map_err(e)?;
+                tx.execute("DELETE FROM blocks WHERE id = ?1", [id]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        for &(_, n) in blocks {
+            gone += n as u64;
+        }
+        self.rows.borrow_mut().clear();
+        self.frames.borrow_mut().clear();
+        Ok(gone)
     }
 
     /// The lowest and highest event ids (the oldest and newest events), if any.
     pub fn id_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
         self.conn
-            .query_row("SELECT min(id), max(id) FROM events", [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
+            .query_row("SELECT min(first), max(first + n - 1) FROM blocks", [], |r| {
+                Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+            })
             .map_err(|x| self.err(x))
     }
 
@@ -341,33 +457,42 @@ impl Store {
     }
 }
 
-/// A batch's documents as one block: their count, each one's length, the documents, all
-/// LZ4-compressed with the uncompressed size prepended.
-fn encode_block<'a>(docs: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
-    let n = docs.clone().count();
-    let mut raw = Vec::with_capacity(4 + 4 * n + docs.clone().map(<[u8]>::len).sum::<usize>());
-    raw.extend_from_slice(&(n as u32).to_le_bytes());
-    for d in docs.clone() {
-        raw.extend_from_slice(&(d.len() as u32).to_le_bytes());
+/// Writes one block: its rows, frames and postings. Event ids go on from the newest block's
+/// (or from the last id ever given, kept in `meta`, once retention has emptied the store).
+pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]]) -> rusqlite::Result<()> {
+    let next: i64 = tx.query_row(
+        "SELECT max(coalesce((SELECT first + n FROM blocks ORDER BY id DESC LIMIT 1), 1),
+                    coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_event'), 1))",
+        [],
+        |r| r.get(0),
+    )?;
+    let (ts_min, ts_max) = rows.iter().fold((i64::MAX, i64::MIN), |(a, z), r| (a.min(r.ts_ns), z.max(r.ts_ns)));
+    tx.prepare_cached("INSERT INTO blocks(first, n, ts_min, ts_max, rows) VALUES(?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![next, rows.len() as i64, ts_min, ts_max, block::encode_rows(rows.iter().copied())])?;
+    let id = tx.last_insert_rowid();
+    let mut raw = Vec::new();
+    let mut frame = tx.prepare_cached("INSERT INTO frames(id, data) VALUES(?1, ?2)")?;
+    for (i, chunk) in docs.chunks(FRAME).enumerate() {
+        frame.execute(params![id * FRAMES_PER_BLOCK + i as i64, block::encode_frame(chunk, &mut raw)])?;
     }
-    for d in docs {
-        raw.extend_from_slice(d);
+    let mut post = tx.prepare_cached("INSERT OR IGNORE INTO post(key, block) VALUES(?1, ?2)")?;
+    for k in block::keys(rows.iter().copied()) {
+        post.execute(params![k, id])?;
     }
-    lz4_flex::compress_prepend_size(&raw)
+    tx.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES('next_event', ?1)")?
+        .execute([(next + rows.len() as i64).to_string()])?;
+    Ok(())
 }
 
-fn decode_block(blob: &[u8]) -> Option<Block> {
-    let data = lz4_flex::decompress_size_prepended(blob).ok()?;
-    let n = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
-    let mut at = 4usize.checked_add(n.checked_mul(4)?)?;
-    let mut spans = Vec::with_capacity(n);
-    for i in 0..n {
-        let len = u32::from_le_bytes(data.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?) as usize;
-        let end = at.checked_add(len).filter(|&e| e <= data.len())?;
-        spans.push((at, end));
-        at = end;
+fn block_meta(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockMeta> {
+    Ok(BlockMeta { id: r.get(0)?, first: r.get(1)?, ts_min: r.get(2)?, ts_max: r.get(3)? })
+}
+
+fn remember<T>(cache: &mut Vec<(i64, Arc<T>)>, id: i64, v: Arc<T>) {
+    if cache.len() == CACHE {
+        cache.remove(0);
     }
-    Some(Block { data, spans })
+    cache.push((id, v));
 }
 
 fn wal_path(path: &Path, suffix: &str) -> PathBuf {
@@ -377,7 +502,7 @@ fn wal_path(path: &Path, suffix: &str) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::recorder::index::row;
 
@@ -414,8 +539,8 @@ mod tests {
         let d = s.enforce_retention(limit, Duration::from_secs(1 << 40), 0).unwrap();
         assert!(d.by_size > 0);
         assert!(s.used_bytes().unwrap() <= limit, "{} > {limit}", s.used_bytes().unwrap());
-        let oldest: i64 = s.conn.query_row("SELECT min(ts) FROM events", [], |r| r.get(0)).unwrap();
-        let newest: i64 = s.conn.query_row("SELECT max(ts) FROM events", [], |r| r.get(0)).unwrap();
+        let oldest: i64 = s.conn.query_row("SELECT min(ts_min) FROM blocks", [], |r| r.get(0)).unwrap();
+        let newest: i64 = s.conn.query_row("SELECT max(ts_max) FROM blocks", [], |r| r.get(0)).unwrap();
         assert_eq!(newest, 3999 * 1_000_000_000, "the newest is kept");
         assert_eq!(oldest, (1000 + d.by_size as i64) * 1_000_000_000, "the oldest went first");
         assert_eq!(s.integrity().unwrap(), "ok");

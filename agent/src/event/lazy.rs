@@ -1,0 +1,112 @@
+//! Parts of a document that are printed when it is serialised, not when it is built: most
+//! documents are read for a few fields only (the detector's view, the recorder's index row), and
+//! the arguments and command line of a process otherwise cost an allocation per argument.
+
+use std::{borrow::Cow, fmt};
+
+use serde::{ser::SerializeSeq, Serialize};
+
+use crate::process::{table::Image, EntityIds};
+
+/// A process's arguments: an exec record's, or a process image's.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Args<'a> {
+    Record(&'a [String]),
+    Image(&'a Image),
+}
+
+impl Serialize for Args<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Args::Record(a) => a.serialize(s),
+            Args::Image(img) => {
+                let mut seq = s.serialize_seq(Some(img.args_count()))?;
+                for a in img.args() {
+                    seq.serialize_element(a)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// A process's command line: an exec record's arguments shell-quoted (`a 'b c'`), or a process
+/// image's joined by spaces.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CommandLine<'a> {
+    Record(&'a [String]),
+    Image(&'a Image),
+}
+
+impl fmt::Display for CommandLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CommandLine::Record(args) => {
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                        f.write_str(a)?;
+                    } else {
+                        f.write_str("'")?;
+                        let mut parts = a.split('\'');
+                        if let Some(first) = parts.next() {
+                            f.write_str(first)?;
+                        }
+                        for p in parts {
+                            f.write_str("'\\''")?;
+                            f.write_str(p)?;
+                        }
+                        f.write_str("'")?;
+                    }
+                }
+                Ok(())
+            }
+            CommandLine::Image(img) => {
+                for (i, a) in img.args().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    f.write_str(a)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Serialize for CommandLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An entity id: known (the process table's), or to be derived from pid and start time only
+/// if the document is printed (a parent's, which the table's context usually replaces).
+#[derive(Debug, Clone)]
+pub(super) enum EntityId<'a> {
+    Known(Cow<'a, str>),
+    Of { ids: &'a EntityIds, pid: u32, start_ns: u64 },
+}
+
+impl Default for EntityId<'_> {
+    fn default() -> Self {
+        EntityId::Known(Cow::Borrowed(""))
+    }
+}
+
+impl EntityId<'_> {
+    pub(super) fn text(&self) -> Cow<'_, str> {
+        match self {
+            EntityId::Known(s) => Cow::Borrowed(s),
+            EntityId::Of { ids, pid, start_ns } => Cow::Owned(ids.entity_id(*pid, *start_ns)),
+        }
+    }
+}
+
+impl Serialize for EntityId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}

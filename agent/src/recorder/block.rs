@@ -1,0 +1,172 @@
+//! How a batch of events is laid out on disk: one block per batch.
+//!
+//! - The block's index rows ([`Row`]), packed (`postcard`) and LZ4-compressed together: hunts
+//!   and stories filter these, a whole block at a time.
+//! - Its documents, in frames of [`FRAME`] documents each, every frame LZ4-compressed on its
+//!   own: ECS documents of one host repeat each other, so a frame shrinks them several times
+//!   where one document alone barely compresses, and showing one hit decompresses one frame,
+//!   not the whole batch.
+//! - Its postings ([`keys`]): each distinct value a hunt looks events up by (an entity, a path,
+//!   an address, …) once per block, instead of one index entry per event and column.
+
+use rustc_hash::FxHashSet;
+
+use super::index::Row;
+
+/// Documents per frame.
+pub const FRAME: usize = 256;
+
+/// Posting tags: the first byte of a posting key, the value's bytes follow.
+pub mod tag {
+    pub const ENTITY: u8 = b'E';
+    /// The parent's entity id of exec and fork events.
+    pub const PARENT: u8 = b'P';
+    /// Exec events only: the executable, its hash, its user.
+    pub const EXE: u8 = b'X';
+    pub const SHA256: u8 = b'H';
+    pub const USER: u8 = b'U';
+    pub const PATH: u8 = b'F';
+    /// Either end of a connection or DNS exchange, 16 bytes ([`super::super::index::ip_key`]).
+    pub const IP: u8 = b'I';
+    pub const DOMAIN: u8 = b'D';
+    /// An alert's `event.id`.
+    pub const ALERT: u8 = b'A';
+}
+
+fn bytes(v: &Option<String>) -> Option<&[u8]> {
+    v.as_deref().map(str::as_bytes)
+}
+
+/// The posting keys of a batch of rows, each distinct key once, sorted.
+pub fn keys<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<Vec<u8>> {
+    let mut arena: Vec<u8> = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for r in rows {
+        let mut put = |t: u8, v: &[u8]| {
+            let start = arena.len();
+            arena.push(t);
+            arena.extend_from_slice(v);
+            spans.push((start, arena.len()));
+        };
+        for (t, v) in [(tag::ENTITY, bytes(&r.entity)), (tag::PARENT, bytes(&r.parent)), (tag::PATH, bytes(&r.path)), (tag::DOMAIN, bytes(&r.domain)), (tag::ALERT, bytes(&r.alert))] {
+            if let Some(v) = v {
+                put(t, v);
+            }
+        }
+        if r.cmdline.is_some() {
+            for (t, v) in [(tag::EXE, bytes(&r.exe)), (tag::SHA256, bytes(&r.sha256)), (tag::USER, bytes(&r.user))] {
+                if let Some(v) = v {
+                    put(t, v);
+                }
+            }
+        }
+        for ip in [&r.src_ip, &r.dst_ip].into_iter().flatten() {
+            put(tag::IP, ip);
+        }
+    }
+    let set: FxHashSet<&[u8]> = spans.iter().map(|&(a, z)| &arena[a..z]).collect();
+    let mut out: Vec<Vec<u8>> = set.into_iter().map(<[u8]>::to_vec).collect();
+    out.sort_unstable();
+    out
+}
+
+/// A posting key: the tag, then the value.
+pub fn key(t: u8, v: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + v.len());
+    k.push(t);
+    k.extend_from_slice(v);
+    k
+}
+
+/// The least key after every key that starts with `prefix` (`None`: there is none).
+pub fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut k = prefix.to_vec();
+    while let Some(last) = k.pop() {
+        if last < u8::MAX {
+            k.push(last + 1);
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// The rows of a block, packed and compressed.
+pub fn encode_rows<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<u8> {
+    let rows: Vec<&Row> = rows.into_iter().collect();
+    let packed = postcard::to_stdvec(&rows).expect("rows serialise");
+    lz4_flex::compress_prepend_size(&packed)
+}
+
+pub fn decode_rows(blob: &[u8]) -> Option<Vec<Row>> {
+    let packed = lz4_flex::decompress_size_prepended(blob).ok()?;
+    postcard::from_bytes(&packed).ok()
+}
+
+/// One frame of documents: their count, each one's length, the documents, LZ4-compressed with
+/// the uncompressed size prepended.
+pub fn encode_frame(docs: &[&[u8]], raw: &mut Vec<u8>) -> Vec<u8> {
+    raw.clear();
+    raw.extend_from_slice(&(docs.len() as u32).to_le_bytes());
+    for d in docs {
+        raw.extend_from_slice(&(d.len() as u32).to_le_bytes());
+    }
+    for d in docs {
+        raw.extend_from_slice(d);
+    }
+    lz4_flex::compress_prepend_size(raw)
+}
+
+/// A frame's documents, decompressed.
+pub struct Frame {
+    data: Vec<u8>,
+    /// (start, end) of each document in `data`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Frame {
+    pub fn decode(blob: &[u8]) -> Option<Frame> {
+        let data = lz4_flex::decompress_size_prepended(blob).ok()?;
+        let n = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
+        let mut at = 4usize.checked_add(n.checked_mul(4)?)?;
+        let mut spans = Vec::with_capacity(n);
+        for i in 0..n {
+            let len = u32::from_le_bytes(data.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?) as usize;
+            let end = at.checked_add(len).filter(|&e| e <= data.len())?;
+            spans.push((at, end));
+            at = end;
+        }
+        Some(Frame { data, spans })
+    }
+
+    pub fn doc(&self, i: usize) -> Option<&[u8]> {
+        self.spans.get(i).map(|&(a, z)| &self.data[a..z])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_frames_and_keys_round_trip() {
+        let rows = vec![
+            Row { ts_ns: 5, host: "h".into(), kind: "event".into(), action: "exec".into(), entity: Some("e1".into()), parent: Some("e0".into()), cmdline: Some("sh".into()), exe: Some("/bin/sh".into()), dst_ip: Some([7; 16]), ..Row::default() },
+            Row { ts_ns: 6, host: "h".into(), kind: "event".into(), action: "open".into(), entity: Some("e1".into()), exe: Some("/bin/sh".into()), path: Some("/etc/x".into()), ..Row::default() },
+        ];
+        assert_eq!(decode_rows(&encode_rows(&rows)).unwrap(), rows);
+        let k = keys(&rows);
+        assert_eq!(k.iter().filter(|k| k[0] == tag::ENTITY).count(), 1, "one posting per distinct value");
+        assert_eq!(k.iter().filter(|k| k[0] == tag::EXE).count(), 1, "the executable of exec rows only");
+        assert!(k.contains(&key(tag::IP, &[7; 16])) && k.contains(&key(tag::PATH, b"/etc/x")));
+        assert!(k.windows(2).all(|w| w[0] < w[1]));
+
+        let docs: [&[u8]; 2] = [b"{\"a\":1}", b"{}"];
+        let f = Frame::decode(&encode_frame(&docs, &mut Vec::new())).unwrap();
+        assert_eq!((f.doc(0), f.doc(1), f.doc(2)), (Some(&b"{\"a\":1}"[..]), Some(&b"{}"[..]), None));
+        assert!(Frame::decode(b"junk").is_none() && decode_rows(b"junk").is_none());
+
+        assert_eq!(after_prefix(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(after_prefix(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(after_prefix(&[0xff]), None);
+    }
+}
