@@ -103,8 +103,9 @@ pub fn decode_rows(blob: &[u8]) -> Option<Vec<Row>> {
 }
 
 /// One frame of documents: their count, each one's length, the documents, LZ4-compressed with
-/// the uncompressed size prepended.
-pub fn encode_frame(docs: &[&[u8]], raw: &mut Vec<u8>) -> Vec<u8> {
+/// the uncompressed size prepended. `raw` and `out` are the caller's buffers, reused from frame
+/// to frame (a frame is hundreds of KiB: allocating it anew each time costs page faults).
+pub fn encode_frame<'o>(docs: &[&[u8]], raw: &mut Vec<u8>, out: &'o mut Vec<u8>) -> &'o [u8] {
     raw.clear();
     raw.extend_from_slice(&(docs.len() as u32).to_le_bytes());
     for d in docs {
@@ -113,7 +114,13 @@ pub fn encode_frame(docs: &[&[u8]], raw: &mut Vec<u8>) -> Vec<u8> {
     for d in docs {
         raw.extend_from_slice(d);
     }
-    lz4_flex::compress_prepend_size(raw)
+    let need = 4 + lz4_flex::block::get_maximum_output_size(raw.len());
+    if out.len() < need {
+        out.resize(need, 0);
+    }
+    out[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    let n = lz4_flex::block::compress_into(raw, &mut out[4..]).expect("the buffer fits the worst case");
+    &out[..4 + n]
 }
 
 /// A frame's documents, decompressed.
@@ -161,7 +168,7 @@ mod tests {
         assert!(k.windows(2).all(|w| w[0] < w[1]));
 
         let docs: [&[u8]; 2] = [b"{\"a\":1}", b"{}"];
-        let f = Frame::decode(&encode_frame(&docs, &mut Vec::new())).unwrap();
+        let f = Frame::decode(encode_frame(&docs, &mut Vec::new(), &mut Vec::new())).unwrap();
         assert_eq!((f.doc(0), f.doc(1), f.doc(2)), (Some(&b"{\"a\":1}"[..]), Some(&b"{}"[..]), None));
         assert!(Frame::decode(b"junk").is_none() && decode_rows(b"junk").is_none());
 

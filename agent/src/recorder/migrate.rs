@@ -7,7 +7,11 @@
 
 use rusqlite::Connection;
 
-use super::{block::Frame, index::Row, store::insert_block};
+use super::{
+    block::Frame,
+    index::Row,
+    store::{insert_block, EPOCH_POSTINGS},
+};
 
 pub(super) fn from_v1(tx: &Connection) -> rusqlite::Result<()> {
     let mut q = tx.prepare(
@@ -63,7 +67,7 @@ fn flush(tx: &Connection, block: Option<i64>, rows: &mut Vec<Row>, slots: &mut V
     let docs: Vec<&[u8]> = slots.iter().map(|&s| frame.as_ref().and_then(|f| f.doc(s)).unwrap_or(b"null")).collect();
     let refs: Vec<&Row> = rows.iter().collect();
     for (r, d) in refs.chunks(1 << 16).zip(docs.chunks(1 << 16)) {
-        insert_block(tx, r, d)?;
+        insert_block(tx, r, d, EPOCH_POSTINGS)?;
     }
     rows.clear();
     slots.clear();
@@ -101,7 +105,7 @@ mod tests {
             // two old blocks of 5; retention had taken the first event
             for (b, chunk) in docs.chunks(5).enumerate() {
                 let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-                c.execute("INSERT INTO blocks(id, data) VALUES(?1, ?2)", rusqlite::params![b as i64 + 1, encode_frame(&refs, &mut Vec::new())]).unwrap();
+                c.execute("INSERT INTO blocks(id, data) VALUES(?1, ?2)", rusqlite::params![b as i64 + 1, encode_frame(&refs, &mut Vec::new(), &mut Vec::new())]).unwrap();
                 for (slot, d) in chunk.iter().enumerate().filter(|(s, _)| b > 0 || *s > 0) {
                     let r = row(d, None).unwrap();
                     c.execute(

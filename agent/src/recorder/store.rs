@@ -3,10 +3,16 @@
 //!
 //! A batch is one block ([`super::block`]): its index rows packed and compressed together, its
 //! documents in compressed frames, and its postings — each distinct entity, path, address, hash,
-//! domain, user and alert of the batch once, as a key of one B-tree. A hunt finds the blocks
+//! domain, user and alert of the batch once, as a key of a B-tree. A hunt finds the blocks
 //! through the postings (and each block's time bounds), then filters their rows. Writing a
 //! batch is thus a few large rows and a posting per distinct value, not a row and a dozen index
 //! entries per event.
+//!
+//! Postings are kept in epochs, a table each of at most [`EPOCH_POSTINGS`]: the tree a batch
+//! inserts into stays small enough to stay in the page cache, where one tree growing with the
+//! store would cost a rewritten page per posting once it outgrew the cache (ingest fell from
+//! 4.7 to 10 µs an event over the first 4 million events). Lookups ask every epoch; retention
+//! drops an epoch whole once its blocks are gone.
 //!
 //! Events are appended in batches of one transaction each, so a crash (or `kill -9`) loses at
 //! most the batch being written and never leaves a half-written one. Event ids run on without
@@ -44,8 +50,13 @@ CREATE TABLE IF NOT EXISTS blocks(
     rows   BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS frames(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS post(key BLOB NOT NULL, block INTEGER NOT NULL, PRIMARY KEY(key, block)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS epochs(id INTEGER PRIMARY KEY, first_block INTEGER NOT NULL, postings INTEGER NOT NULL);
 ";
+
+/// Postings per epoch (a table of their own, `post_<epoch>`): about 230,000 events' worth, a
+/// few MiB of B-tree. (2^19 measured 30% slower ingest; 2^16 no faster, with twice the epochs
+/// for every lookup to ask.)
+pub(super) const EPOCH_POSTINGS: i64 = 1 << 17;
 
 /// Events per block at most (a bigger batch is written as several blocks).
 const BLOCK_MAX: usize = 1 << 16;
@@ -98,6 +109,8 @@ pub struct Store {
     /// The blocks whose rows were read last (queries go through one block after another).
     rows: RefCell<Vec<(i64, Arc<Vec<Row>>)>>,
     frames: RefCell<Vec<(i64, Arc<Frame>)>>,
+    /// Postings per epoch ([`EPOCH_POSTINGS`]; tests set fewer).
+    epoch_postings: i64,
 }
 
 impl Store {
@@ -158,7 +171,7 @@ impl Store {
     }
 
     fn new(conn: Connection, path: &Path) -> Self {
-        Self { conn, path: path.to_owned(), rows: RefCell::default(), frames: RefCell::default() }
+        Self { conn, path: path.to_owned(), rows: RefCell::default(), frames: RefCell::default(), epoch_postings: EPOCH_POSTINGS }
     }
 
     pub fn path(&self) -> &Path {
@@ -225,7 +238,7 @@ impl Store {
         for chunk in batch.chunks(BLOCK_MAX) {
             let rows: Vec<&Row> = chunk.iter().map(|(r, _)| *r).collect();
             let docs: Vec<&[u8]> = chunk.iter().map(|(_, d)| *d).collect();
-            insert_block(&tx, &rows, &docs).map_err(e)?;
+            insert_block(&tx, &rows, &docs, self.epoch_postings).map_err(e)?;
         }
         tx.commit().map_err(e)?;
         Ok(batch.len() as u64)
@@ -251,36 +264,38 @@ impl Store {
 
     /// The blocks with a posting key in `lo ..= hi` (`hi` `None`: from `lo` on).
     pub(crate) fn posted(&self, lo: &[u8], hi: Option<&[u8]>) -> Result<BTreeSet<i64>, StoreError> {
-        let rows = match hi {
-            Some(hi) if hi == lo => self
-                .conn
-                .prepare_cached("SELECT block FROM post WHERE key = ?1")
-                .and_then(|mut q| q.query_map([lo], |r| r.get(0))?.collect()),
-            Some(hi) => self
-                .conn
-                .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1 AND key <= ?2")
-                .and_then(|mut q| q.query_map([lo, hi], |r| r.get(0))?.collect()),
-            None => self
-                .conn
-                .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1")
-                .and_then(|mut q| q.query_map([lo], |r| r.get(0))?.collect()),
-        };
-        rows.map_err(|x| self.err(x))
+        self.posted_range(lo, hi.map(|h| (h, true)))
     }
 
     /// The blocks with a posting key that starts with `prefix`.
     pub(crate) fn posted_prefix(&self, prefix: &[u8]) -> Result<BTreeSet<i64>, StoreError> {
-        match block::after_prefix(prefix) {
-            Some(end) => {
-                let mut q = self
-                    .conn
-                    .prepare_cached("SELECT DISTINCT block FROM post WHERE key >= ?1 AND key < ?2")
-                    .map_err(|x| self.err(x))?;
-                let rows = q.query_map([prefix, &end[..]], |r| r.get(0));
-                rows.and_then(Iterator::collect).map_err(|x| self.err(x))
+        let end = block::after_prefix(prefix);
+        self.posted_range(prefix, end.as_deref().map(|e| (e, false)))
+    }
+
+    /// The blocks with a posting key from `lo` up to `hi` (included or not), in every epoch's
+    /// postings, read in one snapshot (retention may drop an epoch meanwhile).
+    fn posted_range(&self, lo: &[u8], hi: Option<(&[u8], bool)>) -> Result<BTreeSet<i64>, StoreError> {
+        let run = || -> rusqlite::Result<BTreeSet<i64>> {
+            let tx = self.conn.unchecked_transaction()?;
+            let epochs: Vec<i64> = tx.prepare_cached("SELECT id FROM epochs ORDER BY id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut out = BTreeSet::new();
+            for e in epochs {
+                let sql = match hi {
+                    Some((_, true)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key <= ?2"),
+                    Some((_, false)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key < ?2"),
+                    None => format!("SELECT block FROM post_{e} WHERE key >= ?1"),
+                };
+                let mut q = tx.prepare_cached(&sql)?;
+                let rows = match hi {
+                    Some((h, _)) => q.query_map(params![lo, h], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
+                    None => q.query_map(params![lo], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
+                };
+                out.extend(rows);
             }
-            None => self.posted(prefix, None),
-        }
+            Ok(out)
+        };
+        run().map_err(|x| self.err(x))
     }
 
     /// A block's rows (`None`: no such block, as after retention).
@@ -411,35 +426,44 @@ impl Store {
         Ok(d)
     }
 
-    /// Deletes blocks (ids and event counts) with their frames and postings, in one transaction;
-    /// returns the events they held.
+    /// Deletes blocks (ids and event counts) with their frames, and the postings epochs none of
+    /// whose blocks are left, in one transaction; returns the events they held. (Postings of a
+    /// deleted block in an epoch still in use stay until the epoch goes: a query skips them.)
     fn delete_blocks(&mut self, blocks: &[(i64, i64)]) -> Result<u64, StoreError> {
         if blocks.is_empty() {
             return Ok(0);
         }
-        let mut gone = 0;
-        let rows: Vec<(i64, Option<Arc<Vec<Row>>>)> =
-            blocks.iter().map(|&(id, _)| Ok((id, self.rows(id)?))).collect::<Result<_, StoreError>>()?;
         let path = self.path.clone();
         let e = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut del_post = tx.prepare_cached("DELETE FROM post WHERE key = ?1 AND block = ?2").map_err(e)?;
-            for (id, rows) in &rows {
-                for k in rows.as_deref().map(block::keys).unwrap_or_default() {
-                    del_post.execute(params![k, id]).map_err(e)?;
-                }
-                tx.execute("DELETE FROM frames WHERE id >= ?1 AND id < ?2", [id * FRAMES_PER_BLOCK, (id + 1) * FRAMES_PER_BLOCK]).map_err(e)?;
-                tx.execute("DELETE FROM blocks WHERE id = ?1", [id]).map_err(e)?;
-            }
+        for &(id, _) in blocks {
+            tx.execute("DELETE FROM frames WHERE id >= ?1 AND id < ?2", [id * FRAMES_PER_BLOCK, (id + 1) * FRAMES_PER_BLOCK]).map_err(e)?;
+            tx.execute("DELETE FROM blocks WHERE id = ?1", [id]).map_err(e)?;
+        }
+        // An epoch holds the blocks from its first to the next epoch's first.
+        let done: Vec<i64> = tx
+            .prepare(
+                "SELECT e.id FROM epochs e
+                 WHERE coalesce((SELECT min(n.first_block) FROM epochs n WHERE n.id > e.id), (SELECT max(id) + 1 FROM blocks), e.first_block)
+                       <= coalesce((SELECT min(id) FROM blocks), 9223372036854775807)",
+            )
+            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+            .map_err(e)?;
+        for id in done {
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS post_{id}; DELETE FROM epochs WHERE id = {id};")).map_err(e)?;
+        }
+        // The oldest epoch left may have lost some of its blocks: their postings go too (a scan
+        // of one epoch, bounded by EPOCH_POSTINGS), or they would hold their space.
+        let oldest: Option<(i64, i64)> = tx
+            .query_row("SELECT (SELECT min(id) FROM epochs), (SELECT min(id) FROM blocks)", [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
+            .map_err(e)?;
+        if let Some((epoch, first)) = oldest {
+            tx.execute(&format!("DELETE FROM post_{epoch} WHERE block < ?1"), [first]).map_err(e)?;
         }
         tx.commit().map_err(e)?;
-        for &(_, n) in blocks {
-            gone += n as u64;
-        }
         self.rows.borrow_mut().clear();
         self.frames.borrow_mut().clear();
-        Ok(gone)
+        Ok(blocks.iter().map(|&(_, n)| n as u64).sum())
     }
 
     /// The lowest and highest event ids (the oldest and newest events), if any.
@@ -459,7 +483,7 @@ impl Store {
 
 /// Writes one block: its rows, frames and postings. Event ids go on from the newest block's
 /// (or from the last id ever given, kept in `meta`, once retention has emptied the store).
-pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]]) -> rusqlite::Result<()> {
+pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch_postings: i64) -> rusqlite::Result<()> {
     let next: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT first + n FROM blocks ORDER BY id DESC LIMIT 1), 1),
                     coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_event'), 1))",
@@ -470,15 +494,30 @@ pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]]) -> ru
     tx.prepare_cached("INSERT INTO blocks(first, n, ts_min, ts_max, rows) VALUES(?1, ?2, ?3, ?4, ?5)")?
         .execute(params![next, rows.len() as i64, ts_min, ts_max, block::encode_rows(rows.iter().copied())])?;
     let id = tx.last_insert_rowid();
-    let mut raw = Vec::new();
+    let (mut raw, mut out) = (Vec::new(), Vec::new());
     let mut frame = tx.prepare_cached("INSERT INTO frames(id, data) VALUES(?1, ?2)")?;
     for (i, chunk) in docs.chunks(FRAME).enumerate() {
-        frame.execute(params![id * FRAMES_PER_BLOCK + i as i64, block::encode_frame(chunk, &mut raw)])?;
+        frame.execute(params![id * FRAMES_PER_BLOCK + i as i64, block::encode_frame(chunk, &mut raw, &mut out)])?;
     }
-    let mut post = tx.prepare_cached("INSERT OR IGNORE INTO post(key, block) VALUES(?1, ?2)")?;
-    for k in block::keys(rows.iter().copied()) {
+    let keys = block::keys(rows.iter().copied());
+    let epoch: Option<(i64, i64)> =
+        tx.prepare_cached("SELECT id, postings FROM epochs ORDER BY id DESC LIMIT 1")?.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let epoch = match epoch {
+        Some((e, n)) if n < epoch_postings => e,
+        _ => {
+            tx.execute("INSERT INTO epochs(first_block, postings) VALUES(?1, 0)", [id])?;
+            let e = tx.last_insert_rowid();
+            tx.execute_batch(&format!(
+                "CREATE TABLE post_{e}(key BLOB NOT NULL, block INTEGER NOT NULL, PRIMARY KEY(key, block)) WITHOUT ROWID;"
+            ))?;
+            e
+        }
+    };
+    let mut post = tx.prepare_cached(&format!("INSERT OR IGNORE INTO post_{epoch}(key, block) VALUES(?1, ?2)"))?;
+    for k in &keys {
         post.execute(params![k, id])?;
     }
+    tx.prepare_cached("UPDATE epochs SET postings = postings + ?1 WHERE id = ?2")?.execute([keys.len() as i64, epoch])?;
     tx.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES('next_event', ?1)")?
         .execute([(next + rows.len() as i64).to_string()])?;
     Ok(())
@@ -545,6 +584,40 @@ pub(crate) mod tests {
         assert_eq!(oldest, (1000 + d.by_size as i64) * 1_000_000_000, "the oldest went first");
         assert_eq!(s.integrity().unwrap(), "ok");
         assert!(std::fs::metadata(&path).unwrap().len() <= used, "freed pages go back to the file system");
+    }
+
+    #[test]
+    fn postings_live_in_epochs_that_retention_drops_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec.db");
+        let mut s = Store::open(&path).unwrap();
+        s.epoch_postings = 50;
+        // 40 batches of 10 events, 2 processes and 10 paths each: 12 postings a batch.
+        for b in 0..40i64 {
+            let docs: Vec<Vec<u8>> = (0..10)
+                .map(|i| doc(1_000_000_000 * (b * 10 + i), &format!("e{}", (b * 10 + i) / 5), "creation", &format!(r#","file":{{"path":"/p/{b}/{i}"}}"#)))
+                .collect();
+            let rows: Vec<Row> = docs.iter().map(|d| row(d, None).unwrap()).collect();
+            s.insert(rows.iter().zip(&docs).map(|(r, d)| (r, d.as_slice()))).unwrap();
+        }
+        let epochs = |s: &Store| -> i64 { s.conn.query_row("SELECT count(*) FROM epochs", [], |r| r.get(0)).unwrap() };
+        assert_eq!(epochs(&s), 8, "a new epoch every 5 batches");
+        let hunt = |s: &Store, glob: &str| crate::recorder::hunt::Hunt { path: Some(glob.into()), limit: 10_000, ..Default::default() }.run(s).unwrap().hits.len();
+        assert_eq!(hunt(&s, "/p/*"), 400, "a hunt reads every epoch");
+        assert_eq!(hunt(&s, "/p/3[0-9]/*"), 100);
+        assert_eq!(s.of_entity("e7").unwrap().len(), 5);
+        // Age retention takes the first 120 events: two epochs go whole, the third loses two
+        // of its blocks and their postings.
+        let d = s.enforce_retention(u64::MAX, Duration::from_secs(280), 400 * 1_000_000_000).unwrap();
+        assert_eq!(d.by_age, 120);
+        assert_eq!(epochs(&s), 6);
+        let third: i64 = s.conn.query_row("SELECT min(id) FROM epochs", [], |r| r.get(0)).unwrap();
+        let stale: i64 = s.conn.query_row(&format!("SELECT count(*) FROM post_{third} WHERE block <= 12"), [], |r| r.get(0)).unwrap();
+        assert_eq!(stale, 0, "the deleted blocks' postings are gone");
+        assert_eq!(hunt(&s, "/p/*"), 280);
+        assert_eq!(hunt(&s, "/p/1[0-9]/*"), 80);
+        assert!(s.of_entity("e7").unwrap().is_empty());
+        assert_eq!(s.integrity().unwrap(), "ok");
     }
 
     #[test]
