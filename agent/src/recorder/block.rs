@@ -11,10 +11,11 @@
 
 use rustc_hash::FxHashSet;
 
-use super::index::Row;
+use super::index::{Row, RowRef};
 
-/// Documents per frame.
-pub const FRAME: usize = 256;
+/// Documents per frame: a hit decompresses its frame (64 × ~2 KiB); larger frames compress
+/// hardly better (LZ4 looks back 64 KiB at most).
+pub const FRAME: usize = 64;
 
 /// Posting tags: the first byte of a posting key, the value's bytes follow.
 pub mod tag {
@@ -97,9 +98,47 @@ pub fn encode_rows<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<u8> {
     lz4_flex::compress_prepend_size(&packed)
 }
 
+/// A block's rows, decompressed, read in place as they are gone through.
+pub struct Rows {
+    packed: Vec<u8>,
+    /// Where the first row starts, and how many there are.
+    first: usize,
+    n: usize,
+}
+
+impl Rows {
+    pub fn decode(blob: &[u8]) -> Option<Rows> {
+        let packed = lz4_flex::decompress_size_prepended(blob).ok()?;
+        let (n, rest) = postcard::take_from_bytes::<u64>(&packed).ok()?;
+        Some(Rows { first: packed.len() - rest.len(), n: usize::try_from(n).ok()?, packed })
+    }
+
+    /// The rows in order; a damaged row ends them (`Err`).
+    pub fn iter(&self) -> impl Iterator<Item = Result<RowRef<'_>, postcard::Error>> {
+        let mut rest = &self.packed[self.first..];
+        let mut left = self.n;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            match postcard::take_from_bytes::<RowRef>(rest) {
+                Ok((r, more)) => {
+                    rest = more;
+                    Some(Ok(r))
+                }
+                Err(e) => {
+                    left = 0;
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+}
+
+/// A block's rows, owned (tests, retention).
 pub fn decode_rows(blob: &[u8]) -> Option<Vec<Row>> {
-    let packed = lz4_flex::decompress_size_prepended(blob).ok()?;
-    postcard::from_bytes(&packed).ok()
+    Rows::decode(blob)?.iter().map(|r| r.ok().map(|r| r.to_row())).collect()
 }
 
 /// One frame of documents: their count, each one's length, the documents, LZ4-compressed with

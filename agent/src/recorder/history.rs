@@ -13,7 +13,7 @@ use crate::recorder::StoreError;
 
 impl Store {
     /// The events whose `tag` column is `value` (the postings name their blocks).
-    pub(crate) fn by_key(&self, t: u8, value: &str, keep: impl FnMut(&super::index::Row) -> bool) -> Result<Vec<Found>, StoreError> {
+    pub(crate) fn by_key(&self, t: u8, value: &str, keep: impl FnMut(&super::index::RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
         let blocks = self.posted(&key(t, value.as_bytes()), Some(&key(t, value.as_bytes())))?;
         if blocks.is_empty() {
             return Ok(Vec::new());
@@ -23,13 +23,13 @@ impl Store {
 
     /// A process's events, in time order.
     pub(crate) fn of_entity(&self, entity: &str) -> Result<Vec<Found>, StoreError> {
-        self.by_key(tag::ENTITY, entity, |r| r.entity.as_deref() == Some(entity))
+        self.by_key(tag::ENTITY, entity, |r| r.entity == Some(entity))
     }
 }
 
 impl History for Store {
     fn alert(&self, id: &str) -> Result<Option<(Option<String>, Value)>, StoryError> {
-        let found = self.by_key(tag::ALERT, id, |r| r.alert.as_deref() == Some(id))?;
+        let found = self.by_key(tag::ALERT, id, |r| r.alert == Some(id))?;
         Ok(match found.into_iter().next() {
             Some(f) => Some((f.row.entity, self.doc(f.block, f.slot)?)),
             None => None,
@@ -42,7 +42,7 @@ impl History for Store {
 
     fn children(&self, entity: &str) -> Result<Vec<String>, StoryError> {
         let mut seen = BTreeSet::new();
-        let found = self.by_key(tag::PARENT, entity, |r| r.parent.as_deref() == Some(entity) && r.entity.is_some())?;
+        let found = self.by_key(tag::PARENT, entity, |r| r.parent == Some(entity) && r.entity.is_some())?;
         Ok(found.into_iter().filter_map(|f| f.row.entity).filter(|e| seen.insert(e.clone())).collect())
     }
 

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::{
     block::{key, tag},
-    index::{ip_key, Row},
+    index::{ip_key, RowRef},
     store::{Found, Store},
     StoreError,
 };
@@ -185,11 +185,8 @@ impl Hunt {
             };
             let procs = store.find(execs.as_ref(), None, None, |r| m.process(r))?;
             let entities: BTreeSet<String> = procs.into_iter().filter_map(|f| f.row.entity).collect();
-            let mut of = BTreeSet::new();
-            for e in &entities {
-                of.extend(store.posted(&key(tag::ENTITY, e.as_bytes()), Some(&key(tag::ENTITY, e.as_bytes())))?);
-            }
-            narrow(of);
+            let keys: Vec<Vec<u8>> = entities.iter().map(|e| key(tag::ENTITY, e.as_bytes())).collect();
+            narrow(store.posted_any(&keys)?);
             m.entities.replace(entities);
         }
         if let Some((lo, hi)) = m.ip {
@@ -206,7 +203,7 @@ impl Hunt {
         }
         let only_execs = self.has_process_filter() && !self.has_event_filter();
         let found = store.find(blocks.as_ref(), self.since_ns, self.until_ns, |r| {
-            m.event(r) && (!only_execs || r.cmdline.is_some()) && self.host.as_ref().is_none_or(|h| &r.host == h)
+            m.event(r) && (!only_execs || r.cmdline.is_some()) && self.host.as_ref().is_none_or(|h| r.host == h)
         })?;
         let truncated = found.len() > self.limit();
         let mut hits = found.into_iter().take(self.limit()).map(|f| hit_of(store, f)).collect::<Result<Vec<_>, _>>()?;
@@ -221,7 +218,7 @@ impl Hunt {
             return Err(HuntError::Rules(report.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
         }
         let mut det = Detector::new(Arc::new(set));
-        let found = store.find(None, self.since_ns, self.until_ns, |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| &r.host == h))?;
+        let found = store.find(None, self.since_ns, self.until_ns, |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| r.host == h))?;
         let mut answer = Answer { scanned: Some(found.len() as u64), ..Answer::default() };
         let mut alerts = Vec::new();
         for f in found {
@@ -272,29 +269,29 @@ impl<'h> Matcher<'h> {
     }
 
     /// An exec event the process filters pick.
-    fn process(&self, r: &Row) -> bool {
+    fn process(&self, r: &RowRef<'_>) -> bool {
         let h = self.hunt;
         r.cmdline.is_some()
             && r.entity.is_some()
-            && self.sha256.as_ref().is_none_or(|s| r.sha256.as_ref() == Some(s))
-            && h.cmdline.as_ref().is_none_or(|c| r.cmdline.as_deref().is_some_and(|x| x.contains(c.as_str())))
-            && h.user.as_ref().is_none_or(|u| r.user.as_ref() == Some(u))
-            && self.exe.as_ref().is_none_or(|g| r.exe.as_deref().is_some_and(|x| g.is_match(x)))
+            && self.sha256.as_deref().is_none_or(|s| r.sha256 == Some(s))
+            && h.cmdline.as_deref().is_none_or(|c| r.cmdline.is_some_and(|x| x.contains(c)))
+            && h.user.as_deref().is_none_or(|u| r.user == Some(u))
+            && self.exe.as_ref().is_none_or(|g| r.exe.is_some_and(|x| g.is_match(x)))
     }
 
     /// An event the event filters (and the picked processes, if any) let through.
-    fn event(&self, r: &Row) -> bool {
+    fn event(&self, r: &RowRef<'_>) -> bool {
         let h = self.hunt;
         let in_range = |ip: &Option<[u8; 16]>| ip.is_some_and(|ip| self.ip.is_some_and(|(lo, hi)| ip >= lo && ip <= hi));
-        (!h.has_process_filter() || r.entity.as_ref().is_some_and(|e| self.entities.borrow().contains(e)))
+        (!h.has_process_filter() || r.entity.is_some_and(|e| self.entities.borrow().contains(e)))
             && (self.ip.is_none() || in_range(&r.src_ip) || in_range(&r.dst_ip))
             && h.port.is_none_or(|p| r.src_port == Some(p.into()) || r.dst_port == Some(p.into()))
             && match (&self.domain_glob, &self.domain) {
-                (Some(g), _) => r.domain.as_deref().is_some_and(|d| g.is_match(d)),
-                (None, Some(d)) => r.domain.as_ref() == Some(d),
+                (Some(g), _) => r.domain.is_some_and(|d| g.is_match(d)),
+                (None, Some(d)) => r.domain == Some(d.as_str()),
                 (None, None) => true,
             }
-            && self.path.as_ref().is_none_or(|g| r.path.as_deref().is_some_and(|p| g.is_match(p)))
+            && self.path.as_ref().is_none_or(|g| r.path.is_some_and(|p| g.is_match(p)))
             && (!h.alerts || r.alert.is_some())
     }
 }
@@ -341,13 +338,11 @@ fn fill_cmdlines(store: &Store, hits: &mut [Hit]) -> Result<(), StoreError> {
     if need.is_empty() {
         return Ok(());
     }
-    let mut blocks = BTreeSet::new();
-    for e in &need {
-        blocks.extend(store.posted(&key(tag::ENTITY, e.as_bytes()), Some(&key(tag::ENTITY, e.as_bytes())))?);
-    }
+    let keys: Vec<Vec<u8>> = need.iter().map(|e| key(tag::ENTITY, e.as_bytes())).collect();
+    let blocks = store.posted_any(&keys)?;
     let mut latest: HashMap<String, String> = HashMap::new();
     // In time order: a later exec replaces an earlier one.
-    for f in store.find(Some(&blocks), None, None, |r| r.cmdline.is_some() && r.entity.as_deref().is_some_and(|e| need.contains(e)))? {
+    for f in store.find(Some(&blocks), None, None, |r| r.cmdline.is_some() && r.entity.is_some_and(|e| need.contains(e)))? {
         if let (Some(e), Some(c)) = (f.row.entity, f.row.cmdline) {
             latest.insert(e, c);
         }

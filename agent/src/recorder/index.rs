@@ -38,6 +38,62 @@ pub struct Row {
     pub cgroup: Option<i64>,
 }
 
+/// A [`Row`] read in place from a block's packed rows (the same layout: postcard writes a
+/// `String` as it reads a `&str`), so a hunt filters rows without allocating.
+#[derive(Debug, Deserialize)]
+pub struct RowRef<'a> {
+    pub ts_ns: i64,
+    pub host: &'a str,
+    pub kind: &'a str,
+    pub action: &'a str,
+    pub entity: Option<&'a str>,
+    pub parent: Option<&'a str>,
+    pub pid: Option<i64>,
+    pub exe: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    pub cmdline: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub src_ip: Option<[u8; 16]>,
+    pub src_port: Option<i64>,
+    pub dst_ip: Option<[u8; 16]>,
+    pub dst_port: Option<i64>,
+    pub domain: Option<&'a str>,
+    pub alert: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub severity: Option<i64>,
+    pub cgroup: Option<i64>,
+}
+
+impl RowRef<'_> {
+    pub fn to_row(&self) -> Row {
+        let s = |v: Option<&str>| v.map(str::to_owned);
+        Row {
+            ts_ns: self.ts_ns,
+            host: self.host.to_owned(),
+            kind: self.kind.to_owned(),
+            action: self.action.to_owned(),
+            entity: s(self.entity),
+            parent: s(self.parent),
+            pid: self.pid,
+            exe: s(self.exe),
+            sha256: s(self.sha256),
+            cmdline: s(self.cmdline),
+            user: s(self.user),
+            path: s(self.path),
+            src_ip: self.src_ip,
+            src_port: self.src_port,
+            dst_ip: self.dst_ip,
+            dst_port: self.dst_port,
+            domain: s(self.domain),
+            alert: s(self.alert),
+            rule: s(self.rule),
+            severity: self.severity,
+            cgroup: self.cgroup,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Doc<'a> {
     #[serde(rename = "@timestamp", borrow, default)]

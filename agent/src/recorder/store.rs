@@ -33,7 +33,7 @@ use thiserror::Error;
 
 use super::{
     block::{self, Frame, FRAME},
-    index::Row,
+    index::{Row, RowRef},
 };
 
 /// The schema version this build writes; older stores are migrated on open.
@@ -107,7 +107,7 @@ pub struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
     /// The blocks whose rows were read last (queries go through one block after another).
-    rows: RefCell<Vec<(i64, Arc<Vec<Row>>)>>,
+    rows: RefCell<Vec<(i64, Arc<block::Rows>)>>,
     frames: RefCell<Vec<(i64, Arc<Frame>)>>,
     /// Postings per epoch ([`EPOCH_POSTINGS`]; tests set fewer).
     epoch_postings: i64,
@@ -267,6 +267,29 @@ impl Store {
         self.posted_range(lo, hi.map(|h| (h, true)))
     }
 
+    /// The blocks with any of these posting keys (many entities at once: a few queries per
+    /// epoch, not one per key).
+    pub(crate) fn posted_any(&self, keys: &[Vec<u8>]) -> Result<BTreeSet<i64>, StoreError> {
+        const CHUNK: usize = 500;
+        let run = || -> rusqlite::Result<BTreeSet<i64>> {
+            let tx = self.conn.unchecked_transaction()?;
+            let epochs: Vec<i64> = tx.prepare_cached("SELECT id FROM epochs ORDER BY id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let mut out = BTreeSet::new();
+            for e in epochs {
+                for chunk in keys.chunks(CHUNK) {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let mut q = tx.prepare_cached(&format!("SELECT DISTINCT block FROM post_{e} WHERE key IN ({marks})"))?;
+                    let rows = q.query_map(rusqlite::params_from_iter(chunk), |r| r.get(0))?;
+                    for b in rows {
+                        out.insert(b?);
+                    }
+                }
+            }
+            Ok(out)
+        };
+        run().map_err(|x| self.err(x))
+    }
+
     /// The blocks with a posting key that starts with `prefix`.
     pub(crate) fn posted_prefix(&self, prefix: &[u8]) -> Result<BTreeSet<i64>, StoreError> {
         let end = block::after_prefix(prefix);
@@ -299,7 +322,7 @@ impl Store {
     }
 
     /// A block's rows (`None`: no such block, as after retention).
-    pub(crate) fn rows(&self, block: i64) -> Result<Option<Arc<Vec<Row>>>, StoreError> {
+    pub(crate) fn rows(&self, block: i64) -> Result<Option<Arc<block::Rows>>, StoreError> {
         if let Some((_, r)) = self.rows.borrow().iter().find(|(id, _)| *id == block) {
             return Ok(Some(r.clone()));
         }
@@ -309,7 +332,7 @@ impl Store {
             .and_then(|mut q| q.query_row([block], |r| r.get(0)).optional())
             .map_err(|x| self.err(x))?;
         let Some(blob) = blob else { return Ok(None) };
-        let rows = Arc::new(block::decode_rows(&blob).ok_or_else(|| StoreError::Damaged { path: self.path.clone(), block })?);
+        let rows = Arc::new(block::Rows::decode(&blob).ok_or_else(|| StoreError::Damaged { path: self.path.clone(), block })?);
         remember(&mut self.rows.borrow_mut(), block, rows.clone());
         Ok(Some(rows))
     }
@@ -321,7 +344,7 @@ impl Store {
         candidates: Option<&BTreeSet<i64>>,
         since: Option<i64>,
         until: Option<i64>,
-        mut keep: impl FnMut(&Row) -> bool,
+        mut keep: impl FnMut(&RowRef<'_>) -> bool,
     ) -> Result<Vec<Found>, StoreError> {
         let (lo, hi) = (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
         let metas = match candidates {
@@ -333,8 +356,9 @@ impl Store {
         for b in metas.into_iter().filter(|b| b.ts_max >= lo && b.ts_min <= hi) {
             let Some(rows) = self.rows(b.id)? else { continue };
             for (slot, r) in rows.iter().enumerate() {
-                if r.ts_ns >= lo && r.ts_ns <= hi && keep(r) {
-                    out.push(Found { id: b.first + slot as i64, block: b.id, slot, row: r.clone() });
+                let r = r.map_err(|_| StoreError::Damaged { path: self.path.clone(), block: b.id })?;
+                if r.ts_ns >= lo && r.ts_ns <= hi && keep(&r) {
+                    out.push(Found { id: b.first + slot as i64, block: b.id, slot, row: r.to_row() });
                 }
             }
         }
