@@ -9,7 +9,12 @@
 //! - Its postings ([`keys`]): each distinct value a hunt looks events up by (an entity, a path,
 //!   an address, …) once per block, instead of one index entry per event and column.
 
-use rustc_hash::FxHashSet;
+use std::{
+    hash::{Hash, Hasher},
+    sync::OnceLock,
+};
+
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 use super::index::{Row, RowRef};
 
@@ -104,13 +109,35 @@ pub struct Rows {
     /// Where the first row starts, and how many there are.
     first: usize,
     n: usize,
+    /// Built on the first look-up by process: where each row starts, and the rows of each
+    /// entity and parent entity id (by hash), so a story reads a process's rows, not the block's.
+    by_process: OnceLock<Option<ByProcess>>,
+}
+
+struct ByProcess {
+    starts: Vec<usize>,
+    entity: FxHashMap<u64, Vec<u32>>,
+    parent: FxHashMap<u64, Vec<u32>>,
+}
+
+/// Which id a process look-up goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessKey {
+    Entity,
+    Parent,
+}
+
+fn hash(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    s.hash(&mut h);
+    h.finish()
 }
 
 impl Rows {
     pub fn decode(blob: &[u8]) -> Option<Rows> {
         let packed = lz4_flex::decompress_size_prepended(blob).ok()?;
         let (n, rest) = postcard::take_from_bytes::<u64>(&packed).ok()?;
-        Some(Rows { first: packed.len() - rest.len(), n: usize::try_from(n).ok()?, packed })
+        Some(Rows { first: packed.len() - rest.len(), n: usize::try_from(n).ok()?, packed, by_process: OnceLock::new() })
     }
 
     /// The rows in order; a damaged row ends them (`Err`).
@@ -134,10 +161,52 @@ impl Rows {
             }
         })
     }
+
+    /// The rows (slot and row) whose entity (or parent) id is `id`; `None` if the block is
+    /// damaged.
+    pub fn of_process(&self, by: ProcessKey, id: &str) -> Option<Vec<(usize, RowRef<'_>)>> {
+        let ix = self
+            .by_process
+            .get_or_init(|| {
+                let mut ix = ByProcess { starts: Vec::with_capacity(self.n), entity: FxHashMap::default(), parent: FxHashMap::default() };
+                let mut rest = &self.packed[self.first..];
+                for slot in 0..self.n {
+                    ix.starts.push(self.packed.len() - rest.len());
+                    let (r, more) = postcard::take_from_bytes::<RowRef>(rest).ok()?;
+                    rest = more;
+                    if let Some(e) = r.entity {
+                        ix.entity.entry(hash(e)).or_default().push(slot as u32);
+                    }
+                    if let Some(p) = r.parent {
+                        ix.parent.entry(hash(p)).or_default().push(slot as u32);
+                    }
+                }
+                Some(ix)
+            })
+            .as_ref()?;
+        let slots = match by {
+            ProcessKey::Entity => ix.entity.get(&hash(id)),
+            ProcessKey::Parent => ix.parent.get(&hash(id)),
+        };
+        let mut out = Vec::new();
+        for &slot in slots.into_iter().flatten() {
+            let slot = slot as usize;
+            let (r, _) = postcard::take_from_bytes::<RowRef>(&self.packed[ix.starts[slot]..]).ok()?;
+            let field = match by {
+                ProcessKey::Entity => r.entity,
+                ProcessKey::Parent => r.parent,
+            };
+            if field == Some(id) {
+                out.push((slot, r));
+            }
+        }
+        Some(out)
+    }
 }
 
-/// A block's rows, owned (tests, retention).
-pub fn decode_rows(blob: &[u8]) -> Option<Vec<Row>> {
+/// A block's rows, owned.
+#[cfg(test)]
+fn decode_rows(blob: &[u8]) -> Option<Vec<Row>> {
     Rows::decode(blob)?.iter().map(|r| r.ok().map(|r| r.to_row())).collect()
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::{
-    block::{key, tag},
+    block::{key, tag, ProcessKey},
     store::{Found, Store},
     story::{History, Proc, Recorded, StoryError},
 };
@@ -14,7 +14,7 @@ use crate::recorder::StoreError;
 impl Store {
     /// The events whose `tag` column is `value` (the postings name their blocks).
     pub(crate) fn by_key(&self, t: u8, value: &str, keep: impl FnMut(&super::index::RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
-        let blocks = self.posted(&key(t, value.as_bytes()), Some(&key(t, value.as_bytes())))?;
+        let blocks = self.posted_key(&key(t, value.as_bytes()))?;
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
@@ -23,7 +23,7 @@ impl Store {
 
     /// A process's events, in time order.
     pub(crate) fn of_entity(&self, entity: &str) -> Result<Vec<Found>, StoreError> {
-        self.by_key(tag::ENTITY, entity, |r| r.entity == Some(entity))
+        self.of_process(ProcessKey::Entity, entity)
     }
 }
 
@@ -42,7 +42,7 @@ impl History for Store {
 
     fn children(&self, entity: &str) -> Result<Vec<String>, StoryError> {
         let mut seen = BTreeSet::new();
-        let found = self.by_key(tag::PARENT, entity, |r| r.parent == Some(entity) && r.entity.is_some())?;
+        let found = self.of_process(ProcessKey::Parent, entity)?;
         Ok(found.into_iter().filter_map(|f| f.row.entity).filter(|e| seen.insert(e.clone())).collect())
     }
 

@@ -174,16 +174,16 @@ impl Hunt {
         };
         if self.has_process_filter() {
             let execs = if let Some(h) = &m.sha256 {
-                Some(store.posted(&key(tag::SHA256, h.as_bytes()), Some(&key(tag::SHA256, h.as_bytes())))?)
+                Some(store.posted_key(&key(tag::SHA256, h.as_bytes()))?)
             } else if let Some(u) = &self.user {
-                Some(store.posted(&key(tag::USER, u.as_bytes()), Some(&key(tag::USER, u.as_bytes())))?)
+                Some(store.posted_key(&key(tag::USER, u.as_bytes()))?)
             } else {
                 match self.exe.as_deref().map(glob_prefix).filter(|p| !p.is_empty()) {
                     Some(p) => Some(store.posted_prefix(&key(tag::EXE, p.as_bytes()))?),
                     None => None,
                 }
             };
-            let procs = store.find(execs.as_ref(), None, None, |r| m.process(r))?;
+            let procs = store.find_execs(execs.as_ref(), |r| m.process(r))?;
             let entities: BTreeSet<String> = procs.into_iter().filter_map(|f| f.row.entity).collect();
             let keys: Vec<Vec<u8>> = entities.iter().map(|e| key(tag::ENTITY, e.as_bytes())).collect();
             narrow(store.posted_any(&keys)?);
@@ -218,22 +218,39 @@ impl Hunt {
             return Err(HuntError::Rules(report.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")));
         }
         let mut det = Detector::new(Arc::new(set));
-        let found = store.find(None, self.since_ns, self.until_ns, |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| r.host == h))?;
-        let mut answer = Answer { scanned: Some(found.len() as u64), ..Answer::default() };
+        let mut answer = Answer { scanned: Some(0), ..Answer::default() };
         let mut alerts = Vec::new();
-        for f in found {
-            let hit = hit_of(store, f)?;
-            det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
-            for a in alerts.drain(..).filter(|a| a.standalone) {
-                if answer.hits.len() == self.limit() {
-                    answer.truncated = true;
-                    break;
+        let mut failed = None;
+        // Block by block: a sweep over the whole store holds one block's rows at a time.
+        store.scan(
+            None,
+            self.since_ns,
+            self.until_ns,
+            false,
+            |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| r.host == h),
+            |f| {
+                *answer.scanned.as_mut().expect("set") += 1;
+                if failed.is_some() {
+                    return;
                 }
-                let mut h = hit.clone();
-                h.matched_rule = Some(a.rule.title.clone());
-                answer.hits.push(h);
-            }
+                let hit = match hit_of(store, f) {
+                    Ok(h) => h,
+                    Err(e) => return failed = Some(e),
+                };
+                det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
+                for a in alerts.drain(..).filter(|a| a.standalone) {
+                    let mut h = hit.clone();
+                    h.matched_rule = Some(a.rule.title.clone());
+                    answer.hits.push(h);
+                }
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(e.into());
         }
+        answer.hits.sort_by(|a, b| (&a.timestamp, a.id).cmp(&(&b.timestamp, b.id)));
+        answer.truncated = answer.hits.len() > self.limit();
+        answer.hits.truncate(self.limit());
         fill_cmdlines(store, &mut answer.hits)?;
         Ok(answer)
     }
@@ -342,7 +359,7 @@ fn fill_cmdlines(store: &Store, hits: &mut [Hit]) -> Result<(), StoreError> {
     let blocks = store.posted_any(&keys)?;
     let mut latest: HashMap<String, String> = HashMap::new();
     // In time order: a later exec replaces an earlier one.
-    for f in store.find(Some(&blocks), None, None, |r| r.cmdline.is_some() && r.entity.is_some_and(|e| need.contains(e)))? {
+    for f in store.find_execs(Some(&blocks), |r| r.entity.is_some_and(|e| need.contains(e)))? {
         if let (Some(e), Some(c)) = (f.row.entity, f.row.cmdline) {
             latest.insert(e, c);
         }

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS blocks(
     id     INTEGER PRIMARY KEY,
     first  INTEGER NOT NULL,
     n      INTEGER NOT NULL,
+    -- its first n_exec rows (and documents) are its exec events
+    n_exec INTEGER NOT NULL,
     ts_min INTEGER NOT NULL,
     ts_max INTEGER NOT NULL,
     rows   BLOB NOT NULL
@@ -62,7 +64,8 @@ pub(super) const EPOCH_POSTINGS: i64 = 1 << 17;
 const BLOCK_MAX: usize = 1 << 16;
 /// A frame's row id: its block's id times this, plus its number in the block.
 const FRAMES_PER_BLOCK: i64 = (BLOCK_MAX / FRAME) as i64;
-const CACHE: usize = 8;
+/// Blocks whose rows (a few MiB each, decompressed) are kept, and frames.
+const CACHE: usize = 16;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -91,6 +94,8 @@ pub(crate) struct BlockMeta {
     pub first: i64,
     pub ts_min: i64,
     pub ts_max: i64,
+    /// Its first `n_exec` rows are exec events.
+    pub n_exec: usize,
 }
 
 /// One event a query found: its id, where its document is, and its row.
@@ -153,6 +158,9 @@ impl Store {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(e)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
+        // Queries read postings pages and blobs all over the file: mapped, not copied in by
+        // read(2). (Only readers: the writer's touched pages would count against the agent.)
+        conn.execute_batch("PRAGMA mmap_size = 1073741824;").map_err(e)?;
         let store = Self::new(conn, path);
         let v = store.version()?;
         if v > SCHEMA_VERSION {
@@ -248,7 +256,7 @@ impl Store {
     pub(crate) fn blocks(&self, since: Option<i64>, until: Option<i64>) -> Result<Vec<BlockMeta>, StoreError> {
         let mut q = self
             .conn
-            .prepare_cached("SELECT id, first, ts_min, ts_max FROM blocks WHERE ts_max >= ?1 AND ts_min <= ?2 ORDER BY id")
+            .prepare_cached("SELECT id, first, ts_min, ts_max, n_exec FROM blocks WHERE ts_max >= ?1 AND ts_min <= ?2 ORDER BY id")
             .map_err(|x| self.err(x))?;
         let rows = q.query_map([since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)], block_meta);
         rows.and_then(Iterator::collect).map_err(|x| self.err(x))
@@ -257,7 +265,7 @@ impl Store {
     /// One block's metadata (`None`: no such block, as after retention).
     fn block(&self, id: i64) -> Result<Option<BlockMeta>, StoreError> {
         self.conn
-            .prepare_cached("SELECT id, first, ts_min, ts_max FROM blocks WHERE id = ?1")
+            .prepare_cached("SELECT id, first, ts_min, ts_max, n_exec FROM blocks WHERE id = ?1")
             .and_then(|mut q| q.query_row([id], block_meta).optional())
             .map_err(|x| self.err(x))
     }
@@ -265,6 +273,11 @@ impl Store {
     /// The blocks with a posting key in `lo ..= hi` (`hi` `None`: from `lo` on).
     pub(crate) fn posted(&self, lo: &[u8], hi: Option<&[u8]>) -> Result<BTreeSet<i64>, StoreError> {
         self.posted_range(lo, hi.map(|h| (h, true)))
+    }
+
+    /// The blocks with this posting key.
+    pub(crate) fn posted_key(&self, k: &[u8]) -> Result<BTreeSet<i64>, StoreError> {
+        self.posted(k, Some(k))
     }
 
     /// The blocks with any of these posting keys (many entities at once: a few queries per
@@ -344,26 +357,68 @@ impl Store {
         candidates: Option<&BTreeSet<i64>>,
         since: Option<i64>,
         until: Option<i64>,
-        mut keep: impl FnMut(&RowRef<'_>) -> bool,
+        keep: impl FnMut(&RowRef<'_>) -> bool,
     ) -> Result<Vec<Found>, StoreError> {
+        let mut out = Vec::new();
+        self.scan(candidates, since, until, false, keep, |f| out.push(f))?;
+        out.sort_by_key(|f| (f.row.ts_ns, f.id));
+        Ok(out)
+    }
+
+    /// As [`Store::find`], over exec events only (each block's first rows): what process
+    /// filters and command lines are looked up in.
+    pub(crate) fn find_execs(&self, candidates: Option<&BTreeSet<i64>>, keep: impl FnMut(&RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
+        let mut out = Vec::new();
+        self.scan(candidates, None, None, true, keep, |f| out.push(f))?;
+        out.sort_by_key(|f| (f.row.ts_ns, f.id));
+        Ok(out)
+    }
+
+    /// The events of a process (by entity id, or by parent entity id: its children's lineage
+    /// events), in time order: through the postings to the blocks, and each block's index of
+    /// its rows by process.
+    pub(crate) fn of_process(&self, by: block::ProcessKey, id: &str) -> Result<Vec<Found>, StoreError> {
+        let t = match by {
+            block::ProcessKey::Entity => block::tag::ENTITY,
+            block::ProcessKey::Parent => block::tag::PARENT,
+        };
+        let mut out = Vec::new();
+        for b in self.posted_key(&block::key(t, id.as_bytes()))? {
+            let (Some(meta), Some(rows)) = (self.block(b)?, self.rows(b)?) else { continue };
+            let found = rows.of_process(by, id).ok_or_else(|| StoreError::Damaged { path: self.path.clone(), block: b })?;
+            out.extend(found.into_iter().map(|(slot, r)| Found { id: meta.first + slot as i64, block: b, slot, row: r.to_row() }));
+        }
+        out.sort_by_key(|f| (f.row.ts_ns, f.id));
+        Ok(out)
+    }
+
+    /// As [`Store::find`], handing each event to `found` block by block (oldest block first, not
+    /// sorted within): a sweep over the whole store holds one block at a time.
+    pub(crate) fn scan(
+        &self,
+        candidates: Option<&BTreeSet<i64>>,
+        since: Option<i64>,
+        until: Option<i64>,
+        execs_only: bool,
+        mut keep: impl FnMut(&RowRef<'_>) -> bool,
+        mut found: impl FnMut(Found),
+    ) -> Result<(), StoreError> {
         let (lo, hi) = (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
         let metas = match candidates {
             // A few blocks by id (a store may hold hundreds of thousands of small ones).
             Some(c) => c.iter().filter_map(|&id| self.block(id).transpose()).collect::<Result<Vec<_>, _>>()?,
             None => self.blocks(since, until)?,
         };
-        let mut out = Vec::new();
         for b in metas.into_iter().filter(|b| b.ts_max >= lo && b.ts_min <= hi) {
             let Some(rows) = self.rows(b.id)? else { continue };
-            for (slot, r) in rows.iter().enumerate() {
+            for (slot, r) in rows.iter().enumerate().take(if execs_only { b.n_exec } else { usize::MAX }) {
                 let r = r.map_err(|_| StoreError::Damaged { path: self.path.clone(), block: b.id })?;
                 if r.ts_ns >= lo && r.ts_ns <= hi && keep(&r) {
-                    out.push(Found { id: b.first + slot as i64, block: b.id, slot, row: r.to_row() });
+                    found(Found { id: b.first + slot as i64, block: b.id, slot, row: r.to_row() });
                 }
             }
         }
-        out.sort_by_key(|f| (f.row.ts_ns, f.id));
-        Ok(out)
+        Ok(())
     }
 
     /// The document of the event in `block` at `slot` (`Null` if it cannot be read).
@@ -505,9 +560,15 @@ impl Store {
     }
 }
 
-/// Writes one block: its rows, frames and postings. Event ids go on from the newest block's
-/// (or from the last id ever given, kept in `meta`, once retention has emptied the store).
+/// Writes one block: its rows, frames and postings, exec events first (a process filter reads
+/// those alone). Event ids go on from the newest block's (or from the last id ever given, kept
+/// in `meta`, once retention has emptied the store).
 pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch_postings: i64) -> rusqlite::Result<()> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].cmdline.is_none());
+    let n_exec = rows.iter().filter(|r| r.cmdline.is_some()).count();
+    let rows: Vec<&Row> = order.iter().map(|&i| rows[i]).collect();
+    let docs: Vec<&[u8]> = order.iter().map(|&i| docs[i]).collect();
     let next: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT first + n FROM blocks ORDER BY id DESC LIMIT 1), 1),
                     coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_event'), 1))",
@@ -515,8 +576,8 @@ pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch
         |r| r.get(0),
     )?;
     let (ts_min, ts_max) = rows.iter().fold((i64::MAX, i64::MIN), |(a, z), r| (a.min(r.ts_ns), z.max(r.ts_ns)));
-    tx.prepare_cached("INSERT INTO blocks(first, n, ts_min, ts_max, rows) VALUES(?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![next, rows.len() as i64, ts_min, ts_max, block::encode_rows(rows.iter().copied())])?;
+    tx.prepare_cached("INSERT INTO blocks(first, n, n_exec, ts_min, ts_max, rows) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![next, rows.len() as i64, n_exec as i64, ts_min, ts_max, block::encode_rows(rows.iter().copied())])?;
     let id = tx.last_insert_rowid();
     let (mut raw, mut out) = (Vec::new(), Vec::new());
     let mut frame = tx.prepare_cached("INSERT INTO frames(id, data) VALUES(?1, ?2)")?;
@@ -548,7 +609,7 @@ pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch
 }
 
 fn block_meta(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockMeta> {
-    Ok(BlockMeta { id: r.get(0)?, first: r.get(1)?, ts_min: r.get(2)?, ts_max: r.get(3)? })
+    Ok(BlockMeta { id: r.get(0)?, first: r.get(1)?, ts_min: r.get(2)?, ts_max: r.get(3)?, n_exec: r.get::<_, i64>(4)?.try_into().unwrap_or(0) })
 }
 
 fn remember<T>(cache: &mut Vec<(i64, Arc<T>)>, id: i64, v: Arc<T>) {
