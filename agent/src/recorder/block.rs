@@ -168,7 +168,8 @@ impl Rows {
         let ix = self
             .by_process
             .get_or_init(|| {
-                let mut ix = ByProcess { starts: Vec::with_capacity(self.n), entity: FxHashMap::default(), parent: FxHashMap::default() };
+                // `n` is read from the block: a damaged one must not size an allocation.
+                let mut ix = ByProcess { starts: Vec::with_capacity(self.n.min(self.packed.len())), entity: FxHashMap::default(), parent: FxHashMap::default() };
                 let mut rest = &self.packed[self.first..];
                 for slot in 0..self.n {
                     ix.starts.push(self.packed.len() - rest.len());
@@ -243,6 +244,9 @@ impl Frame {
         let data = lz4_flex::decompress_size_prepended(blob).ok()?;
         let n = u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as usize;
         let mut at = 4usize.checked_add(n.checked_mul(4)?)?;
+        if at > data.len() {
+            return None; // a damaged count must not size an allocation
+        }
         let mut spans = Vec::with_capacity(n);
         for i in 0..n {
             let len = u32::from_le_bytes(data.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?) as usize;

@@ -221,7 +221,27 @@ impl Hunt {
         let mut answer = Answer { scanned: Some(0), ..Answer::default() };
         let mut alerts = Vec::new();
         let mut failed = None;
-        // Block by block: a sweep over the whole store holds one block's rows at a time.
+        // Block by block, each block's events in time order (a block puts its execs first;
+        // correlations need the order), so a sweep over the whole store holds one block.
+        let mut pending: Vec<Found> = Vec::new();
+        let mut evaluate = |mut block: Vec<Found>, answer: &mut Answer| -> Result<(), StoreError> {
+            block.sort_by_key(|f| (f.row.ts_ns, f.id));
+            for f in block {
+                *answer.scanned.as_mut().expect("set") += 1;
+                let hit = hit_of(store, f)?;
+                det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
+                for a in alerts.drain(..).filter(|a| a.standalone) {
+                    if answer.hits.len() == self.limit() {
+                        answer.truncated = true;
+                        continue;
+                    }
+                    let mut h = hit.clone();
+                    h.matched_rule = Some(a.rule.title.clone());
+                    answer.hits.push(h);
+                }
+            }
+            Ok(())
+        };
         store.scan(
             None,
             self.since_ns,
@@ -229,28 +249,22 @@ impl Hunt {
             false,
             |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| r.host == h),
             |f| {
-                *answer.scanned.as_mut().expect("set") += 1;
                 if failed.is_some() {
                     return;
                 }
-                let hit = match hit_of(store, f) {
-                    Ok(h) => h,
-                    Err(e) => return failed = Some(e),
-                };
-                det.evaluate(&JsonEvent::new(&hit.doc), &mut alerts);
-                for a in alerts.drain(..).filter(|a| a.standalone) {
-                    let mut h = hit.clone();
-                    h.matched_rule = Some(a.rule.title.clone());
-                    answer.hits.push(h);
+                if pending.last().is_some_and(|p| p.block != f.block) {
+                    if let Err(e) = evaluate(std::mem::take(&mut pending), &mut answer) {
+                        failed = Some(e);
+                        return;
+                    }
                 }
+                pending.push(f);
             },
         )?;
         if let Some(e) = failed {
             return Err(e.into());
         }
-        answer.hits.sort_by(|a, b| (&a.timestamp, a.id).cmp(&(&b.timestamp, b.id)));
-        answer.truncated = answer.hits.len() > self.limit();
-        answer.hits.truncate(self.limit());
+        evaluate(pending, &mut answer)?;
         fill_cmdlines(store, &mut answer.hits)?;
         Ok(answer)
     }
@@ -271,7 +285,8 @@ struct Matcher<'h> {
 
 impl<'h> Matcher<'h> {
     fn new(hunt: &'h Hunt) -> Result<Self, HuntError> {
-        let glob = |g: &str| Regex::new(&glob_regex(g)).map_err(|e| HuntError::Query(format!("`{g}`: {e}")));
+        // `(?s)`: `*` and `?` match a newline too, as SQLite's GLOB does (a file name may hold one).
+        let glob = |g: &str| Regex::new(&format!("(?s){}", glob_regex(g))).map_err(|e| HuntError::Query(format!("`{g}`: {e}")));
         let domain = hunt.domain.as_deref().map(|d| d.trim_end_matches('.').to_ascii_lowercase());
         Ok(Self {
             hunt,
@@ -542,6 +557,17 @@ mod tests {
         assert!(Hunt { sha256: Some("xyz".into()), ..Hunt::default() }.validate().unwrap_err().contains("64 hex"));
         assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
         assert!(parse_time("24h").unwrap() > 0);
+    }
+
+    #[test]
+    fn globs_match_a_newline_in_a_name_as_sqlite_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("r.db")).unwrap();
+        let doc = format!(r#"{{"@timestamp":"{}","event":{{"action":"creation"}},"host":{{"id":"h1"}},"process":{{"pid":1,"entity_id":"p1"}},"file":{{"path":"/tmp/a\nb"}}}}"#, ts(0));
+        put(&mut s, &[doc]);
+        for glob in ["/tmp/*", "/tmp/a?b", "*b"] {
+            assert_eq!(Hunt { path: Some(glob.into()), ..Hunt::default() }.run(&s).unwrap().hits.len(), 1, "{glob}");
+        }
     }
 
     #[test]

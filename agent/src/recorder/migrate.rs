@@ -14,6 +14,9 @@ use super::{
 };
 
 pub(super) fn from_v1(tx: &Connection) -> rusqlite::Result<()> {
+    // New ids go on after the old ones (the events are renumbered, and an id seen before must
+    // not name another event now).
+    tx.execute("INSERT OR REPLACE INTO meta(key, value) SELECT 'next_event', coalesce(max(id), 0) + 1 FROM events_v1", [])?;
     let mut q = tx.prepare(
         "SELECT ts, host, kind, action, entity, parent, pid, exe, sha256, cmdline, user, path,
                 src_ip, src_port, dst_ip, dst_port, domain, alert, rule, cgroup, block, slot
@@ -120,6 +123,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.count().unwrap(), 9);
         assert_eq!(s.integrity().unwrap(), "ok");
+        assert_eq!(s.id_range().unwrap().unwrap().0, 10, "new ids come after the old ones (1 to 9)");
         let a = Hunt { ip: Some("10.0.0.9".into()), ..Hunt::default() }.run(&s).unwrap();
         assert_eq!(a.hits.len(), 5);
         let a = Hunt { path: Some("/tmp/f*".into()), ..Hunt::default() }.run(&s).unwrap();
