@@ -63,15 +63,7 @@ impl fmt::Display for CommandLine<'_> {
                 }
                 Ok(())
             }
-            CommandLine::Image(img) => {
-                for (i, a) in img.args().enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    f.write_str(a)?;
-                }
-                Ok(())
-            }
+            CommandLine::Image(img) => img.command_line_display().fmt(f),
         }
     }
 }

@@ -247,7 +247,24 @@ impl Image {
     }
 
     pub fn command_line(&self) -> String {
-        self.args().collect::<Vec<_>>().join(" ")
+        self.command_line_display().to_string()
+    }
+
+    /// The arguments joined by spaces, printed when displayed (a document's command line).
+    pub fn command_line_display(&self) -> impl std::fmt::Display + '_ {
+        struct Joined<'a>(&'a Image);
+        impl std::fmt::Display for Joined<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for (i, a) in self.0.args().enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    f.write_str(a)?;
+                }
+                Ok(())
+            }
+        }
+        Joined(self)
     }
 
     /// The command line cut to at most `max` bytes (on a character boundary), `…` marking a cut.

@@ -127,6 +127,23 @@ pub enum ProcessKey {
     Parent,
 }
 
+impl ProcessKey {
+    /// Its posting tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            ProcessKey::Entity => tag::ENTITY,
+            ProcessKey::Parent => tag::PARENT,
+        }
+    }
+
+    fn of<'r>(self, r: &RowRef<'r>) -> Option<&'r str> {
+        match self {
+            ProcessKey::Entity => r.entity,
+            ProcessKey::Parent => r.parent,
+        }
+    }
+}
+
 fn hash(s: &str) -> u64 {
     let mut h = FxHasher::default();
     s.hash(&mut h);
@@ -142,6 +159,11 @@ impl Rows {
 
     /// The rows in order; a damaged row ends them (`Err`).
     pub fn iter(&self) -> impl Iterator<Item = Result<RowRef<'_>, postcard::Error>> {
+        self.walk().map(|r| r.map(|(_, r)| r))
+    }
+
+    /// The rows in order with where each starts in `packed`; a damaged row ends them.
+    fn walk(&self) -> impl Iterator<Item = Result<(usize, RowRef<'_>), postcard::Error>> {
         let mut rest = &self.packed[self.first..];
         let mut left = self.n;
         std::iter::from_fn(move || {
@@ -149,10 +171,11 @@ impl Rows {
                 return None;
             }
             left -= 1;
+            let start = self.packed.len() - rest.len();
             match postcard::take_from_bytes::<RowRef>(rest) {
                 Ok((r, more)) => {
                     rest = more;
-                    Some(Ok(r))
+                    Some(Ok((start, r)))
                 }
                 Err(e) => {
                     left = 0;
@@ -170,11 +193,9 @@ impl Rows {
             .get_or_init(|| {
                 // `n` is read from the block: a damaged one must not size an allocation.
                 let mut ix = ByProcess { starts: Vec::with_capacity(self.n.min(self.packed.len())), entity: FxHashMap::default(), parent: FxHashMap::default() };
-                let mut rest = &self.packed[self.first..];
-                for slot in 0..self.n {
-                    ix.starts.push(self.packed.len() - rest.len());
-                    let (r, more) = postcard::take_from_bytes::<RowRef>(rest).ok()?;
-                    rest = more;
+                for (slot, row) in self.walk().enumerate() {
+                    let (start, r) = row.ok()?;
+                    ix.starts.push(start);
                     if let Some(e) = r.entity {
                         ix.entity.entry(hash(e)).or_default().push(slot as u32);
                     }
@@ -193,11 +214,7 @@ impl Rows {
         for &slot in slots.into_iter().flatten() {
             let slot = slot as usize;
             let (r, _) = postcard::take_from_bytes::<RowRef>(&self.packed[ix.starts[slot]..]).ok()?;
-            let field = match by {
-                ProcessKey::Entity => r.entity,
-                ProcessKey::Parent => r.parent,
-            };
-            if field == Some(id) {
+            if by.of(&r) == Some(id) {
                 out.push((slot, r));
             }
         }

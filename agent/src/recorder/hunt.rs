@@ -163,7 +163,7 @@ impl Hunt {
         if !self.rules.is_empty() {
             return self.sweep(store);
         }
-        let m = Matcher::new(self)?;
+        let mut m = Matcher::new(self)?;
         // Narrow the blocks to read through the postings of every indexed filter.
         let mut blocks: Option<BTreeSet<i64>> = None;
         let mut narrow = |set: BTreeSet<i64>| {
@@ -187,7 +187,7 @@ impl Hunt {
             let entities: BTreeSet<String> = procs.into_iter().filter_map(|f| f.row.entity).collect();
             let keys: Vec<Vec<u8>> = entities.iter().map(|e| key(tag::ENTITY, e.as_bytes())).collect();
             narrow(store.posted_any(&keys)?);
-            m.entities.replace(entities);
+            m.entities = Some(entities);
         }
         if let Some((lo, hi)) = m.ip {
             narrow(store.posted(&key(tag::IP, &lo), Some(&key(tag::IP, &hi)))?);
@@ -220,7 +220,6 @@ impl Hunt {
         let mut det = Detector::new(Arc::new(set));
         let mut answer = Answer { scanned: Some(0), ..Answer::default() };
         let mut alerts = Vec::new();
-        let mut failed = None;
         // Block by block, each block's events in time order (a block puts its execs first;
         // correlations need the order), so a sweep over the whole store holds one block.
         let mut pending: Vec<Found> = Vec::new();
@@ -249,21 +248,13 @@ impl Hunt {
             false,
             |r| r.kind == "event" && self.host.as_ref().is_none_or(|h| r.host == h),
             |f| {
-                if failed.is_some() {
-                    return;
-                }
                 if pending.last().is_some_and(|p| p.block != f.block) {
-                    if let Err(e) = evaluate(std::mem::take(&mut pending), &mut answer) {
-                        failed = Some(e);
-                        return;
-                    }
+                    evaluate(std::mem::take(&mut pending), &mut answer)?;
                 }
                 pending.push(f);
+                Ok(())
             },
         )?;
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
         evaluate(pending, &mut answer)?;
         fill_cmdlines(store, &mut answer.hits)?;
         Ok(answer)
@@ -279,8 +270,8 @@ struct Matcher<'h> {
     domain: Option<String>,
     domain_glob: Option<Regex>,
     path: Option<Regex>,
-    /// The processes the process filters picked (once they ran).
-    entities: std::cell::RefCell<BTreeSet<String>>,
+    /// The processes the process filters picked (once they ran; `None` without them).
+    entities: Option<BTreeSet<String>>,
 }
 
 impl<'h> Matcher<'h> {
@@ -296,7 +287,7 @@ impl<'h> Matcher<'h> {
             domain_glob: domain.as_deref().filter(|d| d.contains(['*', '?', '['])).map(glob).transpose()?,
             domain,
             path: hunt.path.as_deref().map(glob).transpose()?,
-            entities: Default::default(),
+            entities: None,
         })
     }
 
@@ -315,7 +306,7 @@ impl<'h> Matcher<'h> {
     fn event(&self, r: &RowRef<'_>) -> bool {
         let h = self.hunt;
         let in_range = |ip: &Option<[u8; 16]>| ip.is_some_and(|ip| self.ip.is_some_and(|(lo, hi)| ip >= lo && ip <= hi));
-        (!h.has_process_filter() || r.entity.is_some_and(|e| self.entities.borrow().contains(e)))
+        self.entities.as_ref().is_none_or(|picked| r.entity.is_some_and(|e| picked.contains(e)))
             && (self.ip.is_none() || in_range(&r.src_ip) || in_range(&r.dst_ip))
             && h.port.is_none_or(|p| r.src_port == Some(p.into()) || r.dst_port == Some(p.into()))
             && match (&self.domain_glob, &self.domain) {

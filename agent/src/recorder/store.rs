@@ -284,23 +284,16 @@ impl Store {
     /// epoch, not one per key).
     pub(crate) fn posted_any(&self, keys: &[Vec<u8>]) -> Result<BTreeSet<i64>, StoreError> {
         const CHUNK: usize = 500;
-        let run = || -> rusqlite::Result<BTreeSet<i64>> {
-            let tx = self.conn.unchecked_transaction()?;
-            let epochs: Vec<i64> = tx.prepare_cached("SELECT id FROM epochs ORDER BY id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-            let mut out = BTreeSet::new();
-            for e in epochs {
-                for chunk in keys.chunks(CHUNK) {
-                    let marks = vec!["?"; chunk.len()].join(",");
-                    let mut q = tx.prepare_cached(&format!("SELECT DISTINCT block FROM post_{e} WHERE key IN ({marks})"))?;
-                    let rows = q.query_map(rusqlite::params_from_iter(chunk), |r| r.get(0))?;
-                    for b in rows {
-                        out.insert(b?);
-                    }
+        self.each_epoch(|tx, e, out| {
+            for chunk in keys.chunks(CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let mut q = tx.prepare_cached(&format!("SELECT DISTINCT block FROM post_{e} WHERE key IN ({marks})"))?;
+                for b in q.query_map(rusqlite::params_from_iter(chunk), |r| r.get(0))? {
+                    out.insert(b?);
                 }
             }
-            Ok(out)
-        };
-        run().map_err(|x| self.err(x))
+            Ok(())
+        })
     }
 
     /// The blocks with a posting key that starts with `prefix`.
@@ -310,24 +303,36 @@ impl Store {
     }
 
     /// The blocks with a posting key from `lo` up to `hi` (included or not), in every epoch's
-    /// postings, read in one snapshot (retention may drop an epoch meanwhile).
+    /// postings.
     fn posted_range(&self, lo: &[u8], hi: Option<(&[u8], bool)>) -> Result<BTreeSet<i64>, StoreError> {
-        let run = || -> rusqlite::Result<BTreeSet<i64>> {
+        self.each_epoch(|tx, e, out| {
+            let sql = match hi {
+                Some((_, true)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key <= ?2"),
+                Some((_, false)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key < ?2"),
+                None => format!("SELECT block FROM post_{e} WHERE key >= ?1"),
+            };
+            let mut q = tx.prepare_cached(&sql)?;
+            let rows = match hi {
+                Some((h, _)) => q.query_map(params![lo, h], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
+                None => q.query_map(params![lo], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
+            };
+            out.extend(rows);
+            Ok(())
+        })
+    }
+
+    /// Runs `each` on every postings epoch, in one read snapshot (retention may drop an epoch
+    /// meanwhile), gathering the blocks it finds.
+    fn each_epoch(
+        &self,
+        mut each: impl FnMut(&Connection, i64, &mut BTreeSet<i64>) -> rusqlite::Result<()>,
+    ) -> Result<BTreeSet<i64>, StoreError> {
+        let mut run = || -> rusqlite::Result<BTreeSet<i64>> {
             let tx = self.conn.unchecked_transaction()?;
             let epochs: Vec<i64> = tx.prepare_cached("SELECT id FROM epochs ORDER BY id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             let mut out = BTreeSet::new();
             for e in epochs {
-                let sql = match hi {
-                    Some((_, true)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key <= ?2"),
-                    Some((_, false)) => format!("SELECT block FROM post_{e} WHERE key >= ?1 AND key < ?2"),
-                    None => format!("SELECT block FROM post_{e} WHERE key >= ?1"),
-                };
-                let mut q = tx.prepare_cached(&sql)?;
-                let rows = match hi {
-                    Some((h, _)) => q.query_map(params![lo, h], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
-                    None => q.query_map(params![lo], |r| r.get(0))?.collect::<Result<Vec<i64>, _>>()?,
-                };
-                out.extend(rows);
+                each(&tx, e, &mut out)?;
             }
             Ok(out)
         };
@@ -359,17 +364,28 @@ impl Store {
         until: Option<i64>,
         keep: impl FnMut(&RowRef<'_>) -> bool,
     ) -> Result<Vec<Found>, StoreError> {
-        let mut out = Vec::new();
-        self.scan(candidates, since, until, false, keep, |f| out.push(f))?;
-        out.sort_by_key(|f| (f.row.ts_ns, f.id));
-        Ok(out)
+        self.sorted(candidates, since, until, false, keep)
     }
 
     /// As [`Store::find`], over exec events only (each block's first rows): what process
     /// filters and command lines are looked up in.
     pub(crate) fn find_execs(&self, candidates: Option<&BTreeSet<i64>>, keep: impl FnMut(&RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
+        self.sorted(candidates, None, None, true, keep)
+    }
+
+    fn sorted(
+        &self,
+        candidates: Option<&BTreeSet<i64>>,
+        since: Option<i64>,
+        until: Option<i64>,
+        execs_only: bool,
+        keep: impl FnMut(&RowRef<'_>) -> bool,
+    ) -> Result<Vec<Found>, StoreError> {
         let mut out = Vec::new();
-        self.scan(candidates, None, None, true, keep, |f| out.push(f))?;
+        self.scan(candidates, since, until, execs_only, keep, |f| {
+            out.push(f);
+            Ok(())
+        })?;
         out.sort_by_key(|f| (f.row.ts_ns, f.id));
         Ok(out)
     }
@@ -378,12 +394,8 @@ impl Store {
     /// events), in time order: through the postings to the blocks, and each block's index of
     /// its rows by process.
     pub(crate) fn of_process(&self, by: block::ProcessKey, id: &str) -> Result<Vec<Found>, StoreError> {
-        let t = match by {
-            block::ProcessKey::Entity => block::tag::ENTITY,
-            block::ProcessKey::Parent => block::tag::PARENT,
-        };
         let mut out = Vec::new();
-        for b in self.posted_key(&block::key(t, id.as_bytes()))? {
+        for b in self.posted_key(&block::key(by.tag(), id.as_bytes()))? {
             let (Some(meta), Some(rows)) = (self.block(b)?, self.rows(b)?) else { continue };
             let found = rows.of_process(by, id).ok_or_else(|| StoreError::Damaged { path: self.path.clone(), block: b })?;
             out.extend(found.into_iter().map(|(slot, r)| Found { id: meta.first + slot as i64, block: b, slot, row: r.to_row() }));
@@ -393,7 +405,8 @@ impl Store {
     }
 
     /// As [`Store::find`], handing each event to `found` block by block (oldest block first, not
-    /// sorted within): a sweep over the whole store holds one block at a time.
+    /// sorted within; an error from `found` ends the scan): a sweep over the whole store holds
+    /// one block at a time.
     pub(crate) fn scan(
         &self,
         candidates: Option<&BTreeSet<i64>>,
@@ -401,7 +414,7 @@ impl Store {
         until: Option<i64>,
         execs_only: bool,
         mut keep: impl FnMut(&RowRef<'_>) -> bool,
-        mut found: impl FnMut(Found),
+        mut found: impl FnMut(Found) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (lo, hi) = (since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX));
         let metas = match candidates {
@@ -414,7 +427,7 @@ impl Store {
             for (slot, r) in rows.iter().enumerate().take(if execs_only { b.n_exec } else { usize::MAX }) {
                 let r = r.map_err(|_| StoreError::Damaged { path: self.path.clone(), block: b.id })?;
                 if r.ts_ns >= lo && r.ts_ns <= hi && keep(&r) {
-                    found(Found { id: b.first + slot as i64, block: b.id, slot, row: r.to_row() });
+                    found(Found { id: b.first + slot as i64, block: b.id, slot, row: r.to_row() })?;
                 }
             }
         }
