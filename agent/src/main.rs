@@ -74,7 +74,7 @@ async fn run(cfg: Config, duration: Option<Duration>) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     let summary = agent.run(sinks, stop_rx).await?;
-    info!(events = summary.events, late = summary.late, "stopped; detaching");
+    info!(events = summary.events, late = summary.late, reader_stalls = summary.stalls, "stopped; detaching");
     if let Some(server) = server {
         server.shutdown().await;
     }

@@ -26,6 +26,8 @@ pub struct Metrics {
     latency: prometheus::Histogram,
     ringbuf_used: IntGaugeVec,
     ringbuf_sweep: IntCounterVec,
+    reorder_late: prometheus::IntCounter,
+    reader_stalls: prometheus::IntCounter,
     responses: IntCounterVec,
     pub(crate) recorder_batches: prometheus::IntCounter,
     pub(crate) recorder_deleted: IntCounterVec,
@@ -158,6 +160,13 @@ impl Metrics {
         registry.register(Box::new(latency.clone())).expect("unique metric");
         let ringbuf_used = gauge(&registry, "osprey_ringbuf_used_bytes", "Bytes the kernel wrote into a CPU's ring buffer that were not read yet, when the reader woke", &["cpu"]);
         let ringbuf_sweep = counter(&registry, "osprey_ringbuf_sweep_records_total", "Records a reader collected on its periodic sweep of a CPU's ring buffer rather than after a kernel wakeup (kernel programs wake readers only when a ring is over a quarter full)", &["cpu"]);
+        let single = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let reorder_late = single("osprey_events_late_total", "Records released out of kernel-time order: they arrived after a younger record had already been handed on");
+        let reader_stalls = single("osprey_ring_reader_stalls_total", "Times a ring reader reported no progress for a second while the pipeline ran, so the other CPUs' records were released without waiting for its older ones");
         let responses = counter(&registry, "osprey_responses_total", "Response actions by action and result (done, would: monitor mode, refused: a safety rail, failed, rate_limited)", &["action", "result"]);
         let recorder_batches = prometheus::IntCounter::new("osprey_recorder_batches_total", "Transactions of events the recorder committed to its store").expect("valid metric");
         registry.register(Box::new(recorder_batches.clone())).expect("unique metric");
@@ -196,6 +205,8 @@ impl Metrics {
             latency,
             ringbuf_used,
             ringbuf_sweep,
+            reorder_late,
+            reader_stalls,
             responses,
             recorder_batches,
             recorder_deleted,
@@ -209,6 +220,12 @@ impl Metrics {
 
     pub fn ringbuf_sweep(&self, cpu: u32, records: u64) {
         self.ringbuf_sweep.with_label_values(&[&cpu.to_string()]).inc_by(records);
+    }
+
+    /// The reorder stage's running totals (late records, reader stalls).
+    pub fn reorder(&self, late: u64, stalls: u64) {
+        self.reorder_late.inc_by(late.saturating_sub(self.reorder_late.get()));
+        self.reader_stalls.inc_by(stalls.saturating_sub(self.reader_stalls.get()));
     }
 
     pub fn response(&self, action: &str, result: crate::respond::Verdict) {

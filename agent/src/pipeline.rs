@@ -19,9 +19,9 @@ use crate::{
     event::{Ecs, Event, EventBody},
     metrics::Metrics,
     output::Sink,
-    reorder::Reorder,
+    reorder::{ReadMarks, Reorder},
     respond::{context::TableLookup, signal::Identity, Outcome, Responder, ResponseEvent},
-    sensor::{ring::read_ring, KernelCounters, Sensor, SensorError},
+    sensor::{ring::{read_ring, Reader}, KernelCounters, Sensor, SensorError},
 };
 
 #[derive(Debug, Clone)]
@@ -73,7 +73,10 @@ pub fn boot_wall_ns() -> u64 {
 pub struct Summary {
     pub events: u64,
     pub counters: KernelCounters,
+    /// Records released after a younger one (see [`Reorder::late`]).
     pub late: u64,
+    /// Times a ring reader fell silent and the others went on without it.
+    pub stalls: u64,
 }
 
 struct Stage {
@@ -120,6 +123,14 @@ impl Stage {
             if let Err(e) = r {
                 warn!(sink = sink.name(), error = %e, "output failed");
             }
+        }
+    }
+
+    /// Records from a ring reader: noted on arrival, then held for ordering.
+    fn arrived(&mut self, reorder: &mut Reorder, batch: Vec<Record>) {
+        for r in batch {
+            self.enrich.on_arrival(&r);
+            reorder.push(r);
         }
     }
 
@@ -447,13 +458,16 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel(READER_QUEUE);
     let (reader_stop_tx, reader_stop) = watch::channel(false);
     let mut readers = JoinSet::new();
-    for (cpu, ring) in sensor.take_rings() {
-        readers.spawn(read_ring(cpu, ring, tx.clone(), metrics.clone(), reader_stop.clone()));
+    let rings = sensor.take_rings();
+    let marks = Arc::new(ReadMarks::new(rings.len()));
+    for (slot, (cpu, ring)) in rings.into_iter().enumerate() {
+        let me = Reader { cpu, slot, marks: marks.clone() };
+        readers.spawn(read_ring(me, ring, tx.clone(), metrics.clone(), reader_stop.clone()));
     }
     drop(tx);
 
     let window_ns = cfg.reorder_window.as_nanos() as u64;
-    let mut reorder = Reorder::new(window_ns);
+    let mut reorder = Reorder::with_marks(window_ns, marks, boottime_ns());
     let (enrich, mut late) = Enricher::new(&cfg.process, ecs.ids().clone());
     let mut stage = Stage {
         enrich,
@@ -499,10 +513,7 @@ pub async fn run(
             batch = rx.recv() => match batch {
                 Some(batch) => {
                     stage.tamper_records(&mut prio_rx);
-                    for r in batch {
-                        stage.enrich.on_arrival(&r);
-                        reorder.push(r);
-                    }
+                    stage.arrived(&mut reorder, batch);
                 }
                 None => { readers_done = true; break; }
             },
@@ -525,9 +536,15 @@ pub async fn run(
             Some(rules) = next_rules(&mut rules_rx) => stage.swap_rules(rules),
             Some(req) = next_control(&mut control) => stage.control(req, sensor),
             _ = tick.tick() => {
-                let now = boottime_ns();
+                // The marks first, then what the readers queued before moving them: at most a
+                // full queue, so a flood cannot keep this loop going.
+                let horizon = reorder.horizon(boottime_ns());
+                for _ in 0..READER_QUEUE {
+                    let Ok(batch) = rx.try_recv() else { break };
+                    stage.arrived(&mut reorder, batch);
+                }
                 let mut n = 0u32;
-                while let Some(rec) = reorder.pop_ready(now) {
+                while let Some(rec) = reorder.pop_ready(horizon) {
                     stage.record(rec);
                     n += 1;
                     if n.is_multiple_of(64) {
@@ -550,6 +567,7 @@ pub async fn run(
                 stage.flush_correlations();
                 let t = stage.enrich.table().stats();
                 stage.metrics.set_process_table(t.entries, t.evicted_grace, t.evicted_cap);
+                stage.metrics.reorder(reorder.late(), reorder.stalls());
             }
             _ = stop.changed() => if *stop.borrow() { break },
         }
@@ -562,10 +580,7 @@ pub async fn run(
     let _ = reader_stop_tx.send(true);
     if !readers_done {
         while let Some(batch) = rx.recv().await {
-            for r in batch {
-                stage.enrich.on_arrival(&r);
-                reorder.push(r);
-            }
+            stage.arrived(&mut reorder, batch);
         }
     }
     while let Some(res) = readers.join_next().await {
@@ -581,5 +596,5 @@ pub async fn run(
     }
     let counters = stage.poll_loss(sensor).unwrap_or_default();
     stage.flush();
-    Ok(Summary { events: stage.events, counters, late: reorder.late() })
+    Ok(Summary { events: stage.events, counters, late: reorder.late(), stalls: reorder.stalls() })
 }

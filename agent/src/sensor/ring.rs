@@ -13,6 +13,8 @@ use tracing::debug;
 use crate::{
     decode::{decode, Record},
     metrics::Metrics,
+    pipeline::boottime_ns,
+    reorder::ReadMarks,
 };
 
 /// Records per batch handed to the pipeline.
@@ -74,15 +76,23 @@ impl Drop for Positions {
     }
 }
 
+/// One ring's reader: the CPU it belongs to, and its entry in the read marks.
+pub struct Reader {
+    pub cpu: u32,
+    pub slot: usize,
+    pub marks: Arc<ReadMarks>,
+}
+
 /// Reads `ring` until `stop` turns true, then drains what is left and returns.
 /// A full `tx` blocks this reader, so the kernel ring fills and the kernel counts the loss.
 pub async fn read_ring(
-    cpu: u32,
+    me: Reader,
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<Record>>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let cpu = me.cpu;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until it is dropped,
     // which happens only when this AsyncFd is dropped.
     let positions = Positions::map(std::os::fd::AsFd::as_fd(&ring));
@@ -101,13 +111,13 @@ pub async fn read_ring(
                 if let Some(p) = &positions {
                     metrics.ringbuf_used(cpu, p.used());
                 }
-                match drain(guard.get_inner_mut(), &tx, &metrics).await {
+                match drain(guard.get_inner_mut(), &me, &tx, &metrics).await {
                     Some(_) => false,
                     None => return Ok(()),
                 }
             }
             _ = sweep.tick() => {
-                match drain(fd.get_mut(), &tx, &metrics).await {
+                match drain(fd.get_mut(), &me, &tx, &metrics).await {
                     Some(0) => {}
                     Some(n) => metrics.ringbuf_sweep(cpu, n),
                     None => return Ok(()),
@@ -117,18 +127,21 @@ pub async fn read_ring(
             _ = stop.changed() => true,
         };
         if stopping || *stop.borrow() {
-            drain(fd.get_mut(), &tx, &metrics).await;
+            drain(fd.get_mut(), &me, &tx, &metrics).await;
             debug!(cpu, "ring reader stopped");
             return Ok(());
         }
     }
 }
 
-/// Decodes everything currently in the ring. Returns how many records it read, or None when
-/// the receiver is gone.
-async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metrics: &Metrics) -> Option<u64> {
+/// Decodes everything currently in the ring, then moves the ring's read mark. Returns how many
+/// records it read, or None when the receiver is gone.
+async fn drain(ring: &mut RingBuf<MapData>, me: &Reader, tx: &mpsc::Sender<Vec<Record>>, metrics: &Metrics) -> Option<u64> {
     let mut read = 0;
     loop {
+        // Everything this CPU committed before `start` is read by the time the ring is empty.
+        let start = boottime_ns();
+        let mut newest = 0;
         let mut batch = Vec::with_capacity(BATCH);
         while batch.len() < BATCH {
             let Some(item) = ring.next() else { break };
@@ -136,6 +149,7 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metr
             match decode(&item) {
                 Ok(rec) => {
                     metrics.record_received(rec.kind());
+                    newest = newest.max(rec.header().ktime_ns);
                     batch.push(rec);
                 }
                 Err(e) => metrics.decode_error(&e),
@@ -145,6 +159,9 @@ async fn drain(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<Record>>, metr
         if !batch.is_empty() && tx.send(batch).await.is_err() {
             return None;
         }
+        // Sent first, marked after: the pipeline reads the mark before it takes the queue.
+        // A full batch leaves more in the ring: read up to its newest record only.
+        me.marks.advance(me.slot, if full { newest } else { start.max(newest) });
         if !full {
             return Some(read);
         }
