@@ -27,6 +27,15 @@ struct {
 	__type(value, __u32); /* enum osprey_watch_kind */
 } watch SEC(".maps");
 
+/* Devices (superblocks) with at least one inode on the watch list: an open of a file elsewhere
+ * (/proc, /sys, a tmpfs, …) skips the ancestor walk. Filled with `watch`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} watch_devs SEC(".maps");
+
 /* Path prefixes (bytes) → enum osprey_watch_kind, longest prefix wins. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -52,34 +61,35 @@ static __always_inline bool op_enabled(__u32 op)
 	return cfg && (cfg->file_ops & (1u << (op & 31)));
 }
 
-static __always_inline __u32 watch_kind(struct inode *inode)
-{
-	struct osprey_inode_key k = {
-		.ino = BPF_CORE_READ(inode, i_ino),
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
-	};
-	__u32 *kind = bpf_map_lookup_elem(&watch, &k);
-	return kind ? *kind : 0;
-}
-
-/* Watch bits of the file's inode or of any of its first WATCH_ANCESTORS directories. */
+/*
+ * Watch bits of the file's inode or of any of its first WATCH_ANCESTORS directories. The walk
+ * follows d_parent, which never leaves the file's superblock, so every key has the file's
+ * device: read once, and checked against watch_devs before walking at all.
+ */
 static __always_inline __u32 watched(struct file *file)
 {
+	struct super_block *sb = BPF_CORE_READ(file, f_inode, i_sb);
 	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
 	__u32 kind = 0;
+	/* /proc/PID/mem of any process */
+	if (BPF_CORE_READ(sb, s_magic) == PROC_SUPER_MAGIC) {
+		char name[4] = {};
+		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
+		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 0)
+			kind |= OSPREY_WATCH_READ;
+	}
+	struct osprey_inode_key k = {.dev = BPF_CORE_READ(sb, s_dev)};
+	if (!bpf_map_lookup_elem(&watch_devs, &k.dev))
+		return kind;
 	for (int i = 0; i < WATCH_ANCESTORS; i++) {
-		kind |= watch_kind(BPF_CORE_READ(d, d_inode));
+		k.ino = BPF_CORE_READ(d, d_inode, i_ino);
+		__u32 *bits = bpf_map_lookup_elem(&watch, &k);
+		if (bits)
+			kind |= *bits;
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 		if (parent == d)
 			break;
 		d = parent;
-	}
-	/* /proc/PID/mem of any process */
-	if (BPF_CORE_READ(file, f_inode, i_sb, s_magic) == PROC_SUPER_MAGIC) {
-		char name[4] = {};
-		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 0)
-			kind |= OSPREY_WATCH_READ;
 	}
 	return kind;
 }

@@ -114,6 +114,40 @@ fn reading_shadow_is_reported_and_an_unwatched_read_is_not() {
 }
 
 #[test]
+fn a_watched_directory_covers_what_is_below_it_and_proc_mem_is_always_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    let inside = root.join("a/b/secret.key");
+    std::fs::write(&inside, "key").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let outside = other.path().join("plain.txt");
+    std::fs::write(&outside, "plain").unwrap();
+    let mut cfg = test_config();
+    // Only this directory: no other inode of any filesystem is watched, so opens on every other
+    // device are decided before the ancestor walk (watch_devs), and /proc/PID/mem regardless.
+    cfg.file.watch_reads = vec![root.to_string_lossy().into_owned()];
+    let mut h = Harness::start(cfg);
+    let inside_pid = workload(&["read", inside.to_str().unwrap()]);
+    let outside_pid = workload(&["read", outside.to_str().unwrap()]);
+    let mut sleeper = Command::new("/bin/sleep").arg("10").spawn().unwrap();
+    let mem = format!("/proc/{}/mem", sleeper.id());
+    drop(std::fs::File::open(&mem).expect("root opens a child's memory"));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let me = std::process::id();
+    let mem_read = |evs: &[agent::event::Event]| {
+        evs.iter().any(|e| matches!(e.record(), Some(Record::File(f)) if f.hdr.pid == me && f.path == mem))
+    };
+    assert!(h.wait_for(Duration::from_secs(10), |evs| has_exit(evs, inside_pid) && has_exit(evs, outside_pid) && mem_read(evs)));
+    let reads = file_events(&h, inside_pid);
+    assert!(one(&reads, fo::OSPREY_FILE_READ, inside.to_str().unwrap(), None).watched(), "two levels below the watched directory");
+    assert!(file_events(&h, outside_pid).is_empty(), "outside the watched directory: {:#?}", file_events(&h, outside_pid));
+    assert!(one(&file_events(&h, me), fo::OSPREY_FILE_READ, &mem, None).watched());
+    h.stop();
+}
+
+#[test]
 fn a_write_storm_is_one_event_per_open_and_the_rest_is_counted() {
     const N: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
