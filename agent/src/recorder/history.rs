@@ -12,15 +12,6 @@ use super::{
 use crate::recorder::StoreError;
 
 impl Store {
-    /// The events whose `tag` column is `value` (the postings name their blocks).
-    pub(crate) fn by_key(&self, t: u8, value: &str, keep: impl FnMut(&super::index::RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
-        let blocks = self.posted_key(&key(t, value.as_bytes()))?;
-        if blocks.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.find(Some(&blocks), None, None, keep)
-    }
-
     /// A process's events, in time order.
     pub(crate) fn of_entity(&self, entity: &str) -> Result<Vec<Found>, StoreError> {
         self.of_process(ProcessKey::Entity, entity)
@@ -29,7 +20,9 @@ impl Store {
 
 impl History for Store {
     fn alert(&self, id: &str) -> Result<Option<(Option<String>, Value)>, StoryError> {
-        let found = self.by_key(tag::ALERT, id, |r| r.alert == Some(id))?;
+        // The postings name the alert's blocks; its event is the first there.
+        let blocks = self.posted_key(&key(tag::ALERT, id.as_bytes()))?;
+        let found = self.find(Some(&blocks), None, None, 1, |r| r.alert == Some(id))?;
         Ok(match found.into_iter().next() {
             Some(f) => Some((f.row.entity, self.doc(f.block, f.slot)?)),
             None => None,

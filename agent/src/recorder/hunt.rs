@@ -202,7 +202,8 @@ impl Hunt {
             narrow(store.posted_prefix(&[tag::ALERT])?);
         }
         let only_execs = self.has_process_filter() && !self.has_event_filter();
-        let found = store.find(blocks.as_ref(), self.since_ns, self.until_ns, |r| {
+        // One more than the limit: whether the answer was cut short.
+        let found = store.find(blocks.as_ref(), self.since_ns, self.until_ns, self.limit() + 1, |r| {
             m.event(r) && (!only_execs || r.cmdline.is_some()) && self.host.as_ref().is_none_or(|h| r.host == h)
         })?;
         let truncated = found.len() > self.limit();

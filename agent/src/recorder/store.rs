@@ -21,8 +21,8 @@
 //! vacuum.
 
 use std::{
-    cell::RefCell,
-    collections::BTreeSet,
+    cell::{Cell, RefCell},
+    collections::{BTreeSet, BinaryHeap},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -355,39 +355,50 @@ impl Store {
         Ok(Some(rows))
     }
 
-    /// The events of the `candidates` blocks (every block when `None`) between `since` and
-    /// `until` for which `keep` holds, in time order.
+    /// The first `limit` events (by time, then id) of the `candidates` blocks (every block when
+    /// `None`) between `since` and `until` for which `keep` holds, in time order.
     pub(crate) fn find(
         &self,
         candidates: Option<&BTreeSet<i64>>,
         since: Option<i64>,
         until: Option<i64>,
+        limit: usize,
         keep: impl FnMut(&RowRef<'_>) -> bool,
     ) -> Result<Vec<Found>, StoreError> {
-        self.sorted(candidates, since, until, false, keep)
+        self.sorted(candidates, since, until, false, limit, keep)
     }
 
-    /// As [`Store::find`], over exec events only (each block's first rows): what process
-    /// filters and command lines are looked up in.
+    /// As [`Store::find`], every exec event (each block's first rows): what process filters and
+    /// command lines are looked up in.
     pub(crate) fn find_execs(&self, candidates: Option<&BTreeSet<i64>>, keep: impl FnMut(&RowRef<'_>) -> bool) -> Result<Vec<Found>, StoreError> {
-        self.sorted(candidates, None, None, true, keep)
+        self.sorted(candidates, None, None, true, usize::MAX, keep)
     }
 
+    /// The first `limit` events in time order: the latest of those found so far is the top of
+    /// a max-heap, and a block that starts after it, once the heap is full, is not read at all.
     fn sorted(
         &self,
         candidates: Option<&BTreeSet<i64>>,
         since: Option<i64>,
         until: Option<i64>,
         execs_only: bool,
+        limit: usize,
         keep: impl FnMut(&RowRef<'_>) -> bool,
     ) -> Result<Vec<Found>, StoreError> {
-        let mut out = Vec::new();
-        self.scan(candidates, since, until, execs_only, keep, |f| {
-            out.push(f);
+        let mut first: BinaryHeap<ByTime> = BinaryHeap::new();
+        let latest: Cell<Option<i64>> = Cell::new(None);
+        let wanted = |b: &BlockMeta| latest.get().is_none_or(|t| b.ts_min <= t);
+        self.scan_where(candidates, since, until, execs_only, wanted, keep, |f| {
+            first.push(ByTime(f));
+            if first.len() > limit {
+                first.pop();
+            }
+            if first.len() == limit {
+                latest.set(first.peek().map(|m| m.0.row.ts_ns));
+            }
             Ok(())
         })?;
-        out.sort_by_key(|f| (f.row.ts_ns, f.id));
-        Ok(out)
+        Ok(first.into_sorted_vec().into_iter().map(|b| b.0).collect())
     }
 
     /// The events of a process (by entity id, or by parent entity id: its children's lineage
@@ -413,6 +424,21 @@ impl Store {
         since: Option<i64>,
         until: Option<i64>,
         execs_only: bool,
+        keep: impl FnMut(&RowRef<'_>) -> bool,
+        found: impl FnMut(Found) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_where(candidates, since, until, execs_only, |_| true, keep, found)
+    }
+
+    /// As [`Store::scan`], reading only the blocks `wanted` still wants when their turn comes.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_where(
+        &self,
+        candidates: Option<&BTreeSet<i64>>,
+        since: Option<i64>,
+        until: Option<i64>,
+        execs_only: bool,
+        wanted: impl Fn(&BlockMeta) -> bool,
         mut keep: impl FnMut(&RowRef<'_>) -> bool,
         mut found: impl FnMut(Found) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
@@ -423,6 +449,9 @@ impl Store {
             None => self.blocks(since, until)?,
         };
         for b in metas.into_iter().filter(|b| b.ts_max >= lo && b.ts_min <= hi) {
+            if !wanted(&b) {
+                continue;
+            }
             let Some(rows) = self.rows(b.id)? else { continue };
             for (slot, r) in rows.iter().enumerate().take(if execs_only { b.n_exec } else { usize::MAX }) {
                 let r = r.map_err(|_| StoreError::Damaged { path: self.path.clone(), block: b.id })?;
@@ -621,6 +650,32 @@ pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch
     Ok(())
 }
 
+/// A found event ordered by (time, id), for the heap of [`Store::find`].
+struct ByTime(Found);
+
+impl ByTime {
+    fn key(&self) -> (i64, i64) {
+        (self.0.row.ts_ns, self.0.id)
+    }
+}
+
+impl PartialEq for ByTime {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl Eq for ByTime {}
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ByTime {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&o.key())
+    }
+}
+
 fn block_meta(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlockMeta> {
     Ok(BlockMeta { id: r.get(0)?, first: r.get(1)?, ts_min: r.get(2)?, ts_max: r.get(3)?, n_exec: r.get::<_, i64>(4)?.try_into().unwrap_or(0) })
 }
@@ -682,6 +737,32 @@ pub(crate) mod tests {
         assert_eq!(oldest, (1000 + d.by_size as i64) * 1_000_000_000, "the oldest went first");
         assert_eq!(s.integrity().unwrap(), "ok");
         assert!(std::fs::metadata(&path).unwrap().len() <= used, "freed pages go back to the file system");
+    }
+
+    #[test]
+    fn find_with_a_limit_gives_the_first_events_in_time_and_skips_later_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("rec.db")).unwrap();
+        // Ten blocks of five, out of time order (block 0 first, then 7, 4, 1, … tens of seconds
+        // later), and two events of each block at the same time (ids break the tie).
+        for b in 0..10i64 {
+            let docs: Vec<Vec<u8>> = (0..5).map(|i| doc(1_000_000_000 * ((b * 7) % 10 * 10 + i.min(3)), "e", "creation", "")).collect();
+            let rows: Vec<Row> = docs.iter().map(|d| row(d, None).unwrap()).collect();
+            s.insert(rows.iter().zip(&docs).map(|(r, d)| (r, d.as_slice()))).unwrap();
+        }
+        let key = |f: &Found| (f.row.ts_ns, f.id);
+        let all: Vec<(i64, i64)> = s.find(None, None, None, usize::MAX, |_| true).unwrap().iter().map(key).collect();
+        assert_eq!(all.len(), 50);
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "in time order, then by id");
+        for limit in [1, 4, 5, 7, 50, 51] {
+            let first: Vec<(i64, i64)> = s.find(None, None, None, limit, |_| true).unwrap().iter().map(key).collect();
+            assert_eq!(first, all[..limit.min(50)], "limit {limit}");
+        }
+        // The first five are block 0's: once they are in, no other block starts early enough.
+        s.rows.borrow_mut().clear();
+        s.find(None, None, None, 5, |_| true).unwrap();
+        assert_eq!(s.rows.borrow().len(), 1, "only the first block was read");
+        assert!(s.find(None, None, None, 3, |r| r.cmdline.is_some()).unwrap().is_empty());
     }
 
     #[test]
