@@ -44,9 +44,10 @@ pub fn expand_homes(paths: &[String], passwd: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Puts every existing path of `paths` into the inode watch map with `kind`; returns how many.
-pub fn watch_inodes(map: &mut HashMap<&mut MapData, osprey_inode_key, u32>, paths: &[PathBuf], kind: u32) -> Result<usize, MapError> {
-    let mut n = 0;
+/// Puts every existing path of `paths` into the inode watch map with `kind`; returns the keys
+/// it put there.
+pub fn watch_inodes(map: &mut HashMap<&mut MapData, osprey_inode_key, u32>, paths: &[PathBuf], kind: u32) -> Result<Vec<osprey_inode_key>, MapError> {
+    let mut keys = Vec::new();
     for p in paths {
         let Ok(key) = inode_key(p) else {
             debug!(path = %p.display(), "watch path does not exist (yet)");
@@ -54,9 +55,9 @@ pub fn watch_inodes(map: &mut HashMap<&mut MapData, osprey_inode_key, u32>, path
         };
         let prev = map.get(&key, 0).unwrap_or(0);
         map.insert(key, prev | kind, 0)?;
-        n += 1;
+        keys.push(key);
     }
-    Ok(n)
+    Ok(keys)
 }
 
 /// The trie key of a path prefix.

@@ -475,14 +475,14 @@ fn attach(
 fn set_filters(ebpf: &mut Ebpf, cfg: &SensorConfig) -> Result<(), SensorError> {
     let mut watch: HashMap<_, osprey_inode_key, u32> =
         HashMap::try_from(ebpf.map_mut("watch").ok_or(SensorError::Missing("watch"))?).map_err(map_err("watch"))?;
-    let n = filters::watch_inodes(&mut watch, &cfg.read_watch, wk::OSPREY_WATCH_READ).map_err(map_err("watch"))?;
-    let devs: std::collections::BTreeSet<u32> = watch.keys().filter_map(Result::ok).map(|k| k.dev).collect();
+    let keys = filters::watch_inodes(&mut watch, &cfg.read_watch, wk::OSPREY_WATCH_READ).map_err(map_err("watch"))?;
+    let devs: std::collections::BTreeSet<u32> = keys.iter().map(|k| k.dev).collect();
     let mut watch_devs: HashMap<_, u32, u32> =
         HashMap::try_from(ebpf.map_mut("watch_devs").ok_or(SensorError::Missing("watch_devs"))?).map_err(map_err("watch_devs"))?;
     for dev in &devs {
         watch_devs.insert(dev, 1, 0).map_err(map_err("watch_devs"))?;
     }
-    info!(watched = n, listed = cfg.read_watch.len(), devices = devs.len(), "read watch list set");
+    info!(watched = keys.len(), listed = cfg.read_watch.len(), devices = devs.len(), "read watch list set");
     let mut trie: LpmTrie<_, [u8; filters::PREFIX_MAX], u32> =
         LpmTrie::try_from(ebpf.map_mut("prefixes").ok_or(SensorError::Missing("prefixes"))?)
             .map_err(map_err("prefixes"))?;
