@@ -22,6 +22,7 @@ use crate::{
     alerting::{AlertEvent, AlertMeta, RuleDoc, ThreatDoc},
     decode::{Exec, Exit, Fork, Header, Record},
     enrich::{Context, LateHash, ProcCtx},
+    output::Facts,
     process::{table::Ancestor, EntityIds, Host},
 };
 
@@ -140,6 +141,12 @@ struct EventMeta {
     outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration: Option<u64>,
+}
+
+impl EventMeta {
+    fn facts(&self) -> Facts {
+        Facts { kind: self.kind, category: self.category[0], action: self.action, severity: self.severity.map(i64::from) }
+    }
 }
 
 #[derive(Serialize)]
@@ -466,6 +473,19 @@ impl Ecs {
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
         serde_json::to_writer(out, &self.doc(ev))
+    }
+
+    /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`
+    /// facts, from the one typed document both are made of.
+    pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
+        let doc = self.doc(ev);
+        serde_json::to_writer(out, &doc)?;
+        Ok(doc.event.facts())
+    }
+
+    /// The `event.*` facts sinks filter and route on, as the document has them (nothing printed).
+    pub fn facts(&self, ev: &Event) -> Facts {
+        Facts::known(ev).unwrap_or_else(|| self.doc(ev).event.facts())
     }
 
     /// The event's ECS document, typed: what [`Ecs::write`] and [`Ecs::to_value`] serialise.

@@ -2,17 +2,14 @@
 //! an event they look at: `event.kind`, `event.category`, `event.action`, `event.severity`.
 //!
 //! Filters run on the pipeline's hot task, before an event is queued, so a sink that wants only
-//! alerts never fills its queue with anything else. The facts of the event types the sensor emits
-//! today are known without serialising; any other event (alerts, new record types) is serialised
-//! once and its `event` object read back, so a filter always sees what the sink would write.
-
-use std::borrow::Cow;
+//! alerts never fills its queue with anything else. The facts are read off the typed document the
+//! sinks print (never off printed JSON), so a filter always sees what the sink would write.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     decode::Record,
-    event::{Ecs, Event, EventBody},
+    event::{Event, EventBody},
 };
 
 /// ECS `event.kind` values.
@@ -97,103 +94,35 @@ impl Filter {
     pub fn matches(&self, f: &Facts) -> bool {
         (self.kinds.is_empty() || self.kinds.iter().any(|k| *k == f.kind))
             && self.min_severity.is_none_or(|min| f.severity.is_some_and(|s| s >= min.0))
-            && (self.categories.is_empty() || f.categories.iter().any(|c| self.categories.iter().any(|w| w == c)))
+            && (self.categories.is_empty() || self.categories.iter().any(|w| w == f.category))
             && (self.actions.is_empty() || self.actions.iter().any(|a| *a == f.action))
     }
 }
 
-type Str = Cow<'static, str>;
-
-/// The `event.*` fields filters and syslog headers use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `event.*` fields filters and syslog headers use, as the typed ECS document has them
+/// ([`Ecs::facts`], [`Ecs::encode`]): one category each, every name fixed at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
-    pub kind: Str,
-    pub categories: Cow<'static, [Str]>,
-    pub action: Str,
+    pub kind: &'static str,
+    pub category: &'static str,
+    pub action: &'static str,
     pub severity: Option<i64>,
 }
 
-const PROCESS: &[Str] = &[Cow::Borrowed("process")];
-const HOST: &[Str] = &[Cow::Borrowed("host")];
-
 impl Facts {
-    const fn fixed(categories: &'static [Str], action: &'static str) -> Self {
-        Self { kind: Cow::Borrowed("event"), categories: Cow::Borrowed(categories), action: Cow::Borrowed(action), severity: None }
+    const fn fixed(category: &'static str, action: &'static str) -> Self {
+        Self { kind: "event", category, action, severity: None }
     }
 
-    /// The facts of the event types whose ECS metadata is fixed, without serialising. `None` for
-    /// anything else (alerts carry a severity and rule, new record types their own category).
+    /// The facts of the event types whose ECS metadata is fixed, without building the document.
+    /// `None` for anything else (alerts carry a severity, other records their own category).
     pub fn known(ev: &Event) -> Option<Self> {
-        #[allow(unreachable_patterns)] // new event and record types take the JSON path
         match &ev.body {
-            EventBody::Record(Record::Exec(_)) => Some(Self::fixed(PROCESS, "exec")),
-            EventBody::Record(Record::Fork(_)) => Some(Self::fixed(PROCESS, "fork")),
-            EventBody::Record(Record::Exit(_)) => Some(Self::fixed(PROCESS, "exit")),
-            EventBody::Loss(_) => Some(Self::fixed(HOST, "events_lost")),
+            EventBody::Record(Record::Exec(_)) => Some(Self::fixed("process", "exec")),
+            EventBody::Record(Record::Fork(_)) => Some(Self::fixed("process", "fork")),
+            EventBody::Record(Record::Exit(_)) => Some(Self::fixed("process", "exit")),
+            EventBody::Loss(_) => Some(Self::fixed("host", "events_lost")),
             _ => None,
-        }
-    }
-
-    /// The facts of any event: [`Facts::known`], else read from its ECS JSON (written into
-    /// `scratch`).
-    pub fn of(ev: &Event, ecs: &Ecs, scratch: &mut Vec<u8>) -> Self {
-        if let Some(f) = Self::known(ev) {
-            return f;
-        }
-        scratch.clear();
-        match ecs.write(ev, scratch) {
-            Ok(()) => Self::from_json(scratch),
-            Err(_) => Self::unknown(),
-        }
-    }
-
-    fn unknown() -> Self {
-        Self { kind: Cow::Borrowed("event"), categories: Cow::Borrowed(&[]), action: Cow::Borrowed(""), severity: None }
-    }
-
-    /// Reads `event.{kind,category,action,severity}` from an ECS document.
-    pub fn from_json(doc: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct Doc<'a> {
-            #[serde(borrow, default)]
-            event: Option<Meta<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Meta<'a> {
-            #[serde(borrow, default)]
-            kind: Option<Cow<'a, str>>,
-            #[serde(borrow, default)]
-            category: Option<OneOrMany<'a>>,
-            #[serde(borrow, default)]
-            action: Option<Cow<'a, str>>,
-            #[serde(default)]
-            severity: Option<serde_json::Value>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany<'a> {
-            One(#[serde(borrow)] Cow<'a, str>),
-            Many(#[serde(borrow)] Vec<Cow<'a, str>>),
-        }
-        let Ok(Doc { event: Some(m) }) = serde_json::from_slice::<Doc>(doc) else {
-            return Self::unknown();
-        };
-        let own = |c: Cow<'_, str>| -> Str { Cow::Owned(c.into_owned()) };
-        let categories: Vec<Str> = match m.category {
-            Some(OneOrMany::One(c)) => vec![own(c)],
-            Some(OneOrMany::Many(v)) => v.into_iter().map(own).collect(),
-            None => Vec::new(),
-        };
-        let severity = match m.severity {
-            Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-            Some(serde_json::Value::String(s)) => Severity::from_name(&s).map(|s| s.0).or_else(|| s.parse().ok()),
-            _ => None,
-        };
-        Self {
-            kind: m.kind.map_or(Cow::Borrowed("event"), own),
-            categories: Cow::Owned(categories),
-            action: m.action.map_or(Cow::Borrowed(""), own),
-            severity,
         }
     }
 }
@@ -203,6 +132,7 @@ mod tests {
     use super::*;
     use crate::{
         decode::{decode, raw},
+        event::Ecs,
         process::Host,
     };
     use agent_common::RecordType;
@@ -224,37 +154,35 @@ mod tests {
     }
 
     #[test]
-    fn known_facts_agree_with_the_json() {
+    fn known_facts_agree_with_the_document() {
         let ecs = ecs();
         for ev in events() {
             let known = Facts::known(&ev).expect("a known event type");
             let mut buf = Vec::new();
-            ecs.write(&ev, &mut buf).unwrap();
-            assert_eq!(known, Facts::from_json(&buf), "{}", String::from_utf8_lossy(&buf));
+            assert_eq!(known, ecs.encode(&ev, &mut buf).unwrap());
+            let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+            assert_eq!(
+                (v["event"]["kind"].as_str(), v["event"]["category"][0].as_str(), v["event"]["action"].as_str()),
+                (Some(known.kind), Some(known.category), Some(known.action))
+            );
         }
     }
 
     #[test]
-    fn reads_alert_facts_from_json() {
-        let f = Facts::from_json(
-            br#"{"@timestamp":"x","event":{"kind":"alert","category":["process","intrusion_detection"],"action":"exec","severity":73},"rule":{"name":"r"}}"#,
-        );
-        assert_eq!(f.kind, "alert");
-        assert_eq!(f.categories.len(), 2);
-        assert_eq!(f.severity, Some(73));
-        let f = Facts::from_json(br#"{"event":{"kind":"alert","category":"file","severity":"critical"}}"#);
-        assert_eq!((f.categories[0].as_ref(), f.severity), ("file", Some(99)));
-        let f = Facts::from_json(b"not json");
-        assert_eq!((f.kind.as_ref(), f.severity), ("event", None));
+    fn the_facts_of_other_events_are_what_their_json_says() {
+        let ecs = ecs();
+        let file = raw::file(7, 1_000, agent_common::osprey_file_op::OSPREY_FILE_RENAME, "/tmp/a", Some("/tmp/b"));
+        let ev = Event { wall_ns: 1, body: EventBody::Record(decode(&file).unwrap()), ctx: None };
+        assert_eq!(Facts::known(&ev), None);
+        let mut buf = Vec::new();
+        let f = ecs.encode(&ev, &mut buf).unwrap();
+        assert_eq!(f, ecs.facts(&ev));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!((f.kind, f.category, f.action, f.severity), ("event", "file", v["event"]["action"].as_str().unwrap(), None));
     }
 
-    fn facts(kind: &'static str, cat: &'static str, action: &'static str, sev: Option<i64>) -> Facts {
-        Facts {
-            kind: kind.into(),
-            categories: Cow::Owned(vec![cat.into()]),
-            action: action.into(),
-            severity: sev,
-        }
+    fn facts(kind: &'static str, category: &'static str, action: &'static str, severity: Option<i64>) -> Facts {
+        Facts { kind, category, action, severity }
     }
 
     #[test]

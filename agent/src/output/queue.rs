@@ -147,7 +147,6 @@ pub struct Queued {
     tx: Option<SyncSender<Event>>,
     ecs: Arc<OnceLock<Ecs>>,
     filter: Option<Filter>,
-    scratch: Vec<u8>,
     metrics: OutputMetrics,
     stop: Stop,
     drain: Duration,
@@ -195,7 +194,6 @@ impl Queued {
             tx: Some(tx),
             ecs,
             filter,
-            scratch: Vec::new(),
             metrics,
             stop,
             drain,
@@ -214,7 +212,7 @@ impl Sink for Queued {
 
     fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
         if let Some(filter) = &self.filter {
-            if !filter.matches(&Facts::of(ev, ecs, &mut self.scratch)) {
+            if !filter.matches(&ecs.facts(ev)) {
                 return Ok(());
             }
         }
@@ -248,12 +246,12 @@ impl Sink for Queued {
     /// waiting for a CPU that a process held by self-protection occupies).
     fn write_now(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
         if let Some(filter) = &self.filter {
-            if !filter.matches(&Facts::of(ev, ecs, &mut self.scratch)) {
+            if !filter.matches(&ecs.facts(ev)) {
                 return Ok(());
             }
         }
         let mut json = Vec::with_capacity(4096);
-        ecs.write(ev, &mut json).map_err(io::Error::other)?;
+        let facts = ecs.encode(ev, &mut json).map_err(io::Error::other)?;
         if let Some(d) = &self.direct {
             // One write(2) of the whole line, appended: lines of the worker stay whole.
             json.push(b'\n');
@@ -266,7 +264,6 @@ impl Sink for Queued {
             }
             return r;
         }
-        let facts = Facts::known(ev).unwrap_or_else(|| Facts::from_json(&json));
         // The worker holds the lock for one event at most; if it was preempted holding it (on the
         // CPU a held sender occupies), queue the event rather than wait out the sender's grace.
         let deadline = Instant::now() + Duration::from_millis(50);
@@ -320,13 +317,15 @@ fn run(
         // The Ecs is set before the first event is queued.
         let Some(ecs) = ecs.get() else { return };
         json.clear();
-        if let Err(e) = ecs.write(&ev, &mut json) {
-            metrics.errors.inc();
-            metrics.dropped.inc();
-            log.report(&e);
-            return;
-        }
-        let facts = Facts::known(&ev).unwrap_or_else(|| Facts::from_json(&json));
+        let facts = match ecs.encode(&ev, &mut json) {
+            Ok(f) => f,
+            Err(e) => {
+                metrics.errors.inc();
+                metrics.dropped.inc();
+                log.report(&e);
+                return;
+            }
+        };
         log.check(writer.write(&Doc { event: &ev, json: &json, facts: &facts, ecs }));
     };
     loop {
