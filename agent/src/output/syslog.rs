@@ -154,7 +154,7 @@ fn printable(b: u8) -> bool {
 
 /// Syslog severity of an event: alerts by `event.severity`, loss as a warning, the rest info.
 pub fn severity(f: &Facts) -> u8 {
-    match (f.kind.as_ref(), f.severity) {
+    match (f.kind, f.severity) {
         ("alert", Some(s)) if s >= 99 => 2, // critical
         ("alert", Some(s)) if s >= 73 => 3, // error
         ("alert", Some(s)) if s >= 47 => 4, // warning
@@ -221,7 +221,7 @@ impl Formatter {
                 out.push(b' ');
                 header_field(out, &self.procid, 128);
                 out.push(b' ');
-                header_field(out, &doc.facts.action, 32);
+                header_field(out, doc.facts.action, 32);
                 out.extend_from_slice(b" - ");
             }
             Format::Rfc3164 => {
@@ -491,7 +491,7 @@ mod tests {
 
     #[test]
     fn severities_and_header_sanitising() {
-        let alert = |sev| Facts { kind: "alert".into(), severity: sev, ..Facts::known(&exec(1)).unwrap() };
+        let alert = |sev| Facts { kind: "alert", severity: sev, ..Facts::known(&exec(1)).unwrap() };
         assert_eq!(severity(&alert(Some(99))), 2);
         assert_eq!(severity(&alert(Some(73))), 3);
         assert_eq!(severity(&alert(Some(50))), 4);
