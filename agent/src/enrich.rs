@@ -279,7 +279,7 @@ impl Enricher {
             "state": if p.is_alive() { "running" } else { "exited" },
             "exited": !p.is_alive(),
             "executable": img.map(|i| i.exe().to_owned()),
-            "command_line": img.map(|i| i.command_line()).unwrap_or_else(|| format!("[{}]", p.name())),
+            "command_line": img.map(|i| i.command_line().to_owned()).unwrap_or_else(|| format!("[{}]", p.name())),
             "network": p.net.as_deref(),
         })
     }

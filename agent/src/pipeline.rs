@@ -18,7 +18,7 @@ use crate::{
     enrich::{Enricher, ProcessSection},
     event::{Ecs, Event, EventBody},
     metrics::Metrics,
-    output::Sink,
+    output::{Outgoing, Sink},
     reorder::{ReadMarks, Reorder},
     respond::{context::TableLookup, signal::Identity, Outcome, Responder, ResponseEvent},
     sensor::{ring::{read_ring, Reader}, KernelCounters, Sensor, SensorError},
@@ -102,28 +102,32 @@ struct Stage {
 
 impl Stage {
     fn emit(&mut self, ev: Event) {
-        self.write(&ev);
+        let out = self.write(ev);
+        let ev = &out.event;
         if matches!(ev.body, EventBody::Record(_)) {
-            self.remember(&ev);
-            self.tamper(&ev);
+            self.remember(ev);
+            self.tamper(ev);
             if self.has_rules {
-                self.detect(&ev);
+                self.detect(ev);
             }
         }
     }
 
-    fn write(&mut self, ev: &Event) {
+    fn write(&mut self, ev: Event) -> Arc<Outgoing> {
         self.events += 1;
         if let Some(rec) = ev.record() {
             self.metrics.event_latency(boottime_ns().saturating_sub(rec.header().ktime_ns));
         }
-        // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}).
+        // Each sink counts what it delivered, dropped or failed (osprey_output_*{sink}). They
+        // share the event, and its JSON is printed once for all of them.
+        let out = Outgoing::new(ev);
         for sink in &mut self.sinks {
-            let r = if self.urgent { sink.write_now(ev, &self.ecs) } else { sink.write(ev, &self.ecs) };
+            let r = if self.urgent { sink.write_now(&out.event, &self.ecs) } else { sink.send(&out, &self.ecs) };
             if let Err(e) = r {
                 warn!(sink = sink.name(), error = %e, "output failed");
             }
         }
+        out
     }
 
     /// Records from a ring reader: noted on arrival, then held for ordering.
@@ -225,7 +229,7 @@ impl Stage {
         }
         let ctx = a.ctx.clone();
         let responses = a.responses.clone();
-        self.write(&Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx: ctx.clone() });
+        self.write(Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx: ctx.clone() });
         for o in responses {
             self.respond_event(o, Some(rule.clone()), ctx.clone());
         }
@@ -234,7 +238,7 @@ impl Stage {
     fn respond_event(&mut self, outcome: Outcome, rule: Option<Arc<crate::detect::RuleMeta>>, ctx: Option<Arc<crate::enrich::Context>>) {
         self.metrics.response(outcome.action, outcome.result);
         let wall_ns = self.ecs.wall_ns(boottime_ns());
-        self.write(&Event { wall_ns, body: EventBody::Response(Box::new(ResponseEvent { outcome, rule })), ctx });
+        self.write(Event { wall_ns, body: EventBody::Response(Box::new(ResponseEvent { outcome, rule })), ctx });
     }
 
     /// An exec the kernel blocked is reported; an exec of a file whose (already known) hash is
@@ -529,7 +533,7 @@ pub async fn run(
                     for f in &found {
                         stage.tamper_finding(f);
                     }
-                    stage.write(&Event { wall_ns, body: EventBody::Heartbeat(Box::new(hb)), ctx: None });
+                    stage.write(Event { wall_ns, body: EventBody::Heartbeat(Box::new(hb)), ctx: None });
                 }
             }
             Some(done) = recv_late(&mut late) => stage.late_hash(done),

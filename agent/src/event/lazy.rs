@@ -63,14 +63,17 @@ impl fmt::Display for CommandLine<'_> {
                 }
                 Ok(())
             }
-            CommandLine::Image(img) => img.command_line_display().fmt(f),
+            CommandLine::Image(img) => f.write_str(img.command_line()),
         }
     }
 }
 
 impl Serialize for CommandLine<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match *self {
+            CommandLine::Record(_) => s.collect_str(self),
+            CommandLine::Image(img) => s.serialize_str(img.command_line()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub mod syslog;
 
 use std::{
     io::{self, Write},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -200,9 +200,44 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
     Ok(q)
 }
 
+/// One event on its way out, shared by every sink: its ECS JSON and facts are made once, by
+/// the first sink thread that needs them, and read by the others.
+pub struct Outgoing {
+    pub event: Event,
+    encoded: OnceLock<Result<Encoded, String>>,
+}
+
+/// An event's ECS JSON object (no newline) and its `event.*` facts.
+pub(crate) struct Encoded {
+    pub json: Box<[u8]>,
+    pub facts: Facts,
+}
+
+impl Outgoing {
+    pub fn new(event: Event) -> Arc<Self> {
+        Arc::new(Self { event, encoded: OnceLock::new() })
+    }
+
+    /// The event printed, the first time any sink asks; the reason when it cannot be.
+    pub(crate) fn encoded(&self, ecs: &Ecs) -> Result<&Encoded, &str> {
+        let e = self.encoded.get_or_init(|| {
+            // Cut to size: a slower sink's queue may hold it a while.
+            let mut json = Vec::with_capacity(4096);
+            let facts = ecs.encode(&self.event, &mut json).map_err(|e| e.to_string())?;
+            Ok(Encoded { json: json.into_boxed_slice(), facts })
+        });
+        e.as_ref().map_err(String::as_str)
+    }
+}
+
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
-    fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()>;
+    /// Takes one event that the other sinks share.
+    fn send(&mut self, ev: &Arc<Outgoing>, ecs: &Ecs) -> io::Result<()>;
+    /// Takes one event of its own.
+    fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+        self.send(&Outgoing::new(ev.clone()), ecs)
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// Writes one event now, from the calling thread, bypassing any queue (self-protection's
     /// alert about a fatal signal to the agent). Defaults to write + flush.
@@ -215,12 +250,11 @@ pub trait Sink: Send {
 /// ECS JSON lines on standard output.
 pub struct Stdout {
     out: io::BufWriter<io::Stdout>,
-    line: Vec<u8>,
 }
 
 impl Default for Stdout {
     fn default() -> Self {
-        Self { out: io::BufWriter::with_capacity(1 << 16, io::stdout()), line: Vec::with_capacity(2048) }
+        Self { out: io::BufWriter::with_capacity(1 << 16, io::stdout()) }
     }
 }
 
@@ -228,11 +262,10 @@ impl Sink for Stdout {
     fn name(&self) -> &'static str {
         "stdout"
     }
-    fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
-        self.line.clear();
-        ecs.write(ev, &mut self.line)?;
-        self.line.push(b'\n');
-        self.out.write_all(&self.line)
+    fn send(&mut self, ev: &Arc<Outgoing>, ecs: &Ecs) -> io::Result<()> {
+        let json = &ev.encoded(ecs).map_err(io::Error::other)?.json;
+        self.out.write_all(json)?;
+        self.out.write_all(b"\n")
     }
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
@@ -246,8 +279,8 @@ impl Sink for Channel {
     fn name(&self) -> &'static str {
         "channel"
     }
-    fn write(&mut self, ev: &Event, _: &Ecs) -> io::Result<()> {
-        self.0.send(ev.clone()).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "receiver gone"))
+    fn send(&mut self, ev: &Arc<Outgoing>, _: &Ecs) -> io::Result<()> {
+        self.0.send(ev.event.clone()).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "receiver gone"))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

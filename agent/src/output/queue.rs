@@ -1,5 +1,6 @@
-//! The queue in front of every configured sink: the pipeline's hot task only filters, clones
-//! and `try_send`s; serialising and the (blocking) delivery happen on the sink's own thread.
+//! The queue in front of every configured sink: the pipeline's hot task only filters and
+//! `try_send`s the event all sinks share ([`Outgoing`]); printing it (once, by whichever sink
+//! thread gets to it first) and the (blocking) delivery happen on the sinks' own threads.
 //! A full queue drops the event and counts it in `osprey_output_dropped_total{sink}`.
 
 use std::{
@@ -16,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{
     filter::{Facts, Filter},
-    OutputError, Sink,
+    OutputError, Outgoing, Sink,
 };
 use crate::{
     event::{Ecs, Event},
@@ -144,7 +145,7 @@ impl ErrorLog {
 /// A sink behind a bounded queue and its own thread. `write` never blocks.
 pub struct Queued {
     name: &'static str,
-    tx: Option<SyncSender<Event>>,
+    tx: Option<SyncSender<Arc<Outgoing>>>,
     ecs: Arc<OnceLock<Ecs>>,
     filter: Option<Filter>,
     metrics: OutputMetrics,
@@ -176,7 +177,7 @@ impl Queued {
         stop: Stop,
         writer: Box<dyn Writer>,
     ) -> Result<Self, OutputError> {
-        let (tx, rx) = mpsc::sync_channel::<Event>(capacity);
+        let (tx, rx) = mpsc::sync_channel::<Arc<Outgoing>>(capacity);
         let ecs: Arc<OnceLock<Ecs>> = Arc::default();
         let writer = Arc::new(std::sync::Mutex::new(writer));
         let worker = {
@@ -210,16 +211,16 @@ impl Sink for Queued {
         self.name
     }
 
-    fn write(&mut self, ev: &Event, ecs: &Ecs) -> io::Result<()> {
+    fn send(&mut self, ev: &Arc<Outgoing>, ecs: &Ecs) -> io::Result<()> {
         if let Some(filter) = &self.filter {
-            if !filter.matches(&ecs.facts(ev)) {
+            if !filter.matches(&ecs.facts(&ev.event)) {
                 return Ok(());
             }
         }
         let Some(tx) = &self.tx else { return Ok(()) };
         self.ecs.get_or_init(|| ecs.clone());
         self.metrics.queued.inc();
-        match tx.try_send(ev.clone()) {
+        match tx.try_send(Arc::clone(ev)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.metrics.queued.dec();
@@ -304,29 +305,25 @@ impl Drop for Queued {
 
 fn run(
     name: &'static str,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Arc<Outgoing>>,
     ecs: Arc<OnceLock<Ecs>>,
     shared: Arc<std::sync::Mutex<Box<dyn Writer>>>,
     metrics: OutputMetrics,
 ) {
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut log = ErrorLog::new(name);
-    let mut json = Vec::with_capacity(4096);
-    let mut handle = |ev: Event, writer: &mut Box<dyn Writer>, log: &mut ErrorLog| {
+    let handle = |ev: Arc<Outgoing>, writer: &mut Box<dyn Writer>, log: &mut ErrorLog| {
         metrics.queued.dec();
         // The Ecs is set before the first event is queued.
         let Some(ecs) = ecs.get() else { return };
-        json.clear();
-        let facts = match ecs.encode(&ev, &mut json) {
-            Ok(f) => f,
+        match ev.encoded(ecs) {
+            Ok(e) => log.check(writer.write(&Doc { event: &ev.event, json: &e.json, facts: &e.facts, ecs })),
             Err(e) => {
                 metrics.errors.inc();
                 metrics.dropped.inc();
                 log.report(&e);
-                return;
             }
-        };
-        log.check(writer.write(&Doc { event: &ev, json: &json, facts: &facts, ecs }));
+        }
     };
     loop {
         let wait = lock().deadline().map_or(IDLE_TICK, |d| d.saturating_duration_since(Instant::now()));

@@ -131,12 +131,10 @@ pub enum ImageSource {
 /// One executable image a process ran: what exec (or /proc) said about it. Shared between a
 /// parent and the children it forked until they exec.
 pub struct Image {
-    /// exe, filename, NUL-joined args, cwd, in one allocation.
+    /// exe, filename, NUL-joined args, cwd, and the args joined by spaces (the command line every
+    /// document of the process prints), in one allocation.
     text: Box<str>,
-    exe_end: usize,
-    filename_end: usize,
-    args_end: usize,
-    nargs: usize,
+    ends: Ends,
     /// argc as the kernel counted it (args may be truncated).
     pub argc: u32,
     pub file: Option<FileKey>,
@@ -147,33 +145,46 @@ pub struct Image {
     hash: OnceLock<Sha256Digest>,
 }
 
+/// Where each part of [`Image::text`] ends, and how many arguments it holds.
+#[derive(Clone, Copy)]
+struct Ends {
+    exe: usize,
+    filename: usize,
+    args: usize,
+    cwd: usize,
+    nargs: usize,
+}
+
 impl Image {
-    fn build(exe: &str, filename: &str, args: &[impl AsRef<str>], cwd: &str) -> (Box<str>, [usize; 4]) {
+    fn build(exe: &str, filename: &str, args: &[impl AsRef<str>], cwd: &str) -> (Box<str>, Ends) {
         let args_len: usize = args.iter().map(|a| a.as_ref().len() + 1).sum();
-        let mut text = String::with_capacity(exe.len() + filename.len() + args_len + cwd.len());
+        let mut text = String::with_capacity(exe.len() + filename.len() + 2 * args_len + cwd.len());
         text.push_str(exe);
         let exe_end = text.len();
         text.push_str(filename);
         let filename_end = text.len();
-        for (i, a) in args.iter().enumerate() {
-            if i > 0 {
-                text.push('\0');
+        let push_args = |text: &mut String, sep: char| {
+            for (i, a) in args.iter().enumerate() {
+                if i > 0 {
+                    text.push(sep);
+                }
+                text.push_str(a.as_ref());
             }
-            text.push_str(a.as_ref());
-        }
+        };
+        push_args(&mut text, '\0');
         let args_end = text.len();
         text.push_str(cwd);
-        (text.into_boxed_str(), [exe_end, filename_end, args_end, args.len()])
+        let cwd_end = text.len();
+        push_args(&mut text, ' ');
+        let ends = Ends { exe: exe_end, filename: filename_end, args: args_end, cwd: cwd_end, nargs: args.len() };
+        (text.into_boxed_str(), ends)
     }
 
     pub fn from_exec(e: &Exec) -> Self {
-        let (text, [exe_end, filename_end, args_end, nargs]) = Self::build(&e.exe_path, &e.filename, &e.args, &e.cwd);
+        let (text, ends) = Self::build(&e.exe_path, &e.filename, &e.args, &e.cwd);
         Self {
             text,
-            exe_end,
-            filename_end,
-            args_end,
-            nargs,
+            ends,
             argc: e.argc,
             file: Some(FileKey::from_exec(e)),
             flags: e.flags,
@@ -185,8 +196,7 @@ impl Image {
 
     fn from_snapshot(s: &Snapshot) -> Self {
         let exe = s.exe.as_deref().unwrap_or("");
-        let (text, [exe_end, filename_end, args_end, nargs]) =
-            Self::build(exe, "", &s.args, s.cwd.as_deref().unwrap_or(""));
+        let (text, ends) = Self::build(exe, "", &s.args, s.cwd.as_deref().unwrap_or(""));
         let mut flags = 0;
         if s.memfd {
             flags |= agent_common::osprey_exec_flags::OSPREY_EXEC_MEMFD;
@@ -196,10 +206,7 @@ impl Image {
         }
         Self {
             text,
-            exe_end,
-            filename_end,
-            args_end,
-            nargs,
+            ends,
             argc: u32::try_from(s.args.len()).unwrap_or(u32::MAX),
             file: s.exe_file,
             flags: ExecFlags(flags),
@@ -215,16 +222,16 @@ impl Image {
 
     /// The executable's path.
     pub fn exe(&self) -> &str {
-        self.part(0, self.exe_end)
+        self.part(0, self.ends.exe)
     }
 
     /// The path as exec was called with it (empty when seeded).
     pub fn filename(&self) -> &str {
-        self.part(self.exe_end, self.filename_end)
+        self.part(self.ends.exe, self.ends.filename)
     }
 
     pub fn cwd(&self) -> &str {
-        self.part(self.args_end, self.text.len())
+        self.part(self.ends.args, self.ends.cwd)
     }
 
     /// The executable's file name.
@@ -234,42 +241,26 @@ impl Image {
     }
 
     pub fn args(&self) -> impl Iterator<Item = &str> + '_ {
-        let n = self.nargs;
-        self.part(self.filename_end, self.args_end).split('\0').take(n)
+        let n = self.ends.nargs;
+        self.part(self.ends.filename, self.ends.args).split('\0').take(n)
     }
 
     pub fn args_count(&self) -> usize {
-        self.nargs
+        self.ends.nargs
     }
 
     pub fn args_vec(&self) -> Vec<String> {
         self.args().map(str::to_owned).collect()
     }
 
-    pub fn command_line(&self) -> String {
-        self.command_line_display().to_string()
-    }
-
-    /// The arguments joined by spaces, printed when displayed (a document's command line).
-    pub fn command_line_display(&self) -> impl std::fmt::Display + '_ {
-        struct Joined<'a>(&'a Image);
-        impl std::fmt::Display for Joined<'_> {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                for (i, a) in self.0.args().enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    f.write_str(a)?;
-                }
-                Ok(())
-            }
-        }
-        Joined(self)
+    /// The arguments joined by spaces: a document's command line, made once per image.
+    pub fn command_line(&self) -> &str {
+        self.part(self.ends.cwd, self.text.len())
     }
 
     /// The command line cut to at most `max` bytes (on a character boundary), `…` marking a cut.
     pub fn args_summary(&self, max: usize) -> String {
-        let mut out = String::with_capacity(max.min(self.args_end - self.filename_end) + 3);
+        let mut out = String::with_capacity(max.min(self.ends.args - self.ends.filename) + 3);
         for (i, a) in self.args().enumerate() {
             if i > 0 {
                 out.push(' ');
