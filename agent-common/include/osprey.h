@@ -361,6 +361,9 @@ struct osprey_net {
 	__u32 segs_out;
 	__u32 segs_in;
 	__u64 duration_ns;    /* since connect()/accept(), outcomes and CLOSE; 0 when unknown */
+	__u32 folded;   /* records of the same process, step, peer and port folded since the last
+			   one sent (osprey_config.net_fold_ns), each counted in `folded` as well */
+	__u32 _pad1;
 };
 
 /* OSPREY_REC_DNS: a DNS message (UDP or TCP port 53) this host's process sent or received. */
@@ -463,6 +466,7 @@ struct osprey_config {
 	__u32 agent_pid;  /* the agent's own process id */
 	__u32 file_ops;   /* bit (1 << op) set: report that enum osprey_file_op */
 	__u32 system_ops; /* bit (1 << op) set: report that enum osprey_system_op */
+	__u64 net_fold_ns; /* a TCP record like one sent less than this ago is folded; 0: never */
 };
 
 /* Sizes are part of the ABI between kernel and user space. */
@@ -474,10 +478,10 @@ _Static_assert(sizeof(struct osprey_exit) == 88 + 8, "osprey_exit");
 _Static_assert(sizeof(struct osprey_file) == 88 + 56, "osprey_file");
 _Static_assert(sizeof(struct osprey_cred) == 88 + 112, "osprey_cred");
 _Static_assert(sizeof(struct osprey_system) == 88 + 64, "osprey_system");
-_Static_assert(sizeof(struct osprey_net) == 88 + 96, "osprey_net");
+_Static_assert(sizeof(struct osprey_net) == 88 + 104, "osprey_net");
 _Static_assert(sizeof(struct osprey_dns) == 88 + 64, "osprey_dns");
 _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
-_Static_assert(sizeof(struct osprey_config) == 16, "osprey_config");
+_Static_assert(sizeof(struct osprey_config) == 24, "osprey_config");
 _Static_assert(sizeof(struct osprey_protect_config) == 8, "osprey_protect_config");
 _Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");
 _Static_assert(sizeof(struct osprey_protected_id) == 8, "osprey_protected_id");

@@ -53,6 +53,15 @@ struct {
 	__type(value, __u64);
 } filtered SEC(".maps");
 
+/* Records folded into a later one of the same kind (see net_fold in net.bpf.c), per CPU and
+ * record type: not sent, not lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OSPREY_REC_TYPE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} folded SEC(".maps");
+
 /* Settings from user space (one entry). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -126,6 +126,77 @@ static __always_inline void sk_addrs(struct osprey_net *r, struct sock *sk)
 	r->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/*
+ * Folding: a TCP record of the same process, step (connect, accept, close, ...), peer address
+ * and port (the peer's for outbound connections, ours for inbound: accepts from one client fold
+ * whatever its source port) as one sent less than osprey_config.net_fold_ns ago is not sent; it
+ * is counted in `folded`, and the next record of that kind that is sent carries how many were
+ * folded before it. A connection flood (loopback benchmarks, a client hammering one service)
+ * becomes a record per second per kind, while the first of each kind, every distinct peer and
+ * port (scans) and every other process still arrive.
+ */
+struct fold_key {
+	__u32 tgid;
+	__u32 op;
+	__u32 netns;
+	__u16 port;
+	__u16 family;
+	__u8 raddr[16];
+};
+
+struct fold_state {
+	__u64 sent_ns; /* when the last record of this kind was sent */
+	__u64 folded;  /* records folded since */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fold_key);
+	__type(value, struct fold_state);
+} net_fold SEC(".maps");
+
+/* True when the record is folded; else *before is how many were folded before it. */
+static __always_inline bool net_fold_check(struct sock *sk, struct sock_owner *o, __u32 op, __u32 flags, __u32 *before)
+{
+	*before = 0;
+	struct osprey_config *cfg = settings();
+	if (!cfg || !cfg->net_fold_ns || op == OSPREY_NET_LISTEN)
+		return false;
+	struct fold_key k;
+	__builtin_memset(&k, 0, sizeof(k));
+	k.tgid = o ? o->hdr.pid : 0;
+	k.op = op;
+	k.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((flags | (o ? o->flags : 0)) & OSPREY_NET_INBOUND)
+		k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	else
+		k.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (k.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&k.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(k.raddr, &d, 4);
+	}
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct fold_state *st = bpf_map_lookup_elem(&net_fold, &k);
+	if (st && now - st->sent_ns < cfg->net_fold_ns) {
+		__sync_fetch_and_add(&st->folded, 1);
+		count(&folded, OSPREY_REC_NET);
+		return true;
+	}
+	if (st) {
+		__u64 n = __atomic_exchange_n(&st->folded, 0, __ATOMIC_RELAXED);
+		*before = n > 0xffffffffULL ? 0xffffffffU : (__u32)n;
+		st->sent_ns = now;
+	} else {
+		struct fold_state fresh = {.sent_ns = now};
+		bpf_map_update_elem(&net_fold, &k, &fresh, BPF_ANY);
+	}
+	return false;
+}
+
 /* Emits one TCP record for `sk` owned by `o` (NULL: unknown). */
 static __always_inline void tcp_emit(struct sock *sk, __u64 cookie, struct sock_owner *o, __u32 op, __u32 flags)
 {
@@ -133,10 +204,14 @@ static __always_inline void tcp_emit(struct sock *sk, __u64 cookie, struct sock_
 		count(&filtered, OSPREY_REC_NET);
 		return;
 	}
+	__u32 folded_before;
+	if (net_fold_check(sk, o, op, flags, &folded_before))
+		return;
 	struct osprey_net *r = reserve(sizeof(*r), OSPREY_REC_NET);
 	if (!r)
 		return;
 	__builtin_memset(r, 0, sizeof(*r));
+	r->folded = folded_before;
 	r->flags = owner_hdr(&r->hdr, o, OSPREY_REC_NET, sizeof(*r)) | flags;
 	r->op = op;
 	r->protocol = IPPROTO_TCP;

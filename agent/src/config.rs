@@ -256,6 +256,9 @@ impl Config {
         if self.network.dns_cache_entries == 0 {
             return Err("network.dns_cache_entries: must be more than 0".into());
         }
+        if self.network.fold_window > std::time::Duration::from_secs(3600) {
+            return Err("network.fold_window: more than 1h would hide a connection's repeats too long".into());
+        }
         Ok(())
     }
 
@@ -286,6 +289,7 @@ impl Config {
             write_include: self.file.write_include.clone(),
             bare: self.sensor.bare_hooks,
             dns: self.network.enabled && self.network.dns,
+            net_fold: self.network.fold_window,
         }
     }
 

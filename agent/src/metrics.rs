@@ -12,6 +12,7 @@ pub struct Metrics {
     decode_errors: IntCounterVec,
     lost: IntCounterVec,
     filtered: IntCounterVec,
+    folded: IntCounterVec,
     output_events: IntCounterVec,
     output_errors: IntCounterVec,
     output_dropped: IntCounterVec,
@@ -99,6 +100,12 @@ impl Metrics {
             &registry,
             "osprey_events_filtered_total",
             "Records dropped on purpose by in-kernel filters, by type",
+            &["type"],
+        );
+        let folded = counter(
+            &registry,
+            "osprey_events_folded_total",
+            "Records not sent because one like them was just sent (network.fold_window); the next one sent carries their number, by type",
             &["type"],
         );
         let output_events = counter(
@@ -191,6 +198,7 @@ impl Metrics {
             decode_errors,
             lost,
             filtered,
+            folded,
             output_events,
             output_errors,
             output_dropped,
@@ -301,6 +309,9 @@ impl Metrics {
         }
         for (kind, n) in &c.filtered {
             catch_up(&self.filtered.with_label_values(&[kind.name()]), *n);
+        }
+        for (kind, n) in &c.folded {
+            catch_up(&self.folded.with_label_values(&[kind.name()]), *n);
         }
         // Skipped nested program runs: lost too, under cpu="nested" (not tied to one CPU).
         for (kind, n) in &c.nested {

@@ -298,6 +298,7 @@ impl Stage {
                     "events": self.events,
                     "lost": RecordType::ALL.iter().map(|&k| (k.name(), counters.lost_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
                     "filtered": RecordType::ALL.iter().map(|&k| (k.name(), counters.filtered_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
+                    "folded": RecordType::ALL.iter().map(|&k| (k.name(), counters.folded_total(k))).collect::<std::collections::BTreeMap<_, _>>(),
                     "process_table": {"entries": t.entries, "evicted_grace": t.evicted_grace, "evicted_cap": t.evicted_cap},
                     "rules_active": self.has_rules,
                     "prevention": self.prevention,

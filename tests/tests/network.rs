@@ -267,7 +267,10 @@ fn a_dns_answer_from_a_namespace_server_names_the_clients_next_connection() {
 #[test]
 fn a_storm_of_20000_loopback_connects_is_delivered_or_counted_lost() {
     const N: usize = 20_000;
-    let mut h = Harness::start(test_config());
+    // Every connection its own events: folding off (the next test has it on).
+    let mut config = test_config();
+    config.network.fold_window = Duration::ZERO;
+    let mut h = Harness::start(config);
     let (mut srv, addr) = server("127.0.0.1:0", N, 0);
     let port = addr.port();
     let started = std::time::Instant::now();
@@ -315,4 +318,60 @@ fn a_storm_of_20000_loopback_connects_is_delivered_or_counted_lost() {
     let _ = pid;
     eprintln!("storm: {N} connects in {took:?}; {delivered} net records delivered of {total}, {lost} net records lost (whole machine; {nested} of them skipped nested runs)");
     assert!(delivered + lost >= total, "delivered {delivered} + lost {lost} < performed {total}");
+}
+
+#[test]
+fn a_flood_of_connects_to_one_port_is_folded_and_every_folded_record_is_counted() {
+    const N: usize = 3_000;
+    let mut h = Harness::start(test_config()); // network.fold_window: the default, 1 s
+    let folded = |h: &Harness| h.kernel_counters().folded_total(RecordType::Net);
+    let before = folded(&h);
+    // One server for both rounds: N connects from one client, then, after the window, one more
+    // from another client: the server's accept of it carries what was folded since its last one.
+    let (mut srv, addr) = server("127.0.0.1:0", N + 1, 0);
+    let port = addr.port();
+    let started = std::time::Instant::now();
+    let (client, _) = workload(&["storm", &addr.to_string(), &N.to_string()]);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(1_300));
+    let (late, _) = workload(&["storm", &addr.to_string(), "1"]);
+    assert!(srv.wait().unwrap().success());
+    let server_pid = srv.id();
+    let accepts = |evs: &[Event]| -> Vec<Net> {
+        net_records(evs).filter(|n| n.op == NetOp::Accept && n.local.port() == port && n.hdr.pid == server_pid).cloned().collect()
+    };
+    // The late client's accept is sent (the window passed) and carries the fold count.
+    let arrived = h.wait_for(Duration::from_secs(20), |evs| {
+        accepts(evs).iter().map(|n| 1 + u64::from(n.folded)).sum::<u64>() >= (N + 1) as u64
+            && find(evs, |n| n.op == NetOp::Connect && n.hdr.pid == late).is_some()
+    });
+    let summary = h.stop();
+    let lost = summary.counters.lost_total(RecordType::Net);
+    let folded_now = summary.counters.folded_total(RecordType::Net) - before;
+    let ours = |n: &Net| n.remote.port() == port || n.local.port() == port;
+    let delivered = net_records(&h.events).filter(|n| ours(n)).count() as u64;
+    let acc = accepts(&h.events);
+    let connects: Vec<&Net> = net_records(&h.events).filter(|n| n.op == NetOp::Connect && n.hdr.pid == client).collect();
+    eprintln!(
+        "fold: {N} connects in {took:?}: {delivered} records of ours delivered, {folded_now} folded (whole machine), {lost} lost; accepts {:?}, connects {:?}",
+        acc.iter().map(|n| n.folded).collect::<Vec<_>>(),
+        connects.iter().map(|n| n.folded).collect::<Vec<_>>()
+    );
+    assert_eq!(lost, 0, "a few records a second cannot fill the ring");
+    assert!(arrived, "the accepts' fold counts did not add up to {} connections", N + 1);
+    // Every accept is an event or counted on the next one sent: exactly.
+    assert_eq!(acc.iter().map(|n| 1 + u64::from(n.folded)).sum::<u64>(), (N + 1) as u64);
+    // A record a window per kind, not one per connection: five kinds (connect, established,
+    // accept, and the closes of both ends), a record each per started second, plus the late one.
+    let windows = took.as_secs() + 2;
+    assert!(!connects.is_empty() && connects.len() as u64 <= windows, "{} connect records", connects.len());
+    assert!(delivered <= 5 * windows + 5, "{delivered} records for {N} connections");
+    assert!(acc.len() as u64 >= 2 && acc.len() as u64 <= windows + 1, "{} accept records", acc.len());
+    // What was not delivered was folded (the kernel's count covers the whole machine).
+    let performed = 5 * (N as u64 + 1);
+    assert!(delivered + folded_now >= performed, "{delivered} delivered + {folded_now} folded < {performed} performed");
+    // The first connect of a kind is never folded, and the carried counts are what was folded.
+    assert_eq!(connects[0].folded, 0);
+    let carried: u64 = net_records(&h.events).filter(|n| ours(n)).map(|n| u64::from(n.folded)).sum();
+    assert!(carried <= folded_now, "{carried} carried > {folded_now} counted");
 }

@@ -74,6 +74,9 @@ pub struct NetMeta {
     pub error: Option<&'static str>,
     #[serde(skip_serializing_if = "is_zero")]
     pub errno: u32,
+    /// Records like this one (same process, step, peer, port) folded since the last one sent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub folded: u32,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -159,6 +162,7 @@ pub fn net_doc(n: &Net) -> (Option<Endpoint<'_>>, Endpoint<'_>, NetworkDoc, NetM
         udp_connected: n.flags & nf::OSPREY_NET_UDP_CONNECTED != 0,
         error: errno_name(n.err),
         errno: n.err.unsigned_abs(),
+        folded: n.folded,
     };
     ((n.op != NetOp::Listen).then_some(src), dst, network, meta)
 }

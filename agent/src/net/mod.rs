@@ -9,6 +9,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -27,11 +28,19 @@ pub struct NetworkSection {
     pub dns: bool,
     /// Answered addresses remembered to name later connections (`destination.domain`).
     pub dns_cache_entries: usize,
+    /// A TCP record of the same process, step, peer address and port as one sent less than
+    /// this ago is folded in the kernel: counted (`osprey_events_folded_total`) and carried by
+    /// the next such record sent (`osprey.net.folded`). `0s` sends every record.
+    #[serde(with = "humantime_serde")]
+    pub fold_window: Duration,
 }
+
+/// See [`NetworkSection::fold_window`].
+pub const DEFAULT_FOLD_WINDOW: Duration = Duration::from_secs(1);
 
 impl Default for NetworkSection {
     fn default() -> Self {
-        Self { enabled: true, dns: true, dns_cache_entries: 65_536 }
+        Self { enabled: true, dns: true, dns_cache_entries: 65_536, fold_window: DEFAULT_FOLD_WINDOW }
     }
 }
 

@@ -92,6 +92,9 @@ pub struct Net {
     pub segs_out: u32,
     pub segs_in: u32,
     pub duration_ns: u64,
+    /// Records like this one (same process, step, peer, port) folded in the kernel since the
+    /// last one sent (`network.fold_window`).
+    pub folded: u32,
     /// The DNS name that resolved `remote` shortly before (set by the pipeline).
     pub domain: Option<Arc<str>>,
 }
@@ -185,6 +188,7 @@ pub(crate) fn decode_net(buf: &[u8], hdr: Header) -> Result<Net, DecodeError> {
         segs_out: n.segs_out,
         segs_in: n.segs_in,
         duration_ns: n.duration_ns,
+        folded: n.folded,
         domain: None,
     })
 }

@@ -65,6 +65,9 @@ pub struct SensorConfig {
     /// Benchmark floor: load `agent_ebpf::BARE_OBJECT` (empty programs on the same hooks)
     /// instead of the real programs. Nothing reaches the ring buffers.
     pub bare: bool,
+    /// A TCP record like one sent less than this ago (same process, step, peer, port) is folded
+    /// into the next one sent; zero: never (`network.fold_window`).
+    pub net_fold: std::time::Duration,
 }
 
 impl Default for SensorConfig {
@@ -80,6 +83,7 @@ impl Default for SensorConfig {
             write_exclude: Vec::new(),
             write_include: Vec::new(),
             bare: false,
+            net_fold: crate::net::DEFAULT_FOLD_WINDOW,
         }
     }
 }
@@ -101,6 +105,9 @@ pub struct KernelCounters {
     pub lost: Vec<(RecordType, Vec<u64>)>,
     /// filtered[type]: records dropped on purpose in the kernel (threads, kernel threads).
     pub filtered: Vec<(RecordType, u64)>,
+    /// folded[type]: records not sent because one like them was sent just before; the next one
+    /// sent carries their number (`network.fold_window`).
+    pub folded: Vec<(RecordType, u64)>,
     /// nested[type]: runs of a program of that record type the kernel skipped because the same
     /// program was already running on the CPU (an interrupt arrived during it): the program's
     /// `recursion_misses`. Each may have been a record; counted as lost (an upper bound).
@@ -120,6 +127,10 @@ impl KernelCounters {
     pub fn filtered_total(&self, kind: RecordType) -> u64 {
         self.filtered.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
     }
+
+    pub fn folded_total(&self, kind: RecordType) -> u64 {
+        self.folded.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+    }
 }
 
 /// Reads the kernel's loss and filter counters through its own handles on the maps, so any
@@ -127,6 +138,7 @@ impl KernelCounters {
 pub struct CounterReader {
     loss: PerCpuArray<MapData, u64>,
     filtered: PerCpuArray<MapData, u64>,
+    folded: PerCpuArray<MapData, u64>,
     /// Programs whose skipped runs count as lost records of a type (the network programs, which
     /// run in interrupts and so can be interrupted by themselves).
     programs: Vec<(RecordType, std::os::fd::OwnedFd)>,
@@ -178,7 +190,7 @@ impl CounterReader {
                 }
             }
         }
-        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")?, programs })
+        Ok(Self { loss: dup("loss")?, filtered: dup("filtered")?, folded: dup("folded")?, programs })
     }
 
     pub fn read(&self) -> Result<KernelCounters, SensorError> {
@@ -191,6 +203,7 @@ impl CounterReader {
         Ok(KernelCounters {
             lost: read(&self.loss, "loss")?,
             filtered: read(&self.filtered, "filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
+            folded: read(&self.folded, "folded")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
             nested: RecordType::ALL
                 .iter()
                 .map(|&t| {
@@ -292,6 +305,7 @@ impl Sensor {
             agent_pid: std::process::id(),
             file_ops: cfg.file_ops,
             system_ops: cfg.system_ops,
+            net_fold_ns: u64::try_from(cfg.net_fold.as_nanos()).unwrap_or(u64::MAX),
         };
         config.set(0, settings, 0).map_err(map_err("config"))?;
         if !cfg.bare {
