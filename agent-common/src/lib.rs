@@ -113,9 +113,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_exec>(), 88 + 112);
         assert_eq!(core::mem::size_of::<osprey_fork>(), 88 + 24);
         assert_eq!(core::mem::size_of::<osprey_exit>(), 88 + 8);
-        assert_eq!(core::mem::size_of::<osprey_config>(), 16);
+        assert_eq!(core::mem::size_of::<osprey_config>(), 24);
         assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 56);
-        assert_eq!(core::mem::size_of::<osprey_net>(), 88 + 96);
+        assert_eq!(core::mem::size_of::<osprey_net>(), 88 + 104);
         assert_eq!(core::mem::size_of::<osprey_dns>(), 88 + 64);
         assert_eq!(core::mem::size_of::<osprey_protected_id>(), 8);
         assert_eq!(core::mem::size_of::<osprey_denial>(), 48);
