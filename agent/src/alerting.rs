@@ -2,7 +2,9 @@
 //! the root cause (the entry point the activity came through), and what the process and its
 //! descendants did just before.
 
-use std::{collections::HashSet, collections::VecDeque, path::Path, sync::Arc};
+use std::{collections::VecDeque, path::Path, sync::Arc};
+
+use rustc_hash::FxHashSet;
 
 use serde::Serialize;
 
@@ -60,20 +62,23 @@ impl RecentEvents {
 
     /// What `entity` and its descendants did within the window before `now_ns`, in time order.
     pub fn story(&self, entity: &str, now_ns: u64) -> Vec<Recent> {
-        let mut family: HashSet<&str> = HashSet::from([entity]);
-        let mut out = Vec::new();
-        for r in self.ring.iter().filter(|r| r.wall_ns + STORY_WINDOW_NS >= now_ns) {
-            let ours = family.contains(r.entity_id.as_str())
-                || r.parent_entity_id.as_deref().is_some_and(|p| family.contains(p));
-            if ours {
-                family.insert(&r.entity_id);
-                out.push(r.clone());
+        // The family grows forward in time (a child's events follow its fork), so the walk is
+        // forward; it keeps positions and copies only the last STORY_MAX (a busy process can
+        // fill the whole ring, and an alert storm asks again on every alert).
+        // (Entity ids are digests the agent makes, not chosen by anyone: a fast hash is safe.)
+        let mut family: FxHashSet<&str> = FxHashSet::default();
+        family.insert(entity);
+        let mut ours = Vec::new();
+        for (i, r) in self.ring.iter().enumerate().filter(|(_, r)| r.wall_ns + STORY_WINDOW_NS >= now_ns) {
+            let member = family.contains(r.entity_id.as_str());
+            if member || r.parent_entity_id.as_deref().is_some_and(|p| family.contains(p)) {
+                if !member {
+                    family.insert(&r.entity_id);
+                }
+                ours.push(i);
             }
         }
-        if out.len() > STORY_MAX {
-            out.drain(..out.len() - STORY_MAX);
-        }
-        out
+        ours[ours.len().saturating_sub(STORY_MAX)..].iter().map(|&i| self.ring[i].clone()).collect()
     }
 }
 
@@ -280,5 +285,18 @@ mod tests {
         r.push(recent(5, "unrelated", Some("init"), "exec"));
         let s: Vec<String> = r.story("sh", 10).into_iter().map(|x| format!("{}:{}", x.entity_id, x.action)).collect();
         assert_eq!(s, ["sh:exec", "curl:exec", "curl:creation"]);
+    }
+
+    #[test]
+    fn a_story_is_the_last_events_of_the_family_in_time_order() {
+        let mut r = RecentEvents::default();
+        for i in 0..(RECENT_CAP as u64 + 100) {
+            r.push(recent(i, if i % 2 == 0 { "busy" } else { "other" }, None, &i.to_string()));
+        }
+        let s = r.story("busy", RECENT_CAP as u64 + 100);
+        assert_eq!(s.len(), STORY_MAX);
+        let times: Vec<u64> = s.iter().map(|x| x.wall_ns).collect();
+        let last = RECENT_CAP as u64 + 98;
+        assert_eq!(times, (0..STORY_MAX as u64).rev().map(|k| last - 2 * k).collect::<Vec<_>>());
     }
 }
