@@ -106,6 +106,58 @@ pub fn alert_id(boot_id: &str, wall_ns: u64, seq: u64) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&buf))
 }
 
+/// Repeats of an alert: the same rule firing on the same process again within `window` raises
+/// no new alert. The repeat is counted (`osprey_alerts_suppressed_total{rule}`) and the next
+/// alert of that rule and process after the window carries the number (`osprey.alert.repeats`).
+/// One process tripping a rule thousands of times a second (a chmod loop, a scanner) is then one
+/// alert a window, not an alert storm that buries the others and the agent with them.
+#[derive(Debug)]
+pub struct Repeats {
+    window_ns: u64,
+    /// (rule key, process entity id) → (when its last alert was raised, repeats since).
+    last: std::collections::HashMap<(String, String), (u64, u64)>,
+}
+
+/// Rule-and-process pairs remembered at most (the oldest are forgotten first, on the tick).
+const REPEATS_CAP: usize = 65_536;
+
+impl Repeats {
+    pub fn new(window: std::time::Duration) -> Self {
+        Self { window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX), last: Default::default() }
+    }
+
+    /// `None`: a repeat within the window, raise nothing. `Some(n)`: raise the alert, which
+    /// carries the `n` repeats held back since the last one.
+    pub fn check(&mut self, rule: &str, entity: &str, now_ns: u64) -> Option<u64> {
+        if self.window_ns == 0 {
+            return Some(0);
+        }
+        if let Some((last, repeats)) = self.last.get_mut(&(rule.to_owned(), entity.to_owned())) {
+            if now_ns.saturating_sub(*last) < self.window_ns {
+                *repeats += 1;
+                return None;
+            }
+            *last = now_ns;
+            return Some(std::mem::take(repeats));
+        }
+        self.last.insert((rule.to_owned(), entity.to_owned()), (now_ns, 0));
+        Some(0)
+    }
+
+    /// Forgets pairs quiet for a window with nothing held back, and the oldest beyond
+    /// [`REPEATS_CAP`] (what they held back stays in the metric).
+    pub fn expire(&mut self, now_ns: u64) {
+        self.last.retain(|_, (last, repeats)| *repeats > 0 || now_ns.saturating_sub(*last) < self.window_ns);
+        if self.last.len() > REPEATS_CAP {
+            let mut times: Vec<u64> = self.last.values().map(|(t, _)| *t).collect();
+            let cut = times.len() - REPEATS_CAP;
+            let (_, nth, _) = times.select_nth_unstable(cut);
+            let cutoff = *nth;
+            self.last.retain(|_, (t, _)| *t > cutoff);
+        }
+    }
+}
+
 /// An alert ready for output: the engine's verdict, the event that triggered it (ECS), and the
 /// story.
 #[derive(Debug, Clone)]
@@ -120,6 +172,8 @@ pub struct AlertEvent {
     pub ctx: Option<Arc<Context>>,
     /// What the rule's `response:` actions did.
     pub responses: Vec<crate::respond::Outcome>,
+    /// Alerts of the same rule on the same process held back since the last one ([`Repeats`]).
+    pub repeats: u64,
 }
 
 #[derive(Serialize)]
@@ -167,6 +221,13 @@ pub struct AlertMeta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correlation: Option<CorrelationDoc<'a>>,
     pub rule_file: String,
+    /// Alerts of this rule on this process held back since the last one (`rules.repeat_window`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -243,6 +304,7 @@ impl AlertEvent {
             ioc,
             correlation,
             rule_file: format!("{}:{}", rule.path.display(), rule.line),
+            repeats: self.repeats,
         }
     }
 }
@@ -285,6 +347,30 @@ mod tests {
         r.push(recent(5, "unrelated", Some("init"), "exec"));
         let s: Vec<String> = r.story("sh", 10).into_iter().map(|x| format!("{}:{}", x.entity_id, x.action)).collect();
         assert_eq!(s, ["sh:exec", "curl:exec", "curl:creation"]);
+    }
+
+    #[test]
+    fn repeats_of_a_rule_on_a_process_within_the_window_are_held_back_and_counted() {
+        const S: u64 = 1_000_000_000;
+        let mut r = Repeats::new(std::time::Duration::from_secs(60));
+        assert_eq!(r.check("rule-a", "p1", 0), Some(0));
+        for t in 1..=5 {
+            assert_eq!(r.check("rule-a", "p1", t * S), None);
+        }
+        assert_eq!(r.check("rule-a", "p2", 3 * S), Some(0), "another process alerts");
+        assert_eq!(r.check("rule-b", "p1", 3 * S), Some(0), "another rule alerts");
+        assert_eq!(r.check("rule-a", "p1", 60 * S), Some(5), "after the window: the held-back count");
+        assert_eq!(r.check("rule-a", "p1", 61 * S), None);
+        // Quiet pairs are forgotten on the tick unless they hold repeats back.
+        r.expire(200 * S);
+        assert_eq!(r.last.len(), 1);
+        assert_eq!(r.check("rule-a", "p1", 201 * S), Some(1));
+        r.expire(400 * S);
+        assert!(r.last.is_empty());
+        assert_eq!(r.check("rule-a", "p1", 401 * S), Some(0));
+        // A window of 0 holds nothing back.
+        let mut off = Repeats::new(std::time::Duration::ZERO);
+        assert_eq!((off.check("r", "p", 1), off.check("r", "p", 2)), (Some(0), Some(0)));
     }
 
     #[test]

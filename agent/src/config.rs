@@ -300,6 +300,7 @@ impl Config {
             process: self.process.clone(),
             network: self.network.clone(),
             prevention: None,
+            alert_repeat_window: self.rules.repeat_window,
         }
     }
 }

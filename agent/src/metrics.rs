@@ -23,6 +23,7 @@ pub struct Metrics {
     rules_loaded: prometheus::IntGauge,
     rules_reload: IntCounterVec,
     alerts: IntCounterVec,
+    alerts_suppressed: IntCounterVec,
     probes: IntGaugeVec,
     latency: prometheus::Histogram,
     ringbuf_used: IntGaugeVec,
@@ -152,6 +153,12 @@ impl Metrics {
         registry.register(Box::new(rules_loaded.clone())).expect("unique metric");
         let rules_reload = counter(&registry, "osprey_rules_reload_total", "Rule reloads, by result", &["result"]);
         let alerts = counter(&registry, "osprey_alerts_total", "Alerts raised, by rule and severity", &["rule", "severity"]);
+        let alerts_suppressed = counter(
+            &registry,
+            "osprey_alerts_suppressed_total",
+            "Repeats of an alert on the same process within rules.repeat_window, held back (the next alert carries their number), by rule",
+            &["rule"],
+        );
         for r in ["ok", "error"] {
             rules_reload.with_label_values(&[r]);
         }
@@ -209,6 +216,7 @@ impl Metrics {
             rules_loaded,
             rules_reload,
             alerts,
+            alerts_suppressed,
             probes,
             latency,
             ringbuf_used,
@@ -264,6 +272,15 @@ impl Metrics {
 
     pub fn alert(&self, rule: &str, severity: u8) {
         self.alerts.with_label_values(&[rule, &severity.to_string()]).inc();
+    }
+
+    /// A repeat of an alert held back (`rules.repeat_window`).
+    pub fn alert_suppressed(&self, rule: &str) {
+        self.alerts_suppressed.with_label_values(&[rule]).inc();
+    }
+
+    pub fn alerts_suppressed(&self, rule: &str) -> u64 {
+        self.alerts_suppressed.with_label_values(&[rule]).get()
     }
 
     /// Mirrors the process table's size and eviction counters.

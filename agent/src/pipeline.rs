@@ -12,7 +12,7 @@ use tokio::{
 use tracing::{error, warn};
 
 use crate::{
-    alerting::{AlertEvent, Recent, RecentEvents},
+    alerting::{AlertEvent, Recent, RecentEvents, Repeats},
     decode::Record,
     detect::{Alert, Detector, RuleSet},
     enrich::{Enricher, ProcessSection},
@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub network: crate::net::NetworkSection,
     /// The prevention guard's state (crate::lsm::GuardState), shown by `osprey status`.
     pub prevention: Option<serde_json::Value>,
+    /// `rules.repeat_window`: see [`crate::alerting::Repeats`].
+    pub alert_repeat_window: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -46,6 +48,7 @@ impl Default for PipelineConfig {
             process: ProcessSection::default(),
             network: crate::net::NetworkSection::default(),
             prevention: None,
+            alert_repeat_window: crate::rules::RulesSection::default().repeat_window,
         }
     }
 }
@@ -86,6 +89,7 @@ struct Stage {
     has_rules: bool,
     prevention: Option<serde_json::Value>,
     recent: RecentEvents,
+    repeats: Repeats,
     alerts: Vec<Alert>,
     ecs: Ecs,
     sinks: Vec<Box<dyn Sink>>,
@@ -206,11 +210,25 @@ impl Stage {
         if self.alerts.is_empty() {
             return;
         }
+        // A repeat of an alert on the same process within the window is counted, not raised.
+        let mut raised = Vec::new();
+        for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
+            let repeats = match &ev.ctx {
+                Some(c) => self.repeats.check(alert.rule.key(), &c.process.entity_id, ev.wall_ns),
+                None => Some(0),
+            };
+            match repeats {
+                Some(n) => raised.push((alert, n)),
+                None => self.metrics.alert_suppressed(alert.rule.key()),
+            }
+        }
+        if raised.is_empty() {
+            return;
+        }
         let doc = view.into_json();
-        let alerts = std::mem::take(&mut self.alerts);
-        for alert in alerts.into_iter().filter(|a| a.standalone) {
+        for (alert, repeats) in raised {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
-            let a = AlertEvent { id: String::new(), alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new() };
+            let a = AlertEvent { id: String::new(), alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new(), repeats };
             self.raise(a, ev.wall_ns);
         }
     }
@@ -265,7 +283,7 @@ impl Stage {
         let now = self.ecs.wall_ns(boottime_ns());
         self.detector.flush(now, &mut self.alerts);
         for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
-            self.raise(AlertEvent { id: String::new(), alert, trigger: None, story: Vec::new(), ctx: None, responses: Vec::new() }, now);
+            self.raise(AlertEvent { id: String::new(), alert, trigger: None, story: Vec::new(), ctx: None, responses: Vec::new(), repeats: 0 }, now);
         }
     }
 
@@ -481,6 +499,7 @@ pub async fn run(
         has_rules: false,
         prevention: cfg.prevention.clone(),
         recent: RecentEvents::default(),
+        repeats: Repeats::new(cfg.alert_repeat_window),
         alerts: Vec::new(),
         ecs,
         sinks,
@@ -570,6 +589,7 @@ pub async fn run(
                 stage.poll_loss(sensor);
                 stage.enrich.tick(boottime_ns());
                 stage.flush_correlations();
+                stage.repeats.expire(stage.ecs.wall_ns(boottime_ns()));
                 let t = stage.enrich.table().stats();
                 stage.metrics.set_process_table(t.entries, t.evicted_grace, t.evicted_cap);
                 stage.metrics.reorder(reorder.late(), reorder.stalls());

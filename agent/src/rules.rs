@@ -29,11 +29,16 @@ pub struct RulesSection {
     /// How often rule files are checked for changes.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// A rule firing again on the same process within this raises no new alert: the repeat is
+    /// counted, and the next alert after it carries the number (`osprey.alert.repeats`). `0s`:
+    /// every hit is an alert.
+    #[serde(with = "humantime_serde")]
+    pub repeat_window: Duration,
 }
 
 impl Default for RulesSection {
     fn default() -> Self {
-        Self { paths: Vec::new(), reload: true, reload_interval: Duration::from_millis(500) }
+        Self { paths: Vec::new(), reload: true, reload_interval: Duration::from_millis(500), repeat_window: Duration::from_secs(60) }
     }
 }
 

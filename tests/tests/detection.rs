@@ -134,3 +134,49 @@ fn behaviours_performed_for_real_raise_their_default_rules_with_the_story() {
     assert!(checked >= 10, "ten alerts from this test's own process tree, checked {checked}");
     h.stop();
 }
+
+#[test]
+fn a_rule_hit_again_and_again_by_one_process_alerts_once_a_window_and_counts_the_rest() {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    let mark = osprey_tests::marker();
+    let id = "0b7f3a52-4c1e-4d6a-9f0e-2a8c5d1e7b31";
+    std::fs::write(
+        rules.path().join("repeat.yml"),
+        format!(
+            "title: Repeat test\nid: {id}\nstatus: test\ndescription: repeats\nauthor: Osprey tests\nlevel: medium\n\
+             logsource: {{product: linux, category: file_event}}\n\
+             detection:\n  selection:\n    TargetFilename|contains: {mark}\n  condition: selection\n"
+        ),
+    )
+    .unwrap();
+    let mut cfg = test_config();
+    cfg.rules.paths = vec![rules.path().to_path_buf()];
+    cfg.rules.repeat_window = Duration::from_secs(3);
+    let mut h = Harness::start(cfg);
+    let m = canonical(dir.path().to_str().unwrap());
+    // One shell creates N matching files (no fork: `:` is a builtin), waits out the window,
+    // then one more: N alerts' worth of hits from one process.
+    let script = format!("i=0; while [ $i -lt {N} ]; do : > {m}/{mark}-$i; i=$((i+1)); done; sleep 3.5; : > {m}/{mark}-last");
+    let mut child = Command::new("/bin/sh").args(["-c", &script]).spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let ours = |e: &agent::event::Event| match &e.body {
+        EventBody::Alert(a) if a.alert.rule.id.as_deref() == Some(id) => a.ctx.as_ref().filter(|c| c.process.pid == pid).map(|_| a.repeats),
+        _ => None,
+    };
+    let done = h.wait_for(Duration::from_secs(15), |evs| evs.iter().filter_map(ours).count() >= 2);
+    h.wait_for(Duration::from_millis(500), |_| false); // nothing more should come
+    let repeats: Vec<u64> = h.events.iter().filter_map(ours).collect();
+    let held = h.metrics.alerts_suppressed(id);
+    eprintln!("repeats: alerts carry {repeats:?}, {held} held back");
+    assert!(done, "two alerts from the shell: {repeats:?}");
+    // The first hit alerts; the other N - 1 of the burst are held back and counted; the hit
+    // after the window alerts again and carries them.
+    assert_eq!(repeats, vec![0, (N - 1) as u64]);
+    assert_eq!(held, (N - 1) as u64);
+    let last = h.events.iter().rev().find(|e| ours(e).is_some()).unwrap();
+    assert_eq!(h.ecs.to_value(last)["osprey"]["alert"]["repeats"], (N - 1) as u64);
+    h.stop();
+}

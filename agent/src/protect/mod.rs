@@ -317,6 +317,7 @@ pub fn alert(f: &Finding, trigger: Option<serde_json::Value>, story: Vec<Recent>
     let mut rule = (*f.kind.meta()).clone();
     rule.description = Some(f.summary.clone());
     AlertEvent {
+        repeats: 0,
         id: String::new(), // set when raised
         alert: Alert { rule: Arc::new(rule), kind: AlertKind::Rule, timestamp_ns: wall_ns, standalone: true },
         trigger,
