@@ -72,8 +72,9 @@ pub struct ProcCtx {
 pub struct Context {
     pub process: ProcCtx,
     pub parent: Option<ProcCtx>,
-    /// Nearest first, the subject not included.
-    pub ancestry: Vec<Ancestor>,
+    /// Nearest first, the subject not included. Shared by the events of a process while its
+    /// ancestors stay the same.
+    pub ancestry: Arc<[Ancestor]>,
     /// The image before the latest exec (exec chains).
     pub previous: Option<Arc<Image>>,
     pub user: Option<Arc<str>>,
@@ -100,6 +101,33 @@ pub struct Enricher {
     hashes: Option<HashPool>,
     tickets: HashMap<(u32, u64), HashTicket>,
     depth: usize,
+    /// The ancestry last built per process, with the digest of the chain it was built from:
+    /// most events come from processes whose ancestors did not change since their last one.
+    ancestries: HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
+}
+
+/// Processes whose ancestry is kept; past this the cache starts over.
+const ANCESTRIES_CACHED: usize = 8192;
+
+/// `key`'s ancestry: the one built for its last event if its chain is unchanged.
+fn cached_ancestry(
+    table: &ProcessTable,
+    cache: &mut HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
+    key: ProcKey,
+    depth: usize,
+) -> Arc<[Ancestor]> {
+    let digest = table.ancestry_digest(key, Some(depth));
+    if let Some((d, a)) = cache.get(&key) {
+        if *d == digest {
+            return Arc::clone(a);
+        }
+    }
+    let built: Arc<[Ancestor]> = table.ancestry(key, Some(depth)).into();
+    if cache.len() >= ANCESTRIES_CACHED {
+        cache.clear();
+    }
+    cache.insert(key, (digest, Arc::clone(&built)));
+    built
 }
 
 impl Enricher {
@@ -131,7 +159,7 @@ impl Enricher {
             (None, None)
         };
         let users = UserDb::new("/").with_check_interval(Duration::from_secs(5));
-        let me = Self { table, users, cgroups, hashes, tickets: HashMap::new(), depth: cfg.ancestry_depth };
+        let me = Self { table, users, cgroups, hashes, tickets: HashMap::new(), depth: cfg.ancestry_depth, ancestries: HashMap::new() };
         (me, late)
     }
 
@@ -197,7 +225,7 @@ impl Enricher {
         let parent = parent_key.map(|pk| self.proc_ctx(pk, h));
         let previous = entry.and_then(|p| p.previous_image().cloned());
         let incomplete = entry.is_none_or(|p| p.incomplete);
-        let ancestry = self.table.ancestry(key, Some(self.depth));
+        let ancestry = cached_ancestry(&self.table, &mut self.ancestries, key, self.depth);
         self.users.maybe_refresh();
         let (euid, egid, uid) = match entry {
             Some(p) => (p.creds.euid, p.creds.egid, p.creds.uid),
@@ -343,5 +371,41 @@ impl Enricher {
             self.tickets.clear();
         }
         self.table.evict(now_boottime_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::{decode, raw},
+        process::Host,
+    };
+    use agent_common::osprey_file_op as fo;
+
+    #[test]
+    fn a_process_shares_its_ancestry_until_an_ancestor_changes() {
+        let host = Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() };
+        let cfg = ProcessSection { hash: false, ..Default::default() };
+        let (mut e, _late) = Enricher::new(&cfg, EntityIds::new(&host.boot_id));
+        let mut apply = |r: Vec<u8>| {
+            let rec = decode(&r).unwrap();
+            e.on_arrival(&rec);
+            e.apply(&rec)
+        };
+        apply(raw::exec(100, 10, "/usr/bin/bash", &["-bash"], "/home/u"));
+        apply(raw::fork(100, 101, 20));
+        apply(raw::exec(101, 30, "/usr/bin/make", &["make"], "/src"));
+        apply(raw::fork(101, 102, 40));
+        let a = apply(raw::file(102, 50, fo::OSPREY_FILE_CREATE, "/src/a.o", None)).ancestry;
+        let b = apply(raw::file(102, 51, fo::OSPREY_FILE_CREATE, "/src/b.o", None)).ancestry;
+        assert!(Arc::ptr_eq(&a, &b), "the same chain: the same ancestry");
+        assert_eq!(a[0].executable.as_deref(), Some("/usr/bin/make"));
+        // The parent runs something else: the child's next event shows it.
+        apply(raw::exec(101, 60, "/usr/bin/cc", &["cc", "-c", "x.c"], "/src"));
+        let c = apply(raw::file(102, 70, fo::OSPREY_FILE_CREATE, "/src/c.o", None)).ancestry;
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!((c[0].executable.as_deref(), c[0].args.as_deref()), (Some("/usr/bin/cc"), Some("cc -c x.c")));
+        assert_eq!(c[1].executable.as_deref(), Some("/usr/bin/bash"));
     }
 }

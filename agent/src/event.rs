@@ -655,7 +655,7 @@ impl Ecs {
                     parent.command_line = Some(lazy::CommandLine::Image(img));
                 }
             }
-            p.ancestry = Some(&ctx.ancestry);
+            p.ancestry = Some(&ctx.ancestry[..]);
             p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: prev.args().collect() });
             p.hash = ctx.hash.as_ref().map(|h| Hash { sha256: h.clone() });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {

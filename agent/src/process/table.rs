@@ -682,6 +682,22 @@ impl ProcessTable {
         Ancestors { table: self, next: self.map.get(&key).and_then(|p| p.parent), left: depth }
     }
 
+    /// A digest of everything [`ProcessTable::ancestry`] would read for `key`: each ancestor's
+    /// key, image (by identity), name and completeness. Equal digests, equal ancestries (barring
+    /// a 64-bit hash collision); it costs the walk, not the strings.
+    pub fn ancestry_digest(&self, key: ProcKey, depth: Option<usize>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        for a in self.ancestors(key, depth.unwrap_or(self.cfg.ancestry_depth)) {
+            (a.key.pid, a.key.ticks).hash(&mut h);
+            match a.process {
+                Some(p) => (p.image().map(|i| Arc::as_ptr(i) as usize), p.name(), p.incomplete).hash(&mut h),
+                None => 0u8.hash(&mut h),
+            }
+        }
+        h.finish()
+    }
+
     /// `process.ancestry` of `key`, nearest first, at most `depth` (None: the configured
     /// default).
     pub fn ancestry(&self, key: ProcKey, depth: Option<usize>) -> Vec<Ancestor> {
