@@ -156,13 +156,24 @@ struct {
 	__type(value, struct fold_state);
 } net_fold SEC(".maps");
 
-/* True when the record is folded; else *before is how many were folded before it. */
-static __always_inline bool net_fold_check(struct sock *sk, struct sock_owner *o, __u32 op, __u32 flags, __u32 *before)
+/* A connection's close that carried more data than this either way is never folded: byte
+ * counts are what exfiltration shows up in. */
+#define FOLD_MAX_BYTES 16384
+
+/* Folded: returns NULL and *before is -1. Sent: *before is how many were folded before it,
+ * and the state to give them back to if the record then finds its ring full (may be NULL). */
+static __always_inline struct fold_state *net_fold_check(struct sock *sk, struct sock_owner *o, __u32 op, __u32 flags,
+							  __s64 *before)
 {
 	*before = 0;
 	struct osprey_config *cfg = settings();
 	if (!cfg || !cfg->net_fold_ns || op == OSPREY_NET_LISTEN)
-		return false;
+		return NULL;
+	if (op == OSPREY_NET_CLOSE) {
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		if (BPF_CORE_READ(tp, bytes_sent) > FOLD_MAX_BYTES || BPF_CORE_READ(tp, bytes_received) > FOLD_MAX_BYTES)
+			return NULL;
+	}
 	struct fold_key k;
 	__builtin_memset(&k, 0, sizeof(k));
 	k.tgid = o ? o->hdr.pid : 0;
@@ -181,20 +192,24 @@ static __always_inline bool net_fold_check(struct sock *sk, struct sock_owner *o
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct fold_state *st = bpf_map_lookup_elem(&net_fold, &k);
-	if (st && now - st->sent_ns < cfg->net_fold_ns) {
+	if (!st) {
+		struct fold_state fresh = {.sent_ns = now};
+		if (bpf_map_update_elem(&net_fold, &k, &fresh, BPF_NOEXIST) == 0)
+			return NULL; /* the first of its kind: sent */
+		st = bpf_map_lookup_elem(&net_fold, &k); /* another CPU just sent one */
+		if (!st)
+			return NULL;
+	}
+	if (now - st->sent_ns < cfg->net_fold_ns) {
 		__sync_fetch_and_add(&st->folded, 1);
 		count(&folded, OSPREY_REC_NET);
-		return true;
+		*before = -1;
+		return NULL;
 	}
-	if (st) {
-		__u64 n = __atomic_exchange_n(&st->folded, 0, __ATOMIC_RELAXED);
-		*before = n > 0xffffffffULL ? 0xffffffffU : (__u32)n;
-		st->sent_ns = now;
-	} else {
-		struct fold_state fresh = {.sent_ns = now};
-		bpf_map_update_elem(&net_fold, &k, &fresh, BPF_ANY);
-	}
-	return false;
+	__u64 n = __atomic_exchange_n(&st->folded, 0, __ATOMIC_RELAXED);
+	*before = n > 0xffffffffULL ? 0xffffffffLL : (__s64)n;
+	st->sent_ns = now;
+	return st;
 }
 
 /* Emits one TCP record for `sk` owned by `o` (NULL: unknown). */
@@ -204,14 +219,19 @@ static __always_inline void tcp_emit(struct sock *sk, __u64 cookie, struct sock_
 		count(&filtered, OSPREY_REC_NET);
 		return;
 	}
-	__u32 folded_before;
-	if (net_fold_check(sk, o, op, flags, &folded_before))
+	__s64 folded_before;
+	struct fold_state *st = net_fold_check(sk, o, op, flags, &folded_before);
+	if (folded_before < 0)
 		return;
 	struct osprey_net *r = reserve(sizeof(*r), OSPREY_REC_NET);
-	if (!r)
+	if (!r) {
+		/* counted lost; what it would have carried goes on the next one */
+		if (st && folded_before > 0)
+			__sync_fetch_and_add(&st->folded, (__u64)folded_before);
 		return;
+	}
 	__builtin_memset(r, 0, sizeof(*r));
-	r->folded = folded_before;
+	r->folded = (__u32)folded_before;
 	r->flags = owner_hdr(&r->hdr, o, OSPREY_REC_NET, sizeof(*r)) | flags;
 	r->op = op;
 	r->protocol = IPPROTO_TCP;

@@ -127,12 +127,14 @@ impl Repeats {
     }
 
     /// `None`: a repeat within the window, raise nothing. `Some(n)`: raise the alert, which
-    /// carries the `n` repeats held back since the last one.
-    pub fn check(&mut self, rule: &str, entity: &str, now_ns: u64) -> Option<u64> {
+    /// carries the `n` repeats held back since the last one. `subject`: what makes two hits the
+    /// same (the process's entity id, its image, an indicator).
+    pub fn check(&mut self, rule: &str, subject: &[&str], now_ns: u64) -> Option<u64> {
         if self.window_ns == 0 {
             return Some(0);
         }
-        if let Some((last, repeats)) = self.last.get_mut(&(rule.to_owned(), entity.to_owned())) {
+        let key = (rule.to_owned(), subject.join("\0"));
+        if let Some((last, repeats)) = self.last.get_mut(&key) {
             if now_ns.saturating_sub(*last) < self.window_ns {
                 *repeats += 1;
                 return None;
@@ -140,7 +142,7 @@ impl Repeats {
             *last = now_ns;
             return Some(std::mem::take(repeats));
         }
-        self.last.insert((rule.to_owned(), entity.to_owned()), (now_ns, 0));
+        self.last.insert(key, (now_ns, 0));
         Some(0)
     }
 
@@ -149,11 +151,11 @@ impl Repeats {
     pub fn expire(&mut self, now_ns: u64) {
         self.last.retain(|_, (last, repeats)| *repeats > 0 || now_ns.saturating_sub(*last) < self.window_ns);
         if self.last.len() > REPEATS_CAP {
-            let mut times: Vec<u64> = self.last.values().map(|(t, _)| *t).collect();
-            let cut = times.len() - REPEATS_CAP;
-            let (_, nth, _) = times.select_nth_unstable(cut);
-            let cutoff = *nth;
-            self.last.retain(|_, (t, _)| *t > cutoff);
+            let mut oldest: Vec<(u64, (String, String))> = self.last.iter().map(|(k, (t, _))| (*t, k.clone())).collect();
+            oldest.sort_unstable();
+            for (_, k) in oldest.into_iter().take(self.last.len() - REPEATS_CAP) {
+                self.last.remove(&k);
+            }
         }
     }
 }
@@ -353,24 +355,24 @@ mod tests {
     fn repeats_of_a_rule_on_a_process_within_the_window_are_held_back_and_counted() {
         const S: u64 = 1_000_000_000;
         let mut r = Repeats::new(std::time::Duration::from_secs(60));
-        assert_eq!(r.check("rule-a", "p1", 0), Some(0));
+        assert_eq!(r.check("rule-a", &["p1"], 0), Some(0));
         for t in 1..=5 {
-            assert_eq!(r.check("rule-a", "p1", t * S), None);
+            assert_eq!(r.check("rule-a", &["p1"], t * S), None);
         }
-        assert_eq!(r.check("rule-a", "p2", 3 * S), Some(0), "another process alerts");
-        assert_eq!(r.check("rule-b", "p1", 3 * S), Some(0), "another rule alerts");
-        assert_eq!(r.check("rule-a", "p1", 60 * S), Some(5), "after the window: the held-back count");
-        assert_eq!(r.check("rule-a", "p1", 61 * S), None);
+        assert_eq!(r.check("rule-a", &["p2"], 3 * S), Some(0), "another process alerts");
+        assert_eq!(r.check("rule-b", &["p1"], 3 * S), Some(0), "another rule alerts");
+        assert_eq!(r.check("rule-a", &["p1"], 60 * S), Some(5), "after the window: the held-back count");
+        assert_eq!(r.check("rule-a", &["p1"], 61 * S), None);
         // Quiet pairs are forgotten on the tick unless they hold repeats back.
         r.expire(200 * S);
         assert_eq!(r.last.len(), 1);
-        assert_eq!(r.check("rule-a", "p1", 201 * S), Some(1));
+        assert_eq!(r.check("rule-a", &["p1"], 201 * S), Some(1));
         r.expire(400 * S);
         assert!(r.last.is_empty());
-        assert_eq!(r.check("rule-a", "p1", 401 * S), Some(0));
+        assert_eq!(r.check("rule-a", &["p1"], 401 * S), Some(0));
         // A window of 0 holds nothing back.
         let mut off = Repeats::new(std::time::Duration::ZERO);
-        assert_eq!((off.check("r", "p", 1), off.check("r", "p", 2)), (Some(0), Some(0)));
+        assert_eq!((off.check("r", &["p"], 1), off.check("r", &["p"], 2)), (Some(0), Some(0)));
     }
 
     #[test]

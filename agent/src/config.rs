@@ -256,6 +256,9 @@ impl Config {
         if self.network.dns_cache_entries == 0 {
             return Err("network.dns_cache_entries: must be more than 0".into());
         }
+        if self.rules.repeat_window > std::time::Duration::from_secs(86_400) {
+            return Err("rules.repeat_window: more than 24h would hide a rule's repeats too long".into());
+        }
         if self.network.fold_window > std::time::Duration::from_secs(3600) {
             return Err("network.fold_window: more than 1h would hide a connection's repeats too long".into());
         }

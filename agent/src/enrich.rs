@@ -370,7 +370,10 @@ impl Enricher {
         if self.tickets.len() > 65_536 {
             self.tickets.clear();
         }
-        self.table.evict(now_boottime_ns)
+        let evicted = self.table.evict(now_boottime_ns);
+        let table = &self.table;
+        self.ancestries.retain(|k, _| table.get(*k).is_some());
+        evicted
     }
 }
 

@@ -213,9 +213,19 @@ impl Stage {
         // A repeat of an alert on the same process within the window is counted, not raised.
         let mut raised = Vec::new();
         for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
+            // Never held back: alerts whose rule responds (each hit may name another file or
+            // image to act on) and alerts without a process. The key names the process's image
+            // (exec keeps the entity id) and an indicator's value (one list, many indicators).
             let repeats = match &ev.ctx {
-                Some(c) => self.repeats.check(alert.rule.key(), &c.process.entity_id, ev.wall_ns),
-                None => Some(0),
+                Some(c) if alert.rule.response.is_empty() => {
+                    let image = c.process.image.as_ref().map_or("", |i| i.exe());
+                    let value = match &alert.kind {
+                        crate::detect::AlertKind::Ioc { value, .. } => value.as_str(),
+                        _ => "",
+                    };
+                    self.repeats.check(alert.rule.key(), &[c.process.entity_id.as_str(), image, value], ev.wall_ns)
+                }
+                _ => Some(0),
             };
             match repeats {
                 Some(n) => raised.push((alert, n)),

@@ -164,10 +164,12 @@ impl NetSummary {
     pub fn observe(&mut self, rec: &Record) {
         match rec {
             Record::Net(n) => {
+                // A record stands for itself and the ones folded into it in the kernel.
+                let n_ops = 1 + u64::from(n.folded);
                 match n.op {
-                    NetOp::Connect => self.connects += 1,
-                    NetOp::Refused | NetOp::TimedOut | NetOp::Failed => self.connects_failed += 1,
-                    NetOp::Accept => self.accepts += 1,
+                    NetOp::Connect => self.connects += n_ops,
+                    NetOp::Refused | NetOp::TimedOut | NetOp::Failed => self.connects_failed += n_ops,
+                    NetOp::Accept => self.accepts += n_ops,
                     NetOp::Listen => self.listens += 1,
                     NetOp::UdpSend | NetOp::UdpRecv => self.udp_peers += 1,
                     NetOp::Close => {

@@ -312,12 +312,14 @@ fn run(
 ) {
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut log = ErrorLog::new(name);
-    let handle = |ev: Arc<Outgoing>, writer: &mut Box<dyn Writer>, log: &mut ErrorLog| {
+    // The event is printed (or its print awaited, from another sink's thread) before the writer
+    // is locked: Sink::write_now must not wait behind that.
+    let handle = |ev: Arc<Outgoing>, log: &mut ErrorLog| {
         metrics.queued.dec();
         // The Ecs is set before the first event is queued.
         let Some(ecs) = ecs.get() else { return };
         match ev.encoded(ecs) {
-            Ok(e) => log.check(writer.write(&Doc { event: &ev.event, json: &e.json, facts: &e.facts, ecs })),
+            Ok(e) => log.check(lock().write(&Doc { event: &ev.event, json: &e.json, facts: &e.facts, ecs })),
             Err(e) => {
                 metrics.errors.inc();
                 metrics.dropped.inc();
@@ -331,10 +333,10 @@ fn run(
             Ok(ev) => {
                 // The writer is locked per event, not per burst: Sink::write_now (another
                 // thread) must not wait behind a whole burst.
-                handle(ev, &mut lock(), &mut log);
+                handle(ev, &mut log);
                 for _ in 1..BURST {
                     match rx.try_recv() {
-                        Ok(ev) => handle(ev, &mut lock(), &mut log),
+                        Ok(ev) => handle(ev, &mut log),
                         Err(_) => break,
                     }
                 }

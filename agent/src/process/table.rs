@@ -691,7 +691,7 @@ impl ProcessTable {
         for a in self.ancestors(key, depth.unwrap_or(self.cfg.ancestry_depth)) {
             (a.key.pid, a.key.ticks).hash(&mut h);
             match a.process {
-                Some(p) => (p.image().map(|i| Arc::as_ptr(i) as usize), p.name(), p.incomplete).hash(&mut h),
+                Some(p) => (p.image().map(|i| (Arc::as_ptr(i) as usize, i.exec_ns)), p.name(), p.incomplete).hash(&mut h),
                 None => 0u8.hash(&mut h),
             }
         }
