@@ -114,11 +114,12 @@ pub fn alert_id(boot_id: &str, wall_ns: u64, seq: u64) -> String {
 #[derive(Debug)]
 pub struct Repeats {
     window_ns: u64,
-    /// (rule key, process entity id) → (when its last alert was raised, repeats since).
+    /// (rule key, subject: entity id, executable, indicator) → (when its last alert was
+    /// raised, repeats since).
     last: std::collections::HashMap<(String, String), (u64, u64)>,
 }
 
-/// Rule-and-process pairs remembered at most (the oldest are forgotten first, on the tick).
+/// Rule-and-subject pairs remembered at most (the oldest are forgotten first, on the tick).
 const REPEATS_CAP: usize = 65_536;
 
 impl Repeats {
