@@ -260,25 +260,15 @@ impl Image {
 
     /// The command line cut to at most `max` bytes (on a character boundary), `…` marking a cut.
     pub fn args_summary(&self, max: usize) -> String {
-        let mut out = String::with_capacity(max.min(self.ends.args - self.ends.filename) + 3);
-        for (i, a) in self.args().enumerate() {
-            if i > 0 {
-                out.push(' ');
-            }
-            out.push_str(a);
-            if out.len() > max {
-                break;
-            }
+        let line = self.command_line();
+        if line.len() <= max {
+            return line.to_owned();
         }
-        if out.len() > max {
-            let mut end = max;
-            while !out.is_char_boundary(end) {
-                end -= 1;
-            }
-            out.truncate(end);
-            out.push('…');
+        let mut end = max;
+        while !line.is_char_boundary(end) {
+            end -= 1;
         }
-        out
+        format!("{}…", &line[..end])
     }
 
     pub fn hash(&self) -> Option<Sha256Digest> {

@@ -121,16 +121,21 @@ impl KernelCounters {
     }
 
     pub fn nested_total(&self, kind: RecordType) -> u64 {
-        self.nested.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+        of_kind(&self.nested, kind)
     }
 
     pub fn filtered_total(&self, kind: RecordType) -> u64 {
-        self.filtered.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+        of_kind(&self.filtered, kind)
     }
 
     pub fn folded_total(&self, kind: RecordType) -> u64 {
-        self.folded.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
+        of_kind(&self.folded, kind)
     }
+}
+
+/// A per-type count's value for `kind`.
+fn of_kind(counts: &[(RecordType, u64)], kind: RecordType) -> u64 {
+    counts.iter().filter(|(k, _)| *k == kind).map(|(_, n)| n).sum()
 }
 
 /// Reads the kernel's loss and filter counters through its own handles on the maps, so any
@@ -200,10 +205,11 @@ impl CounterReader {
                 .map(|&t| Ok((t, arr.get(&(t as u32), 0).map_err(map_err(name))?.to_vec())))
                 .collect()
         };
+        let summed = |per_cpu: Vec<(RecordType, Vec<u64>)>| per_cpu.into_iter().map(|(t, v)| (t, v.iter().sum())).collect();
         Ok(KernelCounters {
             lost: read(&self.loss, "loss")?,
-            filtered: read(&self.filtered, "filtered")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
-            folded: read(&self.folded, "folded")?.into_iter().map(|(t, v)| (t, v.iter().sum())).collect(),
+            filtered: summed(read(&self.filtered, "filtered")?),
+            folded: summed(read(&self.folded, "folded")?),
             nested: RecordType::ALL
                 .iter()
                 .map(|&t| {
