@@ -33,11 +33,11 @@ pub struct Recent {
     /// Formatted only when a story is written.
     #[serde(rename = "@timestamp", serialize_with = "as_rfc3339")]
     pub wall_ns: u64,
-    pub entity_id: String,
+    pub entity_id: Arc<str>,
     pub pid: u32,
     #[serde(skip)]
-    pub parent_entity_id: Option<String>,
-    pub action: String,
+    pub parent_entity_id: Option<Arc<str>>,
+    pub action: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub object: String,
 }
@@ -70,7 +70,7 @@ impl RecentEvents {
         family.insert(entity);
         let mut ours = Vec::new();
         for (i, r) in self.ring.iter().enumerate().filter(|(_, r)| r.wall_ns + STORY_WINDOW_NS >= now_ns) {
-            let member = family.contains(r.entity_id.as_str());
+            let member = family.contains(&*r.entity_id);
             if member || r.parent_entity_id.as_deref().is_some_and(|p| family.contains(p)) {
                 if !member {
                     family.insert(&r.entity_id);
@@ -329,13 +329,13 @@ mod tests {
         assert!(root_cause(&[]).is_none());
     }
 
-    fn recent(ns: u64, e: &str, parent: Option<&str>, what: &str) -> Recent {
+    fn recent(ns: u64, e: &str, parent: Option<&str>, what: &'static str) -> Recent {
         Recent {
             wall_ns: ns,
             entity_id: e.into(),
             pid: 1,
             parent_entity_id: parent.map(Into::into),
-            action: what.into(),
+            action: what,
             object: String::new(),
         }
     }
@@ -380,7 +380,7 @@ mod tests {
     fn a_story_is_the_last_events_of_the_family_in_time_order() {
         let mut r = RecentEvents::default();
         for i in 0..(RECENT_CAP as u64 + 100) {
-            r.push(recent(i, if i % 2 == 0 { "busy" } else { "other" }, None, &i.to_string()));
+            r.push(recent(i, if i % 2 == 0 { "busy" } else { "other" }, None, "write"));
         }
         let s = r.story("busy", RECENT_CAP as u64 + 100);
         assert_eq!(s.len(), STORY_MAX);

@@ -61,7 +61,8 @@ impl Default for ProcessSection {
 #[derive(Debug, Clone)]
 pub struct ProcCtx {
     pub pid: u32,
-    pub entity_id: String,
+    /// Shared with the process table's entry.
+    pub entity_id: Arc<str>,
     pub start_ns: u64,
     pub image: Option<Arc<Image>>,
     pub comm: String,
@@ -195,14 +196,14 @@ impl Enricher {
         match self.table.get(key) {
             Some(p) => ProcCtx {
                 pid: p.pid(),
-                entity_id: self.table.entity_id_of(p).to_owned(),
+                entity_id: Arc::clone(self.table.entity_id_of(p)),
                 start_ns: p.start_ns,
                 image: p.image().cloned(),
                 comm: p.name().to_owned(),
             },
             None => ProcCtx {
                 pid: key.pid,
-                entity_id: self.table.entity_id(key),
+                entity_id: self.table.entity_id(key).into(),
                 start_ns: fallback.start_ns,
                 image: None,
                 comm: fallback.comm.clone(),
@@ -289,7 +290,7 @@ impl Enricher {
         let image = p.images().find(|i| i.file.as_ref() == Some(&done.file)).cloned()?;
         let process = ProcCtx {
             pid: p.pid(),
-            entity_id: self.table.entity_id_of(p).to_owned(),
+            entity_id: Arc::clone(self.table.entity_id_of(p)),
             start_ns: p.start_ns,
             image: Some(image),
             comm: p.name().to_owned(),

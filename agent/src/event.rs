@@ -9,11 +9,7 @@ mod view;
 
 pub use self::view::EcsView;
 
-use std::{
-    borrow::Cow,
-    sync::Arc,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::{borrow::Cow, sync::Arc};
 
 use agent_common::RecordType;
 use serde::Serialize;
@@ -194,7 +190,7 @@ struct Thread {
 #[derive(Serialize, Default)]
 struct Process<'a> {
     pid: u32,
-    entity_id: Cow<'a, str>,
+    entity_id: lazy::EntityId<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,15 +325,51 @@ pub fn rfc3339(ns: u64) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Time(u64);
 
+impl Time {
+    /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, as `humantime::format_rfc3339_nanos` prints it, on
+    /// the stack: every document has two to four of these. (A u64 of ns ends in 2554.)
+    fn text(self) -> [u8; 30] {
+        let secs = self.0 / 1_000_000_000;
+        let nanos = self.0 % 1_000_000_000;
+        let (days, sod) = (secs / 86_400, secs % 86_400);
+        // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, sod / 3600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 9, nanos);
+        b
+    }
+}
+
 impl std::fmt::Display for Time {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(self.0)).fmt(f)
+        // ASCII digits and separators only.
+        f.write_str(std::str::from_utf8(&self.text()).unwrap_or_default())
     }
 }
 
 impl Serialize for Time {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(std::str::from_utf8(&self.text()).unwrap_or_default())
     }
 }
 
@@ -373,7 +405,7 @@ impl Ecs {
     fn base_process<'a>(&'a self, h: &'a Header) -> Process<'a> {
         Process {
             pid: h.pid,
-            entity_id: Cow::Owned(self.ids.entity_id(h.pid, h.start_ns)),
+            entity_id: lazy::EntityId::Of { ids: &self.ids, pid: h.pid, start_ns: h.start_ns },
             name: Some(&h.comm),
             start: Time(self.wall_ns(h.start_ns)),
             thread: Some(Thread { id: h.tid }),
@@ -442,7 +474,7 @@ impl Ecs {
         let h = &f.hdr;
         let mut p = self.base_process(h);
         p.pid = f.child_pid;
-        p.entity_id = Cow::Owned(self.ids.entity_id(f.child_pid, f.child_start_ns));
+        p.entity_id = lazy::EntityId::Of { ids: &self.ids, pid: f.child_pid, start_ns: f.child_start_ns };
         p.start = Time(self.wall_ns(f.child_start_ns));
         p.thread = Some(Thread { id: f.child_tid });
         p.parent = Some(Parent {
@@ -627,7 +659,7 @@ impl Ecs {
     fn ctx_process<'a>(&self, c: &'a ProcCtx) -> Process<'a> {
         let mut p = Process {
             pid: c.pid,
-            entity_id: Cow::Borrowed(&c.entity_id),
+            entity_id: lazy::EntityId::Known(Cow::Borrowed(&c.entity_id)),
             name: Some(&c.comm),
             start: Time(self.wall_ns(c.start_ns)),
             ..Default::default()
@@ -642,6 +674,13 @@ impl Ecs {
         if let Some(p) = doc.process.as_mut() {
             if !is_exec {
                 fill_image(p, &ctx.process);
+            }
+            // The table's id of the subject is the one the record's pid and start would give.
+            if let lazy::EntityId::Of { pid, start_ns, .. } = p.entity_id {
+                let c = &ctx.process;
+                if c.pid == pid && self.ids.ticks(c.start_ns) == self.ids.ticks(start_ns) {
+                    p.entity_id = lazy::EntityId::Known(Cow::Borrowed(&c.entity_id));
+                }
             }
             if let Some(par) = &ctx.parent {
                 let parent = p.parent.get_or_insert_with(Parent::default);
@@ -740,6 +779,8 @@ fn meta(category: &'static str, type_: &'static str, action: &'static str) -> Ev
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
     use crate::decode::{decode, raw};
 
@@ -787,6 +828,22 @@ mod tests {
         assert_eq!(v["process"]["pid"], 11);
         assert_eq!(v["process"]["parent"]["pid"], 10);
         assert_eq!(v["event"]["action"], "fork");
+    }
+
+    #[test]
+    fn times_print_as_humantime_prints_them() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut samples = vec![0, 1, 999_999_999, 1_000_000_000, 951_782_400_000_000_000, 4_107_542_399_999_999_999, u64::MAX];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(x);
+        }
+        for ns in samples {
+            let want = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string();
+            assert_eq!(Time(ns).to_string(), want, "{ns}");
+        }
     }
 
     #[test]

@@ -148,10 +148,10 @@ impl Stage {
         let (action, object) = summary(rec);
         self.recent.push(Recent {
             wall_ns: ev.wall_ns,
-            entity_id: ctx.process.entity_id.clone(),
+            entity_id: Arc::clone(&ctx.process.entity_id),
             pid: ctx.process.pid,
-            parent_entity_id: ctx.parent.as_ref().map(|p| p.entity_id.clone()),
-            action: action.to_owned(),
+            parent_entity_id: ctx.parent.as_ref().map(|p| Arc::clone(&p.entity_id)),
+            action,
             object,
         });
     }
@@ -223,7 +223,7 @@ impl Stage {
                         crate::detect::AlertKind::Ioc { value, .. } => value.as_str(),
                         _ => "",
                     };
-                    self.repeats.check(alert.rule.key(), &[c.process.entity_id.as_str(), image, value], ev.wall_ns)
+                    self.repeats.check(alert.rule.key(), &[&*c.process.entity_id, image, value], ev.wall_ns)
                 }
                 _ => Some(0),
             };

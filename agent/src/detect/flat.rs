@@ -16,13 +16,27 @@ use serde::{ser, Serialize};
 
 use super::fields::{Field, FieldId, FieldValue, Scalar};
 
-/// The fields of one rule set, by dotted path, and every proper prefix of them.
-#[derive(Debug, Default)]
+/// The fields of one rule set as a tree of their dotted paths' segments.
+#[derive(Debug)]
 pub struct Paths {
-    /// Path → the field at it (if any), and whether some field lies below it. (The keys are
-    /// the rule set's own field names: no input chooses them, so a fast hash is safe.)
-    paths: FxHashMap<Box<str>, (Option<FieldId>, bool)>,
+    /// Node 0 is the document's root.
+    nodes: Vec<PathNode>,
     names: Vec<Box<str>>,
+}
+
+#[derive(Debug, Default)]
+struct PathNode {
+    /// The field whose path ends here, if any.
+    field: Option<FieldId>,
+    /// Next segment → node. (The keys are the rule set's own field names: no input chooses
+    /// them, so a fast hash is safe.)
+    children: FxHashMap<Box<str>, u32>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths { nodes: vec![PathNode::default()], names: Vec::new() }
+    }
 }
 
 impl Paths {
@@ -30,12 +44,16 @@ impl Paths {
         let mut p = Paths::default();
         for f in fields {
             let name = f.name();
-            p.paths.entry(name.into()).or_default().0 = Some(f.id());
-            for (i, b) in name.bytes().enumerate() {
-                if b == b'.' {
-                    p.paths.entry(name[..i].into()).or_default().1 = true;
+            let mut node = 0;
+            for seg in name.split('.') {
+                let next = p.nodes.len() as u32;
+                let child = *p.nodes[node].children.entry(seg.into()).or_insert(next);
+                if child == next {
+                    p.nodes.push(PathNode::default());
                 }
+                node = child as usize;
             }
+            p.nodes[node].field = Some(f.id());
             let i = f.id().index();
             if p.names.len() <= i {
                 p.names.resize(i + 1, Box::from(""));
@@ -57,28 +75,32 @@ impl Paths {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+
+    fn at(&self, node: u32, crossed: bool) -> At {
+        let n = &self.nodes[node as usize];
+        At { node, field: n.field, prefix: !n.children.is_empty(), crossed, elem: false }
+    }
 }
 
 /// Fills `out` (indexed by [`FieldId`]) with the value of every field of `paths` in `doc`.
 pub fn flatten<T: Serialize + ?Sized>(doc: &T, paths: &Paths, out: &mut Vec<FieldValue<'static>>) {
     out.clear();
     out.resize(paths.len(), FieldValue::Missing);
-    let mut w = Walker { paths, path: String::with_capacity(64), out };
-    let root = At { field: None, prefix: true, crossed: false, elem: false };
+    let mut w = Walker { paths, out };
     // Serialising into the walker cannot fail but for a custom error no document raises.
-    let _ = doc.serialize(Node { w: &mut w, at: root });
+    let _ = doc.serialize(Node { w: &mut w, at: paths.at(0, false) });
 }
 
 struct Walker<'p, 'o> {
     paths: &'p Paths,
-    /// The dotted path of the node being visited.
-    path: String,
     out: &'o mut Vec<FieldValue<'static>>,
 }
 
 /// Where a node sits relative to the fields.
 #[derive(Clone, Copy)]
 struct At {
+    /// The node of [`Paths`] at this node's path.
+    node: u32,
     /// The field whose path this node is at.
     field: Option<FieldId>,
     /// Some field lies below this node.
@@ -120,22 +142,12 @@ impl Walker<'_, '_> {
     }
 
     /// The child at `key` of an object at `at`, if any field needs it.
-    fn enter(&mut self, at: At, key: &str) -> Option<(At, usize)> {
+    fn enter(&self, at: At, key: &str) -> Option<At> {
         if !at.prefix {
             return None;
         }
-        let len = self.path.len();
-        if len > 0 {
-            self.path.push('.');
-        }
-        self.path.push_str(key);
-        match self.paths.paths.get(self.path.as_str()) {
-            Some(&(field, prefix)) => Some((At { field, prefix, crossed: at.crossed, elem: false }, len)),
-            None => {
-                self.path.truncate(len);
-                None
-            }
-        }
+        let child = *self.paths.nodes[at.node as usize].children.get(key)?;
+        Some(self.paths.at(child, at.crossed))
     }
 
     fn object(&mut self, at: At) {
@@ -172,26 +184,22 @@ struct Compound<'a, 'p, 'o> {
     w: &'a mut Walker<'p, 'o>,
     at: At,
     /// Objects with dynamic keys: the key just entered, if a field needs its value.
-    pending: Option<(At, usize)>,
-    /// Variants (`{"Variant": ..}`) entered a key of their own: the path length to restore.
-    restore: Option<usize>,
+    pending: Option<At>,
 }
 
 impl<'a, 'p, 'o> Compound<'a, 'p, 'o> {
     fn new(w: &'a mut Walker<'p, 'o>, at: At) -> Self {
-        Compound { w, at, pending: None, restore: None }
+        Compound { w, at, pending: None }
     }
 
     fn finish(self) -> Result<(), Never> {
-        if let Some(len) = self.restore {
-            self.w.path.truncate(len);
-        }
         Ok(())
     }
 
     fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Never> {
         let at = self.at;
         let child = At {
+            node: at.node,
             // Arrays inside the field's array hold nothing for it.
             field: if at.elem { None } else { at.field },
             prefix: at.prefix,
@@ -209,13 +217,12 @@ impl<'a, 'p, 'o> Compound<'a, 'p, 'o> {
         self.child(child, v)
     }
 
-    /// Visits the value of a key [`Walker::enter`]ed (if a field needs it), then leaves the key.
-    fn child<T: Serialize + ?Sized>(&mut self, child: Option<(At, usize)>, v: &T) -> Result<(), Never> {
-        if let Some((at, len)) = child {
-            v.serialize(Node { w: self.w, at })?;
-            self.w.path.truncate(len);
+    /// Visits the value of a key [`Walker::enter`]ed, if a field needs it.
+    fn child<T: Serialize + ?Sized>(&mut self, child: Option<At>, v: &T) -> Result<(), Never> {
+        match child {
+            Some(at) => v.serialize(Node { w: self.w, at }),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -241,7 +248,7 @@ impl<'a, 'p, 'o> Node<'a, 'p, 'o> {
     ) -> Result<Compound<'a, 'p, 'o>, Never> {
         self.w.object(self.at);
         match self.w.enter(self.at, variant) {
-            Some((at, back)) => Ok(Compound { restore: Some(back), ..inner(Node { w: self.w, at })? }),
+            Some(at) => inner(Node { w: self.w, at }),
             None => Ok(Compound::new(self.w, At { field: None, prefix: false, ..self.at })),
         }
     }

@@ -28,7 +28,7 @@ impl Ecs {
         };
         if let Some(p) = &d.process {
             r.pid = Some(p.pid.into());
-            r.entity = own(Some(&p.entity_id));
+            r.entity = own(Some(&p.entity_id.text()));
             r.exe = own(p.executable);
             r.sha256 = p.hash.as_ref().and_then(|h| own(Some(&h.sha256))).map(|h| h.to_ascii_lowercase());
             r.user = p.user.as_ref().and_then(|u| own(u.name.as_deref()));

@@ -2,8 +2,6 @@
 //! pid and the process start time, in the clock-tick resolution /proc exposes, so an id computed
 //! from a kernel record and one computed from /proc/PID/stat agree.
 
-use std::fmt::Write as _;
-
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Facts about this host, read once.
@@ -54,13 +52,41 @@ impl EntityIds {
         self.entity_id_from_ticks(pid, self.ticks(start_ns))
     }
 
-    /// The same from a /proc start time in clock ticks.
+    /// The same from a /proc start time in clock ticks: the 128-bit xxh3 of
+    /// `"{boot_id}:{pid}:{ticks}"` in lower-case hex (32 characters). Built on the stack: it is
+    /// asked for on every event whose process the table does not name.
     pub fn entity_id_from_ticks(&self, pid: u32, ticks: u64) -> String {
-        let key = format!("{}:{pid}:{ticks}", self.boot_id);
-        let mut out = String::with_capacity(32);
-        write!(out, "{:032x}", xxh3_128(key.as_bytes())).expect("write to String");
-        out
+        let mut key = Vec::with_capacity(self.boot_id.len() + 32);
+        key.extend_from_slice(self.boot_id.as_bytes());
+        key.push(b':');
+        push_decimal(&mut key, u64::from(pid));
+        key.push(b':');
+        push_decimal(&mut key, ticks);
+        let hash = xxh3_128(&key).to_be_bytes();
+        let mut hex = [0u8; 32];
+        for (i, b) in hash.iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        // Hex digits are ASCII.
+        String::from_utf8_lossy(&hex).into_owned()
     }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -77,5 +103,8 @@ mod tests {
         assert_ne!(a, ids.entity_id(101, 5_000_000_000));
         assert_ne!(a, EntityIds { boot_id: "c".into(), ns_per_tick: 10_000_000 }.entity_id(100, 5_000_000_000));
         assert_eq!(a.len(), 32);
+        // The text hashed, and its hex, as the format of earlier versions had them.
+        assert_eq!(a, format!("{:032x}", xxh3_128(b"b:100:500")));
+        assert_eq!(ids.entity_id_from_ticks(u32::MAX, 0), format!("{:032x}", xxh3_128(format!("b:{}:0", u32::MAX).as_bytes())));
     }
 }

@@ -392,7 +392,7 @@ pub struct Process {
     children: u32,
     seq: u64,
     /// `entity_id`, made on first use.
-    entity_id: OnceLock<Box<str>>,
+    entity_id: OnceLock<Arc<str>>,
     /// Network activity (connections, peers, bytes), once it has any.
     pub net: Option<Box<crate::net::NetSummary>>,
 }
@@ -633,8 +633,8 @@ impl ProcessTable {
     }
 
     /// `process.entity_id` of an entry, computed once and kept with it.
-    pub fn entity_id_of<'a>(&self, p: &'a Process) -> &'a str {
-        p.entity_id.get_or_init(|| self.entity_id(p.key).into_boxed_str())
+    pub fn entity_id_of<'a>(&self, p: &'a Process) -> &'a Arc<str> {
+        p.entity_id.get_or_init(|| self.entity_id(p.key).into())
     }
 
     /// The network summary of `key`, created on first use; None for a process not in the table.
@@ -697,7 +697,7 @@ impl ProcessTable {
                 Ancestor {
                     pid: a.key.pid,
                     entity_id: match a.process {
-                        Some(p) => self.entity_id_of(p).to_owned(),
+                        Some(p) => self.entity_id_of(p).to_string(),
                         None => self.entity_id(a.key),
                     },
                     executable: a.process.and_then(|p| p.executable()).map(str::to_owned),
@@ -1446,7 +1446,7 @@ mod tests {
         assert!(anc.iter().all(|a| !a.incomplete));
         assert_eq!(anc[0].entity_id, t.entity_id(t.key_of(204, 5 * S)));
         let p204 = t.get(t.key_of(204, 5 * S)).unwrap();
-        assert_eq!(t.entity_id_of(p204), anc[0].entity_id, "cached id equals the computed one");
+        assert_eq!(&**t.entity_id_of(p204), anc[0].entity_id, "cached id equals the computed one");
         assert_eq!(anc[0].args.as_deref(), Some("/bin/sh -c x"));
         // depth limit
         assert_eq!(t.ancestry(leaf, Some(2)).len(), 2);

@@ -33,7 +33,7 @@ pub struct TableLookup<'a>(pub &'a Enricher);
 impl Lookup for TableLookup<'_> {
     fn entity(&self, entity_id: &str) -> Option<Identity> {
         let t = self.0.table();
-        t.iter().find(|p| p.is_alive() && t.entity_id_of(p) == entity_id).map(|p| Identity { pid: p.key.pid, ticks: p.key.ticks })
+        t.iter().find(|p| p.is_alive() && **t.entity_id_of(p) == *entity_id).map(|p| Identity { pid: p.key.pid, ticks: p.key.ticks })
     }
 
     fn files_with_hash(&self, sha256: &str) -> Vec<FileKey> {
