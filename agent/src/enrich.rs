@@ -16,7 +16,7 @@ use crate::{
     decode::{Header, Record},
     process::{
         container::{CgroupInfo, CgroupResolver},
-        hash::{HashConfig, HashDone, HashPool, HashRequest, HashTicket},
+        hash::{HashConfig, HashDone, HashPool, HashRequest, HashTicket, Sha256Digest},
         identity::EntityIds,
         table::{Ancestor, Image, ProcKey, ProcessTable, TableConfig},
         users::UserDb,
@@ -82,7 +82,7 @@ pub struct Context {
     pub group: Option<Arc<str>>,
     pub real_user: Option<Arc<str>>,
     pub cgroup: Option<Arc<CgroupInfo>>,
-    pub hash: Option<String>,
+    pub hash: Option<Sha256Digest>,
     pub hash_pending: bool,
     /// The process was explained by neither records nor /proc.
     pub incomplete: bool,
@@ -107,18 +107,23 @@ pub struct Enricher {
     ancestries: HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
 }
 
-/// Processes whose ancestry is kept; past this the cache starts over.
+/// Parents whose children's ancestry is kept; past this the cache starts over.
 const ANCESTRIES_CACHED: usize = 8192;
 
-/// `key`'s ancestry: the one built for its last event if its chain is unchanged.
+/// `key`'s ancestry, shared with every other child of the same parent while their chain is
+/// unchanged (a fork storm's children all have one). Keyed by the parent: the ancestry is the
+/// parent's chain.
 fn cached_ancestry(
     table: &ProcessTable,
     cache: &mut HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
     key: ProcKey,
     depth: usize,
 ) -> Arc<[Ancestor]> {
+    let Some(parent) = table.get(key).and_then(|p| p.parent) else {
+        return Arc::from(Vec::new());
+    };
     let digest = table.ancestry_digest(key, Some(depth));
-    if let Some((d, a)) = cache.get(&key) {
+    if let Some((d, a)) = cache.get(&parent) {
         if *d == digest {
             return Arc::clone(a);
         }
@@ -127,7 +132,7 @@ fn cached_ancestry(
     if cache.len() >= ANCESTRIES_CACHED {
         cache.clear();
     }
-    cache.insert(key, (digest, Arc::clone(&built)));
+    cache.insert(parent, (digest, Arc::clone(&built)));
     built
 }
 
@@ -251,9 +256,9 @@ impl Enricher {
 
     /// The image's hash if known now; for an exec whose hash is still being computed, pending
     /// (its result then arrives on the late channel).
-    fn hash_of(&mut self, rec: &Record, image: Option<&Arc<Image>>) -> (Option<String>, bool) {
+    fn hash_of(&mut self, rec: &Record, image: Option<&Arc<Image>>) -> (Option<Sha256Digest>, bool) {
         if let Some(d) = image.and_then(|i| i.hash()) {
-            return (Some(d.to_hex()), false);
+            return (Some(d), false);
         }
         let Record::Exec(e) = rec else { return (None, false) };
         let Some(ticket) = self.tickets.remove(&(e.hdr.pid, e.hdr.ktime_ns)) else {
@@ -273,7 +278,7 @@ impl Enricher {
                 if let (Some(d), Some(img)) = (digest, image) {
                     img.set_hash(d);
                 }
-                (digest.map(|d| d.to_hex()), false)
+                (digest, false)
             }
             // Dropping the pending ticket sends its result to the late channel.
             None => (None, true),

@@ -178,8 +178,8 @@ struct Previous<'a> {
 }
 
 #[derive(Serialize)]
-struct Hash {
-    sha256: String,
+struct Hash<'a> {
+    sha256: lazy::Sha256<'a>,
 }
 
 #[derive(Serialize)]
@@ -213,7 +213,7 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     previous: Option<Previous<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<Hash>,
+    hash: Option<Hash<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -644,7 +644,7 @@ impl Ecs {
             EventBody::Hash(late) => {
                 doc.event = meta("process", "info", "hash");
                 let mut p = self.ctx_process(&late.process);
-                p.hash = Some(Hash { sha256: late.sha256.clone() });
+                p.hash = Some(Hash { sha256: lazy::Sha256::Text(&late.sha256) });
                 doc.process = Some(p);
             }
         }
@@ -696,7 +696,7 @@ impl Ecs {
             }
             p.ancestry = Some(&ctx.ancestry[..]);
             p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: prev.args().collect() });
-            p.hash = ctx.hash.as_ref().map(|h| Hash { sha256: h.clone() });
+            p.hash = ctx.hash.map(|h| Hash { sha256: lazy::Sha256::Digest(h) });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {
                 if let Some(id) = slot.as_mut() {
                     id.name = name.clone();

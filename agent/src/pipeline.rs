@@ -277,7 +277,7 @@ impl Stage {
             return Some(r.blocked_exec(e.hdr.pid, &e.exe_path));
         }
         match (&ctx.hash, ctx.process.image.as_ref().and_then(|i| i.file)) {
-            (Some(h), Some(file)) if r.on_hashed(&file, h) => {
+            (Some(h), Some(file)) if r.on_hashed(&file, &h.to_hex()) => {
                 let key = self.enrich.table().key_of(e.hdr.pid, e.hdr.start_ns);
                 Some(r.kill_blocked(Identity { pid: key.pid, ticks: key.ticks }, format!("process {} ({})", e.hdr.pid, e.exe_path)))
             }

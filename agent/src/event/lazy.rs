@@ -105,3 +105,28 @@ impl Serialize for EntityId<'_> {
         s.serialize_str(&self.text())
     }
 }
+
+/// A sha256: the table's digest (printed as hex when serialised), or text at hand.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Sha256<'a> {
+    Digest(crate::process::hash::Sha256Digest),
+    Text(&'a str),
+}
+
+impl Sha256<'_> {
+    pub(super) fn text(&self) -> Cow<'_, str> {
+        match self {
+            Sha256::Digest(d) => Cow::Owned(d.to_hex()),
+            Sha256::Text(t) => Cow::Borrowed(t),
+        }
+    }
+}
+
+impl Serialize for Sha256<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sha256::Digest(d) => d.serialize(s),
+            Sha256::Text(t) => s.serialize_str(t),
+        }
+    }
+}

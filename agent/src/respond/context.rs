@@ -20,7 +20,7 @@ pub fn subject(ctx: Option<&Context>, trigger: Option<&serde_json::Value>, enric
             s.executable = Some(img.exe().to_owned()).filter(|e| !e.is_empty());
             s.exe_file = img.file;
         }
-        s.sha256 = c.hash.clone();
+        s.sha256 = c.hash.map(|h| h.to_hex());
         s.cgroup = c.cgroup.as_ref().map(|g| g.path.clone());
     }
     s.file = trigger.and_then(|t| t.pointer("/file/path")).and_then(|p| p.as_str()).map(str::to_owned);
