@@ -6,9 +6,14 @@
 //! window is also the hash budget: by the time the event leaves, the hash is usually known.
 //! When it is not, the event says `hash_pending` and a `hash` event follows with the digest.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -73,9 +78,9 @@ pub struct ProcCtx {
 pub struct Context {
     pub process: ProcCtx,
     pub parent: Option<ProcCtx>,
-    /// Nearest first, the subject not included. Shared by the events of a process while its
-    /// ancestors stay the same.
-    pub ancestry: Arc<[Ancestor]>,
+    /// Nearest first, the subject not included. Shared by the events of a process (and its
+    /// siblings) while its ancestors stay the same.
+    pub ancestry: Arc<Ancestry>,
     /// The image before the latest exec (exec chains).
     pub previous: Option<Arc<Image>>,
     pub user: Option<Arc<str>>,
@@ -86,6 +91,34 @@ pub struct Context {
     pub hash_pending: bool,
     /// The process was explained by neither records nor /proc.
     pub incomplete: bool,
+}
+
+/// `process.ancestry`, with its JSON printed once for every event that shares it.
+#[derive(Debug, Default)]
+pub struct Ancestry {
+    list: Box<[Ancestor]>,
+    json: OnceLock<Box<RawValue>>,
+}
+
+impl Ancestry {
+    pub fn new(list: Vec<Ancestor>) -> Self {
+        Self { list: list.into(), json: OnceLock::new() }
+    }
+
+    /// The list as JSON, printed on first use.
+    pub fn json(&self) -> &RawValue {
+        self.json.get_or_init(|| {
+            let text = serde_json::to_string(&self.list).expect("serialising ancestors cannot fail");
+            RawValue::from_string(text).expect("serde_json prints valid JSON")
+        })
+    }
+}
+
+impl std::ops::Deref for Ancestry {
+    type Target = [Ancestor];
+    fn deref(&self) -> &[Ancestor] {
+        &self.list
+    }
 }
 
 /// A hash that arrived after its exec event left.
@@ -104,7 +137,7 @@ pub struct Enricher {
     depth: usize,
     /// The ancestry last built per process, with the digest of the chain it was built from:
     /// most events come from processes whose ancestors did not change since their last one.
-    ancestries: HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
+    ancestries: HashMap<ProcKey, (u64, Arc<Ancestry>)>,
 }
 
 /// Parents whose children's ancestry is kept; past this the cache starts over.
@@ -115,12 +148,12 @@ const ANCESTRIES_CACHED: usize = 8192;
 /// parent's chain.
 fn cached_ancestry(
     table: &ProcessTable,
-    cache: &mut HashMap<ProcKey, (u64, Arc<[Ancestor]>)>,
+    cache: &mut HashMap<ProcKey, (u64, Arc<Ancestry>)>,
     key: ProcKey,
     depth: usize,
-) -> Arc<[Ancestor]> {
+) -> Arc<Ancestry> {
     let Some(parent) = table.get(key).and_then(|p| p.parent) else {
-        return Arc::from(Vec::new());
+        return Arc::default();
     };
     let digest = table.ancestry_digest(key, Some(depth));
     if let Some((d, a)) = cache.get(&parent) {
@@ -128,7 +161,7 @@ fn cached_ancestry(
             return Arc::clone(a);
         }
     }
-    let built: Arc<[Ancestor]> = table.ancestry(key, Some(depth)).into();
+    let built = Arc::new(Ancestry::new(table.ancestry(key, Some(depth))));
     if cache.len() >= ANCESTRIES_CACHED {
         cache.clear();
     }

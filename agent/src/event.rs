@@ -19,7 +19,7 @@ use crate::{
     decode::{Exec, Exit, Fork, Header, Record},
     enrich::{Context, LateHash, ProcCtx},
     output::Facts,
-    process::{table::Ancestor, EntityIds, Host},
+    process::{EntityIds, Host},
 };
 
 /// What flows from the sensor through the pipeline to the outputs.
@@ -94,6 +94,20 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     orchestrator: Option<Orchestrator<'a>>,
     osprey: Osprey<'a>,
+}
+
+impl Doc<'_> {
+    /// The document as serde_json prints it: parts printed once for many events (the shared
+    /// ancestry) are copied in as the JSON they already are. Only for serde_json's printer
+    /// (other serialisers see a raw-JSON token, not the list).
+    fn printing(mut self) -> Self {
+        if let Some(p) = self.process.as_mut() {
+            if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
+                p.ancestry = Some(lazy::AncestryDoc::Printed(a));
+            }
+        }
+        self
+    }
 }
 
 #[derive(Serialize)]
@@ -209,7 +223,7 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parent: Option<Parent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ancestry: Option<&'a [Ancestor]>,
+    ancestry: Option<lazy::AncestryDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     previous: Option<Previous<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -504,13 +518,13 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(out, &self.doc(ev))
+        serde_json::to_writer(out, &self.doc(ev).printing())
     }
 
     /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`
     /// facts, from the one typed document both are made of.
     pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
-        let doc = self.doc(ev);
+        let doc = self.doc(ev).printing();
         serde_json::to_writer(out, &doc)?;
         Ok(doc.event.facts())
     }
@@ -694,7 +708,7 @@ impl Ecs {
                     parent.command_line = Some(lazy::CommandLine::Image(img));
                 }
             }
-            p.ancestry = Some(&ctx.ancestry[..]);
+            p.ancestry = Some(lazy::AncestryDoc::List(&ctx.ancestry));
             p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: prev.args().collect() });
             p.hash = ctx.hash.map(|h| Hash { sha256: lazy::Sha256::Digest(h) });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {

@@ -124,7 +124,7 @@ fn a_kubepods_containerd_cgroup_gives_container_and_pod() {
 /// event or on a later hash event.
 fn reported_hash(h: &Harness, pid: u32, memfd: bool) -> Option<String> {
     h.events.iter().find_map(|e| match (&e.body, &e.ctx) {
-        (EventBody::Record(Record::Exec(x)), Some(c)) if x.hdr.pid == pid && x.flags.memfd() == memfd => c.hash.clone(),
+        (EventBody::Record(Record::Exec(x)), Some(c)) if x.hdr.pid == pid && x.flags.memfd() == memfd => c.hash.map(|d| d.to_hex()),
         (EventBody::Hash(late), _)
             if late.process.pid == pid && late.process.image.as_ref().is_some_and(|i| i.flags.memfd() == memfd) =>
         {

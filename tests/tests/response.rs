@@ -208,7 +208,7 @@ fn blocked_binaries_by_path_and_by_hash_are_killed_before_they_run() {
     assert!(st.success() && marker2.exists(), "not blocked yet: it runs");
     let hashed = h.wait_for(Duration::from_secs(10), |evs| {
         evs.iter().any(|e| match (&e.body, &e.ctx) {
-            (EventBody::Record(Record::Exec(x)), Some(c)) if x.hdr.pid == pid2 => c.hash.as_deref() == Some(sha.as_str()),
+            (EventBody::Record(Record::Exec(x)), Some(c)) if x.hdr.pid == pid2 => c.hash.is_some_and(|h| h.to_hex() == sha),
             (EventBody::Hash(l), _) => l.process.pid == pid2 && l.sha256 == sha,
             _ => false,
         })

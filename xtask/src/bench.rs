@@ -654,7 +654,8 @@ impl Report<'_> {
             .filter(|(_, w)| ["exec", "spawn", "fork", "connect"].contains(&w.name))
             .filter_map(|(i, _)| self.agent(i, Mode::Full))
             .map(|a| a.seen.lost)
-            .sum();
+            // Not .sum(): an empty f64 sum is -0.0, printed "-0 lost".
+            .fold(0.0, |a, b| a + b);
         t.push((
             "zero loss at exec and connect rates".into(),
             "0 lost (default ring buffers)".into(),

@@ -6,7 +6,10 @@ use std::{borrow::Cow, fmt};
 
 use serde::{ser::SerializeSeq, Serialize};
 
-use crate::process::{table::Image, EntityIds};
+use crate::{
+    enrich::Ancestry,
+    process::{table::Image, EntityIds},
+};
 
 /// A process's arguments: an exec record's, or a process image's.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +130,23 @@ impl Serialize for Sha256<'_> {
         match self {
             Sha256::Digest(d) => d.serialize(s),
             Sha256::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+/// `process.ancestry`: serialised element by element, or (for serde_json's printer only, see
+/// [`super::Doc::printing`]) as the JSON the ancestry printed once for all its events.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AncestryDoc<'a> {
+    List(&'a Ancestry),
+    Printed(&'a Ancestry),
+}
+
+impl Serialize for AncestryDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AncestryDoc::List(a) => a[..].serialize(s),
+            AncestryDoc::Printed(a) => a.json().serialize(s),
         }
     }
 }

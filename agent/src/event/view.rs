@@ -115,6 +115,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_printed_json_is_the_document() {
+        let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
+        let mut with_ancestors = 0;
+        for ev in events(&ecs) {
+            let mut text = Vec::new();
+            let facts = ecs.encode(&ev, &mut text).unwrap();
+            let printed: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(printed, ecs.to_value(&ev));
+            assert_eq!(facts.action, printed["event"]["action"]);
+            // Twice: the second print copies the ancestry the first one printed.
+            let mut again = Vec::new();
+            ecs.write(&ev, &mut again).unwrap();
+            assert_eq!(again, text);
+            with_ancestors += usize::from(printed["process"]["ancestry"].as_array().is_some_and(|a| !a.is_empty()));
+        }
+        assert!(with_ancestors >= 5, "{with_ancestors}");
+    }
+
+    #[test]
     fn the_view_answers_every_field_as_the_json_does() {
         let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
         for ev in events(&ecs) {
