@@ -378,7 +378,7 @@ mod tests {
                 let ev = exec(pid);
                 let json = serde_json::to_vec(&ecs.to_value(&ev)).unwrap();
                 let facts = Facts::known(&ev).unwrap();
-                w.write(&Doc { event: &ev, json: &json, facts: &facts, ecs: &ecs })
+                w.write(&Doc { event: &ev, json: &json, facts: &facts, ecs: &ecs, shared: None })
             })
             .collect()
     }

@@ -228,6 +228,14 @@ impl Outgoing {
         });
         e.as_ref().map_err(String::as_str)
     }
+
+    /// The printed JSON, if a sink has printed it (empty otherwise).
+    pub(crate) fn json(&self) -> &[u8] {
+        match self.encoded.get() {
+            Some(Ok(e)) => &e.json,
+            _ => &[],
+        }
+    }
 }
 
 pub trait Sink: Send {

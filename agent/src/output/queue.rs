@@ -41,6 +41,9 @@ pub(crate) struct Doc<'a> {
     pub json: &'a [u8],
     pub facts: &'a Facts,
     pub ecs: &'a Ecs,
+    /// The shared event `json` belongs to, when it came through a queue: a writer that holds
+    /// events for a while keeps this instead of copying the JSON.
+    pub shared: Option<&'a Arc<Outgoing>>,
 }
 
 /// The blocking half of a sink; it runs on the sink's own thread and keeps its own counts of
@@ -282,7 +285,7 @@ impl Sink for Queued {
                 Err(std::sync::TryLockError::WouldBlock) => return self.write(ev, ecs),
             }
         };
-        let r = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs }).and_then(|()| w.idle());
+        let r = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs, shared: None }).and_then(|()| w.idle());
         r.map_err(|e| io::Error::other(e.to_string()))
     }
 }
@@ -324,7 +327,7 @@ fn run(
         // The Ecs is set before the first event is queued.
         let Some(ecs) = ecs.get() else { return };
         match ev.encoded(ecs) {
-            Ok(e) => log.check(lock().write(&Doc { event: &ev.event, json: &e.json, facts: &e.facts, ecs })),
+            Ok(e) => log.check(lock().write(&Doc { event: &ev.event, json: &e.json, facts: &e.facts, ecs, shared: Some(&ev) })),
             Err(e) => {
                 metrics.errors.inc();
                 metrics.dropped.inc();

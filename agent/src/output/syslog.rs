@@ -471,7 +471,7 @@ mod tests {
         let ecs = ecs();
         let json = serde_json::to_vec(&ecs.to_value(ev)).unwrap();
         let mut out = Vec::new();
-        f.format(&Doc { event: ev, json: &json, facts, ecs: &ecs }, &mut out);
+        f.format(&Doc { event: ev, json: &json, facts, ecs: &ecs, shared: None }, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -540,7 +540,7 @@ mod tests {
         for ev in evs {
             let json = serde_json::to_vec(&ecs.to_value(ev)).unwrap();
             let facts = Facts::known(ev).unwrap();
-            let _ = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs: &ecs });
+            let _ = w.write(&Doc { event: ev, json: &json, facts: &facts, ecs: &ecs, shared: None });
         }
     }
 

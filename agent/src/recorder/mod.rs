@@ -33,7 +33,7 @@ use crate::{
     metrics::{Metrics, OutputMetrics},
     output::{
         queue::{Doc, Writer},
-        Filter, OutputError, Queued,
+        Filter, OutputError, Outgoing, Queued,
     },
 };
 
@@ -145,10 +145,26 @@ fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// A pending event's JSON: the queue's shared event (its JSON printed once for every sink), or
+/// a copy for an event written around the queue.
+enum Held {
+    Shared(Arc<Outgoing>),
+    Copied(Box<[u8]>),
+}
+
+impl Held {
+    fn json(&self) -> &[u8] {
+        match self {
+            Held::Shared(o) => o.json(),
+            Held::Copied(j) => j,
+        }
+    }
+}
+
 struct RecorderWriter {
     store: Store,
     cfg: RecorderSection,
-    pending: Vec<(index::Row, Vec<u8>)>,
+    pending: Vec<(index::Row, Held)>,
     /// When the oldest pending event arrived.
     oldest: Option<Instant>,
     next_retention: Instant,
@@ -166,8 +182,8 @@ impl RecorderWriter {
             return Ok(());
         }
         let n = self.pending.len() as u64;
-        self.since_retention += self.pending.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
-        let r = self.store.insert(self.pending.iter().map(|(r, d)| (r, d.as_slice())));
+        self.since_retention += self.pending.iter().map(|(_, d)| d.json().len() as u64).sum::<u64>();
+        let r = self.store.insert(self.pending.iter().map(|(r, d)| (r, d.json())));
         self.pending.clear();
         match r {
             Ok(_) => {
@@ -209,7 +225,11 @@ impl Writer for RecorderWriter {
     fn write(&mut self, doc: &Doc<'_>) -> Result<(), OutputError> {
         // The index columns from the typed event: the same as reading them from the JSON
         // (`index::row`), several times cheaper.
-        self.pending.push((doc.ecs.index_row(doc.event), doc.json.to_vec()));
+        let held = match doc.shared {
+            Some(o) if std::ptr::eq(o.json(), doc.json) => Held::Shared(Arc::clone(o)),
+            _ => Held::Copied(doc.json.into()),
+        };
+        self.pending.push((doc.ecs.index_row(doc.event), held));
         self.oldest.get_or_insert_with(Instant::now);
         if self.pending.len() >= self.cfg.batch {
             self.commit()?;
