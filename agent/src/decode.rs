@@ -68,7 +68,7 @@ pub struct Header {
     pub euid: u32,
     pub egid: u32,
     pub cgroup_id: u64,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 /// Exec flags, decoded from `enum osprey_exec_flags`.
@@ -275,6 +275,69 @@ fn read<T>(buf: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
 }
 
+/// A task's comm (at most 15 bytes), stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Comm {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Comm {
+    pub fn new(s: &str) -> Self {
+        let mut end = s.len().min(16);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        Self { len: end as u8, bytes }
+    }
+
+    /// From the kernel's NUL-padded bytes (not UTF-8 only when a task named itself so).
+    pub fn from_kernel(bytes: &[u8]) -> Self {
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        match std::str::from_utf8(&bytes[..end]) {
+            Ok(s) => Self::new(s),
+            Err(_) => Self::new(&String::from_utf8_lossy(&bytes[..end])),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len).min(16)]).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -330,7 +393,7 @@ fn header(h: &osprey_hdr, kind: RecordType) -> Header {
         euid: h.euid,
         egid: h.egid,
         cgroup_id: h.cgroup_id,
-        comm: cstr(&h.comm.map(|c| c as u8)),
+        comm: Comm::from_kernel(&h.comm.map(|c| c as u8)),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{
         container::{CgroupInfo, CgroupResolver},
         hash::{HashConfig, HashDone, HashPool, HashRequest, HashTicket, Sha256Digest},
         identity::EntityIds,
-        table::{Ancestor, Image, ProcKey, ProcessTable, TableConfig},
+        table::{Ancestor, Comm, Image, ProcKey, ProcessTable, TableConfig},
         users::UserDb,
     },
 };
@@ -70,7 +70,18 @@ pub struct ProcCtx {
     pub entity_id: Arc<str>,
     pub start_ns: u64,
     pub image: Option<Arc<Image>>,
-    pub comm: String,
+    /// The task's comm (the name when there is no image).
+    pub comm: Comm,
+}
+
+impl ProcCtx {
+    /// The process name: the executable's file name, else comm.
+    pub fn name(&self) -> &str {
+        match self.image.as_ref().map(|i| i.name()) {
+            Some(n) if !n.is_empty() => n,
+            _ => self.comm.as_str(),
+        }
+    }
 }
 
 /// Everything the table adds to an event.
@@ -237,14 +248,14 @@ impl Enricher {
                 entity_id: Arc::clone(self.table.entity_id_of(p)),
                 start_ns: p.start_ns,
                 image: p.image().cloned(),
-                comm: p.name().to_owned(),
+                comm: p.comm,
             },
             None => ProcCtx {
                 pid: key.pid,
                 entity_id: self.table.entity_id(key).into(),
                 start_ns: fallback.start_ns,
                 image: None,
-                comm: fallback.comm.clone(),
+                comm: fallback.comm,
             },
         }
     }
@@ -331,7 +342,7 @@ impl Enricher {
             entity_id: Arc::clone(self.table.entity_id_of(p)),
             start_ns: p.start_ns,
             image: Some(image),
-            comm: p.name().to_owned(),
+            comm: p.comm,
         };
         Some(LateHash { process, sha256: digest.to_hex() })
     }

@@ -674,7 +674,7 @@ impl Ecs {
         let mut p = Process {
             pid: c.pid,
             entity_id: lazy::EntityId::Known(Cow::Borrowed(&c.entity_id)),
-            name: Some(&c.comm),
+            name: Some(c.name()),
             start: Time(self.wall_ns(c.start_ns)),
             ..Default::default()
         };

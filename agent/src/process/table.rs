@@ -31,6 +31,7 @@ use super::{
     identity::EntityIds,
     procread::{self, Snapshot},
 };
+pub use crate::decode::Comm;
 use crate::decode::{Exec, ExecFlags, Exit, Fork, Header, Record};
 
 /// Images kept per process: the current one and up to three before it.
@@ -80,41 +81,6 @@ impl Default for TableConfig {
             resolve_from_proc: true,
             cgroup_mount: None,
         }
-    }
-}
-
-/// A task's comm (at most 15 bytes), stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Comm {
-    len: u8,
-    bytes: [u8; 16],
-}
-
-impl Comm {
-    pub fn new(s: &str) -> Self {
-        let mut end = s.len().min(16);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0u8; 16];
-        bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
-        Self { len: end as u8, bytes }
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len).min(16)]).unwrap_or("")
-    }
-}
-
-impl fmt::Debug for Comm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Comm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -853,7 +819,7 @@ impl ProcessTable {
             start_ns: f.child_start_ns,
             ppid: pk.pid,
             parent: linkable.then_some(pk),
-            comm: Comm::new(&h.comm),
+            comm: h.comm,
             creds: Creds { suid, sgid, ..Creds::from_hdr(h) },
             cgroup_id: h.cgroup_id,
             session: psess,
@@ -883,7 +849,7 @@ impl ProcessTable {
         if let Some(p) = self.map.get_mut(&k) {
             p.insert_image(img);
             p.exec_count += 1;
-            p.comm = Comm::new(&h.comm);
+            p.comm = h.comm;
             p.creds = Creds { suid: Some(e.suid), sgid: Some(e.sgid), ..Creds::from_hdr(h) };
             p.cgroup_id = h.cgroup_id;
             p.last_ns = p.last_ns.max(h.ktime_ns);
@@ -914,7 +880,7 @@ impl ProcessTable {
             start_ns: h.start_ns,
             ppid: h.ppid,
             parent,
-            comm: Comm::new(&h.comm),
+            comm: h.comm,
             creds: Creds { suid: Some(e.suid), sgid: Some(e.sgid), ..Creds::from_hdr(h) },
             cgroup_id: h.cgroup_id,
             session,
@@ -993,7 +959,7 @@ impl ProcessTable {
             start_ns: h.start_ns,
             ppid: h.ppid,
             parent,
-            comm: Comm::new(&h.comm),
+            comm: h.comm,
             creds: Creds::from_hdr(h),
             cgroup_id: h.cgroup_id,
             session: None,
@@ -1349,7 +1315,7 @@ mod tests {
             euid: 1000,
             egid: 1000,
             cgroup_id: 7,
-            comm: comm.into(),
+            comm: Comm::new(comm),
         }
     }
 

@@ -15,7 +15,7 @@ pub fn subject(ctx: Option<&Context>, trigger: Option<&serde_json::Value>, enric
     if let Some(c) = ctx {
         let key = enrich.table().key_of(c.process.pid, c.process.start_ns);
         s.process = Some(Identity { pid: key.pid, ticks: key.ticks });
-        s.name = c.process.comm.clone();
+        s.name = c.process.name().to_owned();
         if let Some(img) = &c.process.image {
             s.executable = Some(img.exe().to_owned()).filter(|e| !e.is_empty());
             s.exe_file = img.file;
