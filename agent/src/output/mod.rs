@@ -83,7 +83,7 @@ pub struct SinkConfig {
     pub clickhouse: Option<ClickHouseConfig>,
 }
 
-pub const DEFAULT_QUEUE: usize = 8192;
+pub const DEFAULT_QUEUE: usize = 4096;
 
 fn default_queue() -> usize {
     DEFAULT_QUEUE

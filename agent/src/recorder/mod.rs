@@ -70,8 +70,8 @@ impl Default for RecorderSection {
             path: PathBuf::from(DEFAULT_PATH),
             max_size: ByteSize(2 << 30),
             max_age: Duration::from_secs(7 * 86_400),
-            queue: 8192,
-            batch: 4096,
+            queue: 4096,
+            batch: 2048,
             flush_interval: Duration::from_secs(1),
             retention_interval: Duration::from_secs(30),
         }
