@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod event;
 pub mod fleet;
 pub mod health;
+pub mod heap;
 pub mod lsm;
 pub mod metrics;
 pub mod net;

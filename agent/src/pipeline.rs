@@ -539,6 +539,8 @@ pub async fn run(
     stage.swap_rules(rules);
     let mut tick = tokio::time::interval(Duration::from_millis(10).min(cfg.reorder_window.max(Duration::from_millis(1))));
     let mut loss_tick = tokio::time::interval(cfg.loss_poll);
+    let mut trim_tick = tokio::time::interval(crate::heap::TRIM_EVERY);
+    trim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut readers_done = false;
 
     loop {
@@ -604,6 +606,7 @@ pub async fn run(
                 stage.metrics.set_process_table(t.entries, t.evicted_grace, t.evicted_cap);
                 stage.metrics.reorder(reorder.late(), reorder.stalls());
             }
+            _ = trim_tick.tick() => crate::heap::trim(),
             _ = stop.changed() => if *stop.borrow() { break },
         }
     }
