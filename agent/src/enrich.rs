@@ -146,8 +146,9 @@ pub struct Enricher {
     hashes: Option<HashPool>,
     tickets: HashMap<(u32, u64), HashTicket>,
     depth: usize,
-    /// The ancestry last built per process, with the digest of the chain it was built from:
-    /// most events come from processes whose ancestors did not change since their last one.
+    /// The ancestry last built per parent (its children's ancestry), with the digest of the
+    /// chain it was built from: most events come from processes whose ancestors did not change
+    /// since their last one, and siblings share one.
     ancestries: HashMap<ProcKey, (u64, Arc<Ancestry>)>,
 }
 

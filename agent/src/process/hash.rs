@@ -90,12 +90,8 @@ impl Sha256Digest {
 
     /// The 64 lower-case hex digits, on the stack.
     pub fn hex(&self) -> [u8; 64] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 64];
-        for (i, b) in self.0.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
+        hex_lower(&self.0, &mut out);
         out
     }
 
@@ -120,6 +116,14 @@ impl fmt::Display for Sha256Digest {
     }
 }
 
+/// Writes `bytes` as lower-case hex into the first `2 * bytes.len()` bytes of `out`.
+pub(crate) fn hex_lower(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+}
 
 impl fmt::Debug for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

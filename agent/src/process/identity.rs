@@ -53,8 +53,8 @@ impl EntityIds {
     }
 
     /// The same from a /proc start time in clock ticks: the 128-bit xxh3 of
-    /// `"{boot_id}:{pid}:{ticks}"` in lower-case hex (32 characters). Built on the stack: it is
-    /// asked for on every event whose process the table does not name.
+    /// `"{boot_id}:{pid}:{ticks}"` in lower-case hex (32 characters), built without `fmt`: it
+    /// is asked for on every event whose process the table does not name.
     pub fn entity_id_from_ticks(&self, pid: u32, ticks: u64) -> String {
         let mut key = Vec::with_capacity(self.boot_id.len() + 32);
         key.extend_from_slice(self.boot_id.as_bytes());
@@ -62,18 +62,12 @@ impl EntityIds {
         push_decimal(&mut key, u64::from(pid));
         key.push(b':');
         push_decimal(&mut key, ticks);
-        let hash = xxh3_128(&key).to_be_bytes();
         let mut hex = [0u8; 32];
-        for (i, b) in hash.iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(b >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
+        super::hash::hex_lower(&xxh3_128(&key).to_be_bytes(), &mut hex);
         // Hex digits are ASCII.
         String::from_utf8_lossy(&hex).into_owned()
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
     let mut digits = [0u8; 20];
