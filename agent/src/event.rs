@@ -346,16 +346,8 @@ impl Time {
         let secs = self.0 / 1_000_000_000;
         let nanos = self.0 % 1_000_000_000;
         let (days, sod) = (secs / 86_400, secs % 86_400);
-        // Days since 1970-01-01 to a civil date (H. Hinnant's days_from_civil, inverted).
-        let z = days + 719_468;
-        let era = z / 146_097;
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + u64::from(month <= 2);
+        // u64 ns / 86,400 s fits an i64; the year stays four digits (≤ 2554).
+        let (year, month, day) = civil_from_days(days as i64);
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
         let mut put = |at: usize, width: usize, mut v: u64| {
             for i in (at..at + width).rev() {
@@ -363,15 +355,29 @@ impl Time {
                 v /= 10;
             }
         };
-        put(0, 4, year);
-        put(5, 2, month);
-        put(8, 2, day);
+        put(0, 4, year as u64);
+        put(5, 2, u64::from(month));
+        put(8, 2, u64::from(day));
         put(11, 2, sod / 3600);
         put(14, 2, sod / 60 % 60);
         put(17, 2, sod % 60);
         put(20, 9, nanos);
         b
     }
+}
+
+/// Days since 1970-01-01 as a proleptic Gregorian (year, month, day) (Howard Hinnant's
+/// `civil_from_days`).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 impl std::fmt::Display for Time {
