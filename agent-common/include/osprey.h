@@ -303,6 +303,9 @@ struct osprey_file {
 	__u32 pflags;  /* enum osprey_file_flags */
 	struct osprey_str path;
 	struct osprey_str path2;
+	__u32 folded;  /* records of the same process, operation, attributes and path(s) folded
+			  since the last one sent (osprey_config.file_fold_ns) */
+	__u32 _pad0;
 	__u8 data[];
 };
 
@@ -467,6 +470,7 @@ struct osprey_config {
 	__u32 file_ops;   /* bit (1 << op) set: report that enum osprey_file_op */
 	__u32 system_ops; /* bit (1 << op) set: report that enum osprey_system_op */
 	__u64 net_fold_ns; /* a TCP record like one sent less than this ago is folded; 0: never */
+	__u64 file_fold_ns; /* the same for file records */
 };
 
 /* Sizes are part of the ABI between kernel and user space. */
@@ -475,13 +479,13 @@ _Static_assert(sizeof(struct osprey_hdr) == 88, "osprey_hdr");
 _Static_assert(sizeof(struct osprey_exec) == 88 + 112, "osprey_exec");
 _Static_assert(sizeof(struct osprey_fork) == 88 + 24, "osprey_fork");
 _Static_assert(sizeof(struct osprey_exit) == 88 + 8, "osprey_exit");
-_Static_assert(sizeof(struct osprey_file) == 88 + 56, "osprey_file");
+_Static_assert(sizeof(struct osprey_file) == 88 + 64, "osprey_file");
 _Static_assert(sizeof(struct osprey_cred) == 88 + 112, "osprey_cred");
 _Static_assert(sizeof(struct osprey_system) == 88 + 64, "osprey_system");
 _Static_assert(sizeof(struct osprey_net) == 88 + 104, "osprey_net");
 _Static_assert(sizeof(struct osprey_dns) == 88 + 64, "osprey_dns");
 _Static_assert(sizeof(struct osprey_inode_key) == 16, "osprey_inode_key");
-_Static_assert(sizeof(struct osprey_config) == 24, "osprey_config");
+_Static_assert(sizeof(struct osprey_config) == 32, "osprey_config");
 _Static_assert(sizeof(struct osprey_protect_config) == 8, "osprey_protect_config");
 _Static_assert(sizeof(struct osprey_iso_rule) == 24, "osprey_iso_rule");
 _Static_assert(sizeof(struct osprey_protected_id) == 8, "osprey_protected_id");

@@ -113,8 +113,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<osprey_exec>(), 88 + 112);
         assert_eq!(core::mem::size_of::<osprey_fork>(), 88 + 24);
         assert_eq!(core::mem::size_of::<osprey_exit>(), 88 + 8);
-        assert_eq!(core::mem::size_of::<osprey_config>(), 24);
-        assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 56);
+        assert_eq!(core::mem::size_of::<osprey_config>(), 32);
+        assert_eq!(core::mem::size_of::<osprey_file>(), 88 + 64);
         assert_eq!(core::mem::size_of::<osprey_net>(), 88 + 104);
         assert_eq!(core::mem::size_of::<osprey_dns>(), 88 + 64);
         assert_eq!(core::mem::size_of::<osprey_protected_id>(), 8);

@@ -53,7 +53,7 @@ struct {
 	__type(value, __u64);
 } filtered SEC(".maps");
 
-/* Records folded into a later one of the same kind (see net_fold in net.bpf.c), per CPU and
+/* Records folded into a later one of the same kind (fold.h), per CPU and
  * record type: not sent, not lost. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -156,12 +156,16 @@ static __always_inline __u64 wakeup_flags(void *rb)
 	return avail > size / 4 ? OSPREY_RB_FORCE_WAKEUP : OSPREY_RB_NO_WAKEUP;
 }
 
-/* Copies a finished record into this CPU's ring buffer; a full buffer is counted, never silent. */
-static __always_inline void emit(void *rec, __u64 size, __u32 type)
+/* Copies a finished record into this CPU's ring buffer; a full buffer is counted, never silent.
+ * Returns whether it was sent. */
+static __always_inline bool emit(void *rec, __u64 size, __u32 type)
 {
 	void *rb = ring_of_this_cpu();
-	if (!rb || bpf_ringbuf_output(rb, rec, size, wakeup_flags(rb)) != 0)
+	if (!rb || bpf_ringbuf_output(rb, rec, size, wakeup_flags(rb)) != 0) {
 		count(&loss, type);
+		return false;
+	}
+	return true;
 }
 
 /* Submits a record from reserve(). */
@@ -185,10 +189,10 @@ static __always_inline void *reserve(__u64 size, __u32 type)
 }
 
 /* Copies a record built in scratch space, `fixed` bytes of fixed part plus `len` of data. */
-static __always_inline void emit_scratch(void *rec, __u64 fixed, __u32 len, __u32 type)
+static __always_inline bool emit_scratch(void *rec, __u64 fixed, __u32 len, __u32 type)
 {
 	/* every producer bounds its data below SCRATCH_DATA; the mask tells the verifier so */
-	emit(rec, fixed + (len & (SCRATCH_DATA - 1)), type);
+	return emit(rec, fixed + (len & (SCRATCH_DATA - 1)), type);
 }
 
 static __always_inline __u64 process_start_ns(struct task_struct *task)

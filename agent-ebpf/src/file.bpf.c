@@ -12,10 +12,13 @@
  *
  * In-kernel filters: per-op enable bits, a path-prefix trie (exclude / include for writes),
  * an inode watch list for reads (the file itself or any of its first ancestors), and one
- * MODIFY event per open file description. Everything filtered is counted.
+ * MODIFY event per open file description. Everything filtered is counted. Repeats are folded
+ * (fold.h): the same operation by the same process with the same attributes on the same
+ * path(s) as a record sent less than osprey_config.file_fold_ns ago.
  */
 #include "common.h"
 #include "creds.h"
+#include "fold.h"
 #include "path.h"
 #include "syscalls.h"
 
@@ -52,6 +55,74 @@ struct {
 	__type(key, __u64); /* struct file * */
 	__type(value, __u32);
 } open_writes SEC(".maps");
+
+/*
+ * Folding key: the process and operation, and a 64-bit hash of what makes two records of it
+ * the same: the attributes the operation sets (open flags, chmod's mode, chown's owner,
+ * truncate's length) and the path bytes. Paths are hashed rather than stored (a key holds no
+ * 4 KiB path); two different paths folding together needs a 64-bit collision within one
+ * process and one window, and the fold is counted either way.
+ */
+struct file_fold_key {
+	__u32 tgid;
+	__u32 op;
+	__u64 hash;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct file_fold_key);
+	__type(value, struct fold_state);
+} file_fold SEC(".maps");
+
+static __always_inline __u64 mix(__u64 h, __u64 w)
+{
+	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+struct hash_ctx {
+	struct scratch *s;
+	__u32 len;
+	__u64 h;
+};
+
+/* bpf_loop callback: mixes the i-th 8 bytes of the scratch data (those below len) into h. */
+static long hash_word(__u64 i, struct hash_ctx *c)
+{
+	__u32 at = (__u32)i * 8;
+	if (at >= c->len)
+		return 1;
+	__u64 w = *(__u64 *)&SCRATCH_DATA_AT(c->s, at & SCRATCH_MASK);
+	__u32 rest = c->len - at;
+	if (rest < 8)
+		w &= (1ULL << (rest * 8)) - 1;
+	c->h = mix(c->h, w);
+	return 0;
+}
+
+/* fold_check() for a file record built in scratch space with `len` bytes of path data. */
+static __always_inline struct fold_state *file_fold_check(struct scratch *s, struct osprey_file *f, __u32 len,
+							   __u32 kind, __s64 *before)
+{
+	*before = 0;
+	struct osprey_config *cfg = settings();
+	if (!cfg || !cfg->file_fold_ns || (kind & OSPREY_WATCH_PROTECT))
+		return NULL;
+	struct file_fold_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .op = f->op};
+	__u64 h = mix(f->flags, (__u64)f->path.len << 32 | f->path2.len);
+	if (f->op == OSPREY_FILE_CHMOD)
+		h = mix(h, f->mode);
+	else if (f->op == OSPREY_FILE_CHOWN)
+		h = mix(h, (__u64)f->uid << 32 | f->gid);
+	else if (f->op == OSPREY_FILE_TRUNCATE)
+		h = mix(h, f->size);
+	struct hash_ctx c = {.s = s, .len = len, .h = h};
+	bpf_loop((SCRATCH_DATA / 2) / 8, hash_word, &c, 0);
+	k.hash = c.h;
+	return fold_check(&file_fold, &k, cfg->file_fold_ns, OSPREY_REC_FILE, before);
+}
 
 #define WATCH_ANCESTORS 8
 
@@ -139,11 +210,19 @@ static __always_inline struct osprey_file *file_rec(struct scratch *s, __u32 op,
 	return f;
 }
 
-static __always_inline void file_emit(struct osprey_file *f, struct task_struct *task, __u32 len)
+/* Sends a file record built in scratch space, unless it folds; `kind`: its watch bits. */
+static __always_inline void file_emit(struct scratch *s, struct osprey_file *f, struct task_struct *task,
+				      __u32 len, __u32 kind)
 {
 	check_unexpected_root(task);
+	__s64 before;
+	struct fold_state *st = file_fold_check(s, f, len, kind, &before);
+	if (before < 0)
+		return;
+	f->folded = (__u32)before;
 	fill_hdr(&f->hdr, task, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
-	emit_scratch(f, sizeof(*f), len, OSPREY_REC_FILE);
+	if (!emit_scratch(f, sizeof(*f), len, OSPREY_REC_FILE))
+		fold_return(st, before); /* counted lost; the next one carries them */
 }
 
 /* Reports `op` on an open file (canonical path through the struct file). */
@@ -157,7 +236,8 @@ static __always_inline int report_file(struct file *file, __u32 op, long ret, __
 	struct osprey_file *f = file_rec(s, op, ret);
 	bool trunc = false;
 	__u32 len = resolve_kpath(s, 0, &file->f_path, task, &trunc);
-	if (!write_wanted(kind | prefix_kind(s, 0, len))) {
+	kind |= prefix_kind(s, 0, len);
+	if (!write_wanted(kind)) {
 		count(&filtered, OSPREY_REC_FILE);
 		return 0;
 	}
@@ -165,7 +245,7 @@ static __always_inline int report_file(struct file *file, __u32 op, long ret, __
 	f->flags = flags;
 	f->path.len = len;
 	f->pflags = (trunc ? OSPREY_FILE_PATH_TRUNC : 0) | ((kind & OSPREY_WATCH_READ) ? OSPREY_FILE_WATCHED : 0);
-	file_emit(f, task, len);
+	file_emit(s, f, task, len, kind);
 	return 1;
 }
 
@@ -196,7 +276,7 @@ static __always_inline int on_open_exit(long ret)
 		f->flags = flags;
 		f->path.len = len;
 		f->pflags = OSPREY_FILE_WATCHED | (trunc ? OSPREY_FILE_PATH_TRUNC : 0);
-		file_emit(f, task, len);
+		file_emit(s, f, task, len, kind);
 		return 0;
 	}
 	bool created = BPF_CORE_READ(file, f_mode) & FMODE_CREATED;
@@ -348,7 +428,7 @@ static __always_inline int on_path_exit(long ret)
 	}
 	if (op == OSPREY_FILE_TRUNCATE)
 		f->size = args.size;
-	file_emit(f, task, off);
+	file_emit(s, f, task, off, kind);
 	return 0;
 }
 

@@ -12,6 +12,7 @@
  * and cgroup_skb on the root cgroup v2 — no kprobes, no syscall tracepoints.
  */
 #include "common.h"
+#include "fold.h"
 #include "net_types.h"
 #include <bpf/bpf_endian.h>
 
@@ -127,13 +128,11 @@ static __always_inline void sk_addrs(struct osprey_net *r, struct sock *sk)
 }
 
 /*
- * Folding: a TCP record of the same process, step (connect, accept, close, ...), peer address
- * and port (the peer's for outbound connections, ours for inbound: accepts from one client fold
- * whatever its source port) as one sent less than osprey_config.net_fold_ns ago is not sent; it
- * is counted in `folded`, and the next record of that kind that is sent carries how many were
- * folded before it. A connection flood (loopback benchmarks, a client hammering one service)
- * becomes a record per second per kind, while the first of each kind, every distinct peer and
- * port (scans) and every other process still arrive.
+ * Folding (fold.h): a TCP record of the same process, step (connect, accept, close, ...), peer
+ * address and port (the peer's for outbound connections, ours for inbound: accepts from one
+ * client fold whatever its source port) as one sent less than osprey_config.net_fold_ns ago.
+ * A connection flood (loopback benchmarks, a client hammering one service) becomes a record
+ * per second per kind; scans (every distinct peer and port) still arrive whole.
  */
 struct fold_key {
 	__u32 tgid;
@@ -142,11 +141,6 @@ struct fold_key {
 	__u16 port;
 	__u16 family;
 	__u8 raddr[16];
-};
-
-struct fold_state {
-	__u64 sent_ns; /* when the last record of this kind was sent */
-	__u64 folded;  /* records folded since */
 };
 
 struct {
@@ -160,8 +154,7 @@ struct {
  * counts are what exfiltration shows up in. */
 #define FOLD_MAX_BYTES 16384
 
-/* Folded: returns NULL and *before is -1. Sent: *before is how many were folded before it,
- * and the state to give them back to if the record then finds its ring full (may be NULL). */
+/* fold_check() for a TCP record. */
 static __always_inline struct fold_state *net_fold_check(struct sock *sk, struct sock_owner *o, __u32 op, __u32 flags,
 							  __s64 *before)
 {
@@ -190,26 +183,7 @@ static __always_inline struct fold_state *net_fold_check(struct sock *sk, struct
 		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 		__builtin_memcpy(k.raddr, &d, 4);
 	}
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct fold_state *st = bpf_map_lookup_elem(&net_fold, &k);
-	if (!st) {
-		struct fold_state fresh = {.sent_ns = now};
-		if (bpf_map_update_elem(&net_fold, &k, &fresh, BPF_NOEXIST) == 0)
-			return NULL; /* the first of its kind: sent */
-		st = bpf_map_lookup_elem(&net_fold, &k); /* another CPU just sent one */
-		if (!st)
-			return NULL;
-	}
-	if (now - st->sent_ns < cfg->net_fold_ns) {
-		__sync_fetch_and_add(&st->folded, 1);
-		count(&folded, OSPREY_REC_NET);
-		*before = -1;
-		return NULL;
-	}
-	__u64 n = __atomic_exchange_n(&st->folded, 0, __ATOMIC_RELAXED);
-	*before = n > 0xffffffffULL ? 0xffffffffLL : (__s64)n;
-	st->sent_ns = now;
-	return st;
+	return fold_check(&net_fold, &k, cfg->net_fold_ns, OSPREY_REC_NET, before);
 }
 
 /* Emits one TCP record for `sk` owned by `o` (NULL: unknown). */
@@ -225,9 +199,7 @@ static __always_inline void tcp_emit(struct sock *sk, __u64 cookie, struct sock_
 		return;
 	struct osprey_net *r = reserve(sizeof(*r), OSPREY_REC_NET);
 	if (!r) {
-		/* counted lost; what it would have carried goes on the next one */
-		if (st && folded_before > 0)
-			__sync_fetch_and_add(&st->folded, (__u64)folded_before);
+		fold_return(st, folded_before); /* counted lost; the next one carries them */
 		return;
 	}
 	__builtin_memset(r, 0, sizeof(*r));

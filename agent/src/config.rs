@@ -262,6 +262,9 @@ impl Config {
         if self.network.fold_window > std::time::Duration::from_secs(3600) {
             return Err("network.fold_window: more than 1h would hide a connection's repeats too long".into());
         }
+        if self.file.fold_window > std::time::Duration::from_secs(3600) {
+            return Err("file.fold_window: more than 1h would hide a file's repeats too long".into());
+        }
         Ok(())
     }
 
@@ -293,6 +296,7 @@ impl Config {
             bare: self.sensor.bare_hooks,
             dns: self.network.enabled && self.network.dns,
             net_fold: self.network.fold_window,
+            file_fold: self.file.fold_window,
         }
     }
 

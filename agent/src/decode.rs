@@ -189,6 +189,9 @@ pub struct File {
     pub ino: u64,
     pub dev: u32,
     pub pflags: u32,
+    /// Records like this one (same process, operation, attributes, path) folded in the kernel
+    /// since the last one sent (`file.fold_window`).
+    pub folded: u32,
     /// Absolute path (normalised when the kernel joined a directory and a relative name).
     pub path: String,
     /// Second path: rename/link destination, symlink's new link.
@@ -477,6 +480,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
                 ino: f.ino,
                 dev: f.dev,
                 pflags: f.pflags,
+                folded: f.folded,
                 path,
                 path2,
             }))

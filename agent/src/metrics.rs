@@ -106,7 +106,7 @@ impl Metrics {
         let folded = counter(
             &registry,
             "osprey_events_folded_total",
-            "Records not sent because one like them was just sent (network.fold_window); the next one sent carries their number, by type",
+            "Records not sent because one like them was just sent (network.fold_window, file.fold_window); the next one sent carries their number, by type",
             &["type"],
         );
         let output_events = counter(

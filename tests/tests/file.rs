@@ -165,3 +165,61 @@ fn a_write_storm_is_one_event_per_open_and_the_rest_is_counted() {
     assert!(after - before >= N - 1, "the other {} writes are counted as filtered, got {}", N - 1, after - before);
     h.stop();
 }
+
+/// The chmod events of `pid` on `path` to `mode`.
+fn chmods<'a>(evs: &[&'a File], path: &str, mode: u32) -> Vec<&'a File> {
+    evs.iter().filter(|f| f.op == fo::OSPREY_FILE_CHMOD && f.path == path && f.mode & 0o7777 == mode).copied().collect()
+}
+
+#[test]
+fn repeats_of_one_operation_are_folded_and_every_folded_one_is_counted() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("mode.txt").to_string_lossy().into_owned();
+    let other = format!("{path}.2");
+    let mut h = Harness::start(test_config()); // file.fold_window: the default, 1 s
+    let folded_before = h.kernel_counters().folded_total(RecordType::File);
+    let pid = workload(&["chmod-storm", &path, &N.to_string()]);
+    assert!(h.wait_for(Duration::from_secs(20), |evs| has_exit(evs, pid)));
+    let summary = h.stop();
+    let evs = file_events(&h, pid);
+    let storm = chmods(&evs, &path, 0o600);
+    let folded: u64 = storm.iter().map(|f| u64::from(f.folded)).sum();
+    eprintln!(
+        "fold: {} chmods to 0600 in {} events carrying {:?} folded; kernel folded +{}",
+        N + 1,
+        storm.len(),
+        storm.iter().map(|f| f.folded).collect::<Vec<_>>(),
+        summary.counters.folded_total(RecordType::File) - folded_before
+    );
+    assert_eq!(summary.counters.lost_total(RecordType::File), 0, "nothing lost");
+    // The first is sent, the storm folds into the one after the window, which carries it all.
+    assert!(storm.len() >= 2 && storm.len() < 100, "a handful of events, not {}", storm.len());
+    assert_eq!(storm[0].folded, 0, "the first of its kind carries nothing");
+    assert_eq!(storm.len() as u64 + folded, N + 1, "every chmod is an event or carried by one");
+    assert!(summary.counters.folded_total(RecordType::File) - folded_before >= folded);
+    // Another mode and another path are other kinds: each arrives, unfolded.
+    assert_eq!(chmods(&evs, &path, 0o640).len(), 1, "chmod 0640 is its own event");
+    assert_eq!(chmods(&evs, &other, 0o600).len(), 1, "the other file is its own event");
+    let ev = h.events.iter().find(|e| matches!(e.record(), Some(Record::File(f)) if f.hdr.pid == pid && f.folded > 0)).unwrap();
+    let v = h.ecs.to_value(ev);
+    assert_eq!(v["event"]["action"], "chmod");
+    assert!(v["osprey"]["file"]["folded"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn with_no_fold_window_every_repeat_is_an_event() {
+    const N: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("mode.txt").to_string_lossy().into_owned();
+    let mut config = test_config();
+    config.file.fold_window = Duration::ZERO;
+    let mut h = Harness::start(config);
+    let pid = workload(&["chmod-storm", &path, &N.to_string()]);
+    assert!(h.wait_for(Duration::from_secs(20), |evs| has_exit(evs, pid)));
+    h.stop();
+    let evs = file_events(&h, pid);
+    let storm = chmods(&evs, &path, 0o600);
+    assert_eq!(storm.len() as u64, N + 1, "every chmod is its own event");
+    assert!(storm.iter().all(|f| f.folded == 0));
+}

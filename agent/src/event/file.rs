@@ -50,6 +50,13 @@ pub struct FileMeta {
     pub watched: bool,
     pub path_truncated: bool,
     pub device: u32,
+    /// Records like this one folded in the kernel since the last one sent (`file.fold_window`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub folded: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// (event.type, event.action) of a file operation.
@@ -136,6 +143,7 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
         watched: f.watched(),
         path_truncated: f.path_truncated(),
         device: f.dev,
+        folded: f.folded,
     };
     (doc, meta)
 }

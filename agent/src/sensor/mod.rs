@@ -68,6 +68,8 @@ pub struct SensorConfig {
     /// A TCP record like one sent less than this ago (same process, step, peer, port) is folded
     /// into the next one sent; zero: never (`network.fold_window`).
     pub net_fold: std::time::Duration,
+    /// The same for file records (`file.fold_window`).
+    pub file_fold: std::time::Duration,
 }
 
 impl Default for SensorConfig {
@@ -84,6 +86,7 @@ impl Default for SensorConfig {
             write_include: Vec::new(),
             bare: false,
             net_fold: crate::net::DEFAULT_FOLD_WINDOW,
+            file_fold: crate::sensor::settings::DEFAULT_FILE_FOLD_WINDOW,
         }
     }
 }
@@ -312,6 +315,7 @@ impl Sensor {
             file_ops: cfg.file_ops,
             system_ops: cfg.system_ops,
             net_fold_ns: u64::try_from(cfg.net_fold.as_nanos()).unwrap_or(u64::MAX),
+            file_fold_ns: u64::try_from(cfg.file_fold.as_nanos()).unwrap_or(u64::MAX),
         };
         config.set(0, settings, 0).map_err(map_err("config"))?;
         if !cfg.bare {

@@ -85,7 +85,16 @@ pub struct FileSection {
     pub write_exclude: Vec<String>,
     /// If not empty, writes are reported only under these prefixes.
     pub write_include: Vec<String>,
+    /// A record of the same process, operation, attributes (open flags, chmod's mode, chown's
+    /// owner, truncate's length) and path(s) as one sent less than this ago is folded in the
+    /// kernel: counted (`osprey_events_folded_total`) and carried by the next such record sent
+    /// (`osprey.file.folded`). Self-protected paths are never folded. `0s` sends every record.
+    #[serde(with = "humantime_serde")]
+    pub fold_window: std::time::Duration,
 }
+
+/// See [`FileSection::fold_window`].
+pub const DEFAULT_FILE_FOLD_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for FileSection {
     fn default() -> Self {
@@ -95,6 +104,7 @@ impl Default for FileSection {
             watch_reads: strings(DEFAULT_READ_WATCH),
             write_exclude: strings(DEFAULT_WRITE_EXCLUDE),
             write_include: Vec::new(),
+            fold_window: DEFAULT_FILE_FOLD_WINDOW,
         }
     }
 }

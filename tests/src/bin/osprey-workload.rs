@@ -4,6 +4,8 @@
 //!
 //!   osprey-workload files DIR          create/write/rename/chmod/chown/truncate/link/delete
 //!   osprey-workload write-storm FILE N  one open, N writes
+//!   osprey-workload chmod-storm FILE N  N chmod 0600 of FILE, one chmod 0640 of it, one chmod
+//!                                       0600 of FILE.2; after 1.5 s one more chmod 0600 of FILE
 //!   osprey-workload read FILE           open read-only and read
 //!   osprey-workload creds               seteuid(65534), then setresuid(0, 0, 0)
 //!   osprey-workload memfd-exec          memfd_create + write /bin/sleep + execveat (sleep 2)
@@ -163,6 +165,21 @@ fn write_storm(path: &str, n: u64) {
     }
 }
 
+fn chmod_storm(path: &str, n: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &str, mode: u32| check("chmod", std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)));
+    let other = format!("{path}.2");
+    check("create", std::fs::write(path, b"x"));
+    check("create", std::fs::write(&other, b"x"));
+    for _ in 0..n {
+        set(path, 0o600);
+    }
+    set(path, 0o640);
+    set(&other, 0o600);
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    set(path, 0o600);
+}
+
 fn read(path: &str) {
     let data = check("read", std::fs::read(path));
     println!("read {} bytes", data.len());
@@ -318,6 +335,7 @@ fn main() {
     match arg(0) {
         "files" => files(arg(1)),
         "write-storm" => write_storm(arg(1), arg(2).parse().expect("count")),
+        "chmod-storm" => chmod_storm(arg(1), arg(2).parse().expect("count")),
         "read" => read(arg(1)),
         "creds" => creds(),
         "memfd-exec" => memfd_exec(),
