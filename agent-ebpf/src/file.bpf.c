@@ -58,10 +58,12 @@ struct {
 
 /*
  * Folding key: the process and operation, and a 64-bit hash of what makes two records of it
- * the same: the attributes the operation sets (open flags, chmod's mode, chown's owner,
- * truncate's length) and the path bytes. Paths are hashed rather than stored (a key holds no
- * 4 KiB path); two different paths folding together needs a 64-bit collision within one
- * process and one window, and the fold is counted either way.
+ * the same: the attributes the operation sets (open flags, chmod's mode bits that matter to
+ * detection, chown's owner, truncate's length) and the object: an open file's dentry and mount, or a name as the call
+ * gave it with the directory it is relative to (dentry and mount of the dirfd or the cwd).
+ * The key is computed before the path is resolved, so a folded record costs no path walk. Two
+ * different objects folding together needs a 64-bit collision within one process and one
+ * window, and the fold is counted either way.
  */
 struct file_fold_key {
 	__u32 tgid;
@@ -102,26 +104,64 @@ static long hash_word(__u64 i, struct hash_ctx *c)
 	return 0;
 }
 
-/* fold_check() for a file record built in scratch space with `len` bytes of path data. */
-static __always_inline struct fold_state *file_fold_check(struct scratch *s, struct osprey_file *f, __u32 len,
-							   __u32 kind, __s64 *before)
+/* chmod's mode bits in the key: setuid, setgid, sticky, the three execute bits, world-writable.
+ * Modes that differ only in read bits and owner or group write fold together (a loop over
+ * every mode is 4,096 keys otherwise). */
+#define CHMOD_FOLD_BITS (07000 | 0111 | 0002)
+
+/* Starts a key: this process, `op`, and the attributes `a` gives the operation. */
+static __always_inline void fold_key_start(struct file_fold_key *k, __u32 op, const struct saved_args *a)
 {
-	*before = 0;
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->op = op;
+	__u64 h = mix(0, a->flags);
+	if (op == OSPREY_FILE_CHMOD)
+		h = mix(h, a->mode & CHMOD_FOLD_BITS);
+	else if (op == OSPREY_FILE_CHOWN)
+		h = mix(h, (__u64)a->uid << 32 | a->gid);
+	else if (op == OSPREY_FILE_TRUNCATE)
+		h = mix(h, a->size);
+	k->hash = h;
+}
+
+/* Mixes a kernel path (dentry, mount) into the key. */
+static __always_inline void fold_key_path(struct file_fold_key *k, const struct path *p)
+{
+	k->hash = mix(mix(k->hash, (__u64)BPF_CORE_READ(p, dentry)), (__u64)BPF_CORE_READ(p, mnt));
+}
+
+/* Mixes a user name (as read into scratch data at 0) and what it is relative to into the key;
+ * `verbatim`: a symlink target, relative to nothing. */
+static __always_inline void fold_key_name(struct file_fold_key *k, struct scratch *s, struct task_struct *task,
+					  int dfd, const char *name, bool verbatim)
+{
+	long n = bpf_probe_read_user_str(&SCRATCH_DATA_AT(s, 0), OSPREY_PATH_MAX, name);
+	if (n <= 0) {
+		k->hash = mix(k->hash, 0);
+		return;
+	}
+	if (!verbatim && SCRATCH_DATA_AT(s, 0) != '/') {
+		if (dfd == AT_FDCWD) {
+			struct fs_struct *fs = BPF_CORE_READ(task, fs);
+			fold_key_path(k, &fs->pwd);
+		} else {
+			struct file *dir = fd_file(task, dfd);
+			if (dir)
+				fold_key_path(k, &dir->f_path);
+			else
+				k->hash = mix(k->hash, 0);
+		}
+	}
+	struct hash_ctx c = {.s = s, .len = n, .h = k->hash};
+	bpf_loop(OSPREY_PATH_MAX / 8, hash_word, &c, 0);
+	k->hash = c.h;
+}
+
+/* Whether the record of key `k` folds (counted): one like it was sent less than the window ago. */
+static __always_inline bool file_folds(struct file_fold_key *k)
+{
 	struct osprey_config *cfg = settings();
-	if (!cfg || !cfg->file_fold_ns || (kind & OSPREY_WATCH_PROTECT))
-		return NULL;
-	struct file_fold_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .op = f->op};
-	__u64 h = mix(f->flags, (__u64)f->path.len << 32 | f->path2.len);
-	if (f->op == OSPREY_FILE_CHMOD)
-		h = mix(h, f->mode);
-	else if (f->op == OSPREY_FILE_CHOWN)
-		h = mix(h, (__u64)f->uid << 32 | f->gid);
-	else if (f->op == OSPREY_FILE_TRUNCATE)
-		h = mix(h, f->size);
-	struct hash_ctx c = {.s = s, .len = len, .h = h};
-	bpf_loop((SCRATCH_DATA / 2) / 8, hash_word, &c, 0);
-	k.hash = c.h;
-	return fold_check(&file_fold, &k, cfg->file_fold_ns, OSPREY_REC_FILE, before);
+	return cfg && cfg->file_fold_ns && fold_peek(&file_fold, k, cfg->file_fold_ns, OSPREY_REC_FILE);
 }
 
 #define WATCH_ANCESTORS 8
@@ -210,25 +250,34 @@ static __always_inline struct osprey_file *file_rec(struct scratch *s, __u32 op,
 	return f;
 }
 
-/* Sends a file record built in scratch space, unless it folds; `kind`: its watch bits. */
-static __always_inline void file_emit(struct scratch *s, struct osprey_file *f, struct task_struct *task,
-				      __u32 len, __u32 kind)
+/* Sends a file record built in scratch space, that did not fold under key `k`; `kind`: its
+ * watch bits (self-protected paths never fold). */
+static __always_inline void file_emit(struct osprey_file *f, struct task_struct *task, __u32 len, __u32 kind,
+				      struct file_fold_key *k)
 {
 	check_unexpected_root(task);
-	__s64 before;
-	struct fold_state *st = file_fold_check(s, f, len, kind, &before);
-	if (before < 0)
-		return;
+	__s64 before = 0;
+	struct fold_state *st = 0;
+	struct osprey_config *cfg = settings();
+	if (cfg && cfg->file_fold_ns && !(kind & OSPREY_WATCH_PROTECT))
+		st = fold_sent(&file_fold, k, &before);
 	f->folded = (__u32)before;
 	fill_hdr(&f->hdr, task, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
 	if (!emit_scratch(f, sizeof(*f), len, OSPREY_REC_FILE))
 		fold_return(st, before); /* counted lost; the next one carries them */
 }
 
-/* Reports `op` on an open file (canonical path through the struct file). */
+/* Reports `op` on an open file (canonical path through the struct file), unless it folds.
+ * Returns whether it was not filtered out. */
 static __always_inline int report_file(struct file *file, __u32 op, long ret, __u32 flags,
 				       __u32 kind)
 {
+	struct saved_args a = {.flags = flags};
+	struct file_fold_key k;
+	fold_key_start(&k, op, &a);
+	fold_key_path(&k, &file->f_path);
+	if (file_folds(&k))
+		return 1;
 	struct scratch *s = scratch_of_this_cpu();
 	if (!s)
 		return 0;
@@ -245,7 +294,7 @@ static __always_inline int report_file(struct file *file, __u32 op, long ret, __
 	f->flags = flags;
 	f->path.len = len;
 	f->pflags = (trunc ? OSPREY_FILE_PATH_TRUNC : 0) | ((kind & OSPREY_WATCH_READ) ? OSPREY_FILE_WATCHED : 0);
-	file_emit(s, f, task, len, kind);
+	file_emit(f, task, len, kind, &k);
 	return 1;
 }
 
@@ -266,6 +315,11 @@ static __always_inline int on_open_exit(long ret)
 		__u32 kind = watched(file);
 		if (!(kind & OSPREY_WATCH_READ) || !op_enabled(OSPREY_FILE_READ))
 			return 0; /* unwatched reads are not events: not counted either */
+		struct file_fold_key k;
+		fold_key_start(&k, OSPREY_FILE_READ, &a);
+		fold_key_path(&k, &file->f_path);
+		if (file_folds(&k))
+			return 0;
 		struct scratch *s = scratch_of_this_cpu();
 		if (!s)
 			return 0;
@@ -276,7 +330,7 @@ static __always_inline int on_open_exit(long ret)
 		f->flags = flags;
 		f->path.len = len;
 		f->pflags = OSPREY_FILE_WATCHED | (trunc ? OSPREY_FILE_PATH_TRUNC : 0);
-		file_emit(s, f, task, len, kind);
+		file_emit(f, task, len, kind, &k);
 		return 0;
 	}
 	bool created = BPF_CORE_READ(file, f_mode) & FMODE_CREATED;
@@ -378,14 +432,26 @@ static __always_inline int on_path_exit(long ret)
 	if (!s)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *file = 0;
+	struct file_fold_key k;
+	fold_key_start(&k, op, &args);
+	if (args.fd >= 0) {
+		file = fd_file(task, args.fd);
+		if (!file)
+			return 0;
+		fold_key_path(&k, &file->f_path);
+	} else {
+		fold_key_name(&k, s, task, args.dfd, args.name, op == OSPREY_FILE_SYMLINK);
+		if (args.name2)
+			fold_key_name(&k, s, task, args.dfd2, args.name2, false);
+	}
+	if (file_folds(&k))
+		return 0;
 	struct osprey_file *f = file_rec(s, op, ret);
 	__u32 pflags = 0;
 	__u32 len;
-	if (args.fd >= 0) {
+	if (file) {
 		/* fchmod, fchown, ftruncate: the file behind the fd */
-		struct file *file = fd_file(task, args.fd);
-		if (!file)
-			return 0;
 		bool trunc = false;
 		len = resolve_kpath(s, 0, &file->f_path, task, &trunc);
 		if (trunc)
@@ -428,7 +494,7 @@ static __always_inline int on_path_exit(long ret)
 	}
 	if (op == OSPREY_FILE_TRUNCATE)
 		f->size = args.size;
-	file_emit(s, f, task, off, kind);
+	file_emit(f, task, off, kind, &k);
 	return 0;
 }
 
@@ -558,9 +624,7 @@ static __always_inline int save_attr(__u32 op, int dfd, const char *name, int fd
 		.op = op, .dfd = dfd, .name = name, .fd = fd,
 		.mode = mode, .uid = uid, .gid = gid, .size = size,
 	};
-	__u64 tid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
-	return 0;
+	return put_saved(&a);
 }
 
 SEC("tracepoint/syscalls/sys_enter_chmod")

@@ -68,9 +68,7 @@ static __always_inline int save_raw(__u32 op, __u64 a0, __u64 a1, __u64 a2, cons
 	a.arg[1] = a1;
 	a.arg[2] = a2;
 	a.size = (__u64)s3;
-	__u64 tid = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&pending, &tid, &a, BPF_ANY);
-	return 0;
+	return put_saved(&a);
 }
 
 /*
@@ -184,14 +182,13 @@ int sys_mprotect_x(struct sys_exit_ctx *ctx)
 		take_saved(&a);
 		return 0;
 	}
-	__u64 tid = bpf_get_current_pid_tgid();
-	struct saved_args *a = bpf_map_lookup_elem(&pending, &tid);
+	struct saved_args *a = peek_saved();
 	if (!a || a->op != OSPREY_SYS_MPROTECT_EXEC)
 		return sys_exit(0, true);
 	struct vma_ctx c = {.vm_file_off = bpf_core_field_offset(struct vm_area_struct, vm_file)};
 	bpf_find_vma(bpf_get_current_task_btf(), a->arg[0], vma_cb, &c, 0);
 	if (!c.anonymous && !(a->arg[2] & PROT_WRITE)) {
-		bpf_map_delete_elem(&pending, &tid); /* file-backed, read+exec: the loader's normal work */
+		drop_saved(); /* file-backed, read+exec: the loader's normal work */
 		return 0;
 	}
 	return sys_exit(0, true);

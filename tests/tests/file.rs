@@ -199,8 +199,11 @@ fn repeats_of_one_operation_are_folded_and_every_folded_one_is_counted() {
     assert_eq!(storm.len() as u64 + folded, N + 1, "every chmod is an event or carried by one");
     assert!(summary.counters.folded_total(RecordType::File) - folded_before >= folded);
     // Another mode and another path are other kinds: each arrives, unfolded.
-    assert_eq!(chmods(&evs, &path, 0o640).len(), 1, "chmod 0640 is its own event");
+    assert_eq!(chmods(&evs, &path, 0o700).len(), 1, "chmod 0700 (execute bits) is its own event");
     assert_eq!(chmods(&evs, &other, 0o600).len(), 1, "the other file is its own event");
+    for sub in ["a", "b"] {
+        assert_eq!(chmods(&evs, &format!("{path}.{sub}/f"), 0o600).len(), 1, "a name relative to another cwd is another file");
+    }
     let ev = h.events.iter().find(|e| matches!(e.record(), Some(Record::File(f)) if f.hdr.pid == pid && f.folded > 0)).unwrap();
     let v = h.ecs.to_value(ev);
     assert_eq!(v["event"]["action"], "chmod");

@@ -294,6 +294,9 @@ impl Sensor {
         let ncpus = aya::util::nr_cpus().map_err(|(f, e)| SensorError::Cpus(format!("{f}: {e}")))? as u32;
 
         let mut ebpf = EbpfLoader::new()
+            // `pending` is a task-storage map, which aya creates but offers no typed API for
+            // (only the kernel programs use it).
+            .allow_unsupported_maps()
             .map_max_entries("rings", ncpus)
             .map_max_entries("scratch", ncpus)
             .load(if cfg.bare { agent_ebpf::BARE_OBJECT } else { agent_ebpf::OBJECT })?;

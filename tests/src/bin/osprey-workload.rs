@@ -4,8 +4,9 @@
 //!
 //!   osprey-workload files DIR          create/write/rename/chmod/chown/truncate/link/delete
 //!   osprey-workload write-storm FILE N  one open, N writes
-//!   osprey-workload chmod-storm FILE N  N chmod 0600 of FILE, one chmod 0640 of it, one chmod
-//!                                       0600 of FILE.2; after 1.5 s one more chmod 0600 of FILE
+//!   osprey-workload chmod-storm FILE N  N chmod 0600 of FILE, one chmod 0700 of it, one chmod
+//!                                       0600 of FILE.2, chmod 0600 of "f" in FILE.a/ and then
+//!                                       in FILE.b/ (cwd); after 1.5 s one more chmod 0600 of FILE
 //!   osprey-workload read FILE           open read-only and read
 //!   osprey-workload creds               seteuid(65534), then setresuid(0, 0, 0)
 //!   osprey-workload memfd-exec          memfd_create + write /bin/sleep + execveat (sleep 2)
@@ -174,8 +175,16 @@ fn chmod_storm(path: &str, n: u64) {
     for _ in 0..n {
         set(path, 0o600);
     }
-    set(path, 0o640);
+    set(path, 0o700);
     set(&other, 0o600);
+    // the same relative name in two directories: two files
+    for sub in ["a", "b"] {
+        let dir = format!("{path}.{sub}");
+        check("mkdir", std::fs::create_dir(&dir));
+        check("create", std::fs::write(format!("{dir}/f"), b"x"));
+        check("chdir", std::env::set_current_dir(&dir));
+        set("f", 0o600);
+    }
     std::thread::sleep(std::time::Duration::from_millis(1_500));
     set(path, 0o600);
 }
