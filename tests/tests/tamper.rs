@@ -341,6 +341,38 @@ fn ptrace_of_the_agent_and_writes_to_its_protected_files_are_tamper_alerts() {
     assert!(a["rule"]["description"].as_str().unwrap().contains("rules.yml"), "{a}");
 }
 
+#[test]
+fn operations_on_protected_files_are_never_folded_nor_excluded() {
+    const N: usize = 300;
+    let prot = PathBuf::from(format!("/tmp/{}-protected", marker()));
+    std::fs::create_dir(&prot).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _rm = Rm(prot.clone());
+    // Writes under the protected directory are excluded by the configuration: protection wins.
+    let agent = Agent::start(&format!(
+        "self_protection:\n  protected_paths: [{p}]\nfile:\n  write_exclude: [{p}/]\n",
+        p = prot.display()
+    ));
+    let file = prot.join("mode.txt").display().to_string();
+    let mut w = Command::new(WORKLOAD).args(["chmod-storm", &file, &N.to_string()]).spawn().unwrap();
+    assert!(w.wait().unwrap().success());
+    let chmods = |docs: &[serde_json::Value]| {
+        docs.iter().filter(|d| d["event"]["action"] == "chmod" && d["file"]["path"] == file.as_str() && d["file"]["mode"] == "600").count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chmods(&read_docs(&agent.out(), "\"chmod\"")) < N + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let docs = read_docs(&agent.out(), "\"chmod\"");
+    assert_eq!(chmods(&docs), N + 1, "every chmod of a protected file is its own event");
+    assert!(docs.iter().all(|d| d["osprey"]["file"]["folded"].is_null()), "nothing folded");
+}
+
 /// A cgroup of this test under the cgroup v2 mount (removed on drop).
 struct TestCgroup {
     path: PathBuf,

@@ -135,6 +135,11 @@ impl Protector {
         }
         paths.extend(setup.config_file.map(|p| p.display().to_string()));
         paths.extend(setup.rule_paths.iter().chain(&s.protected_paths).map(|p| p.display().to_string()));
+        let bpffs_dir = setup.bpffs_dir.display().to_string();
+        let marked: Vec<String> = paths.iter().chain((!bpffs_dir.is_empty()).then_some(&bpffs_dir)).cloned().collect();
+        if let Err(e) = sensor.protect_paths(&marked) {
+            warn!(error = %e, "protected paths not marked in the kernel: writes to them may be filtered or folded");
+        }
         let hooks = sensor
             .probes()
             .iter()
@@ -151,7 +156,7 @@ impl Protector {
             protected: tamper::Protected {
                 agent_pid: std::process::id(),
                 paths,
-                bpffs_dir: setup.bpffs_dir.display().to_string(),
+                bpffs_dir,
                 hooks,
             },
             pending_ack: None,

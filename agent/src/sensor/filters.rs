@@ -83,6 +83,26 @@ pub fn set_prefixes(
     Ok(())
 }
 
+/// Adds self-protected prefixes to the trie. The longest prefix wins there, so an exclude or
+/// include entry below a protected path is marked protected as well.
+pub fn protect_prefixes(trie: &mut LpmTrie<&mut MapData, [u8; PREFIX_MAX], u32>, paths: &[String]) -> Result<(), MapError> {
+    let below: Vec<(Key<[u8; PREFIX_MAX]>, u32)> = trie
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, _)| {
+            let p = &k.data()[..(k.prefix_len() / 8) as usize];
+            paths.iter().any(|pre| p.starts_with(pre.as_bytes()))
+        })
+        .collect();
+    for (k, kind) in below {
+        trie.insert(&k, kind | wk::OSPREY_WATCH_PROTECT, 0)?;
+    }
+    for p in paths {
+        trie.insert(&prefix_key(p), wk::OSPREY_WATCH_PROTECT, 0)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,15 @@ impl Sensor {
         &mut self.ebpf
     }
 
+    /// Marks path prefixes as self-protected in the kernel's prefix trie: writes to them are
+    /// reported whatever `file.write_exclude`/`write_include` say, and never folded. A no-op
+    /// for the bare object (benchmark floor), which has no filter maps.
+    pub fn protect_paths(&mut self, paths: &[String]) -> Result<(), SensorError> {
+        let Some(map) = self.ebpf.map_mut("prefixes") else { return Ok(()) };
+        let mut trie: LpmTrie<_, [u8; filters::PREFIX_MAX], u32> = LpmTrie::try_from(map).map_err(map_err("prefixes"))?;
+        filters::protect_prefixes(&mut trie, paths).map_err(map_err("prefixes"))
+    }
+
     /// A handle that reads the counters from any thread.
     pub fn counter_reader(&self) -> Result<CounterReader, SensorError> {
         CounterReader::open(&self.ebpf)
