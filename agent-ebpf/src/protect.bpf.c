@@ -101,10 +101,13 @@ static __always_inline __u32 pid_flags(__u32 pid)
 	return f ? *f : 0;
 }
 
-/* The caller is the agent itself. */
+/* The caller is the agent itself: in prot_pids, or (while the agent attaches its programs,
+ * before self-protection fills prot_pids) the pid the sensor's settings name. */
 static __always_inline bool actor_is_agent(void)
 {
-	return pid_flags(bpf_get_current_pid_tgid() >> 32) & OSPREY_PROTECT_TGID;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct osprey_config *cfg = settings();
+	return (cfg && cfg->agent_pid == tgid) || (pid_flags(tgid) & OSPREY_PROTECT_TGID);
 }
 
 static __always_inline __u64 next_seq(void)

@@ -371,6 +371,9 @@ fn operations_on_protected_files_are_never_folded_nor_excluded() {
     let docs = read_docs(&agent.out(), "\"chmod\"");
     assert_eq!(chmods(&docs), N + 1, "every chmod of a protected file is its own event");
     assert!(docs.iter().all(|d| d["osprey"]["file"]["folded"].is_null()), "nothing folded");
+    // The agent attaching its own programs at start is not reported as bpf_attach events.
+    let own = read_docs(&agent.out(), "bpf_attach").into_iter().filter(|d| d["process"]["pid"] == agent.pid()).count();
+    assert_eq!(own, 0, "the agent's own attaches are not events");
 }
 
 /// A cgroup of this test under the cgroup v2 mount (removed on drop).
