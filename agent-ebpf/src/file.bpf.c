@@ -14,7 +14,7 @@
  * an inode watch list for reads (the file itself or any of its first ancestors), and one
  * MODIFY event per open file description. Everything filtered is counted. Repeats are folded
  * (fold.h): the same operation by the same process with the same attributes on the same
- * path(s) as a record sent less than osprey_config.file_fold_ns ago.
+ * file(s) as a record sent less than osprey_config.file_fold_ns ago.
  */
 #include "common.h"
 #include "creds.h"
@@ -59,11 +59,11 @@ struct {
 /*
  * Folding key: the process and operation, and a 64-bit hash of what makes two records of it
  * the same: the attributes the operation sets (open flags, chmod's mode bits that matter to
- * detection, chown's owner, truncate's length) and the object: an open file's dentry and mount, or a name as the call
- * gave it with the directory it is relative to (dentry and mount of the dirfd or the cwd).
- * The key is computed before the path is resolved, so a folded record costs no path walk. Two
- * different objects folding together needs a 64-bit collision within one process and one
- * window, and the fold is counted either way.
+ * detection, chown's owner, truncate's length) and the object: an open file's dentry and
+ * mount, or a name as the call gave it with the directory it is relative to (dentry and mount
+ * of the dirfd or the cwd). The key is computed before the path is resolved, so a folded
+ * record costs no path walk. Two different objects folding together needs a 64-bit collision
+ * within one process and one window, and the fold is counted either way.
  */
 struct file_fold_key {
 	__u32 tgid;
@@ -268,7 +268,7 @@ static __always_inline void file_emit(struct osprey_file *f, struct task_struct 
 }
 
 /* Reports `op` on an open file (canonical path through the struct file), unless it folds.
- * Returns whether it was not filtered out. */
+ * Returns 1 when it was reported or folded, 0 when filtered out. */
 static __always_inline int report_file(struct file *file, __u32 op, long ret, __u32 flags,
 				       __u32 kind)
 {
