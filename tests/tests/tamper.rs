@@ -313,17 +313,27 @@ fn heartbeats_are_signed_and_carry_run_counts() {
     assert_eq!(h["blinded"].as_array().unwrap().len(), 0, "{h}");
 }
 
+/// A directory of this test under /tmp for `self_protection.protected_paths` (removed on drop).
+struct ProtectedDir(PathBuf);
+
+impl ProtectedDir {
+    fn new() -> Self {
+        let dir = PathBuf::from(format!("/tmp/{}-protected", marker()));
+        std::fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ProtectedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn ptrace_of_the_agent_and_writes_to_its_protected_files_are_tamper_alerts() {
-    let prot = PathBuf::from(format!("/tmp/{}-protected", marker()));
-    std::fs::create_dir(&prot).unwrap();
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(prot.clone());
+    let prot = ProtectedDir::new();
+    let prot = &prot.0;
     let agent = Agent::start(&format!("self_protection:\n  protected_paths: [{}]\n", prot.display()));
     let mut w = Command::new(WORKLOAD).args(["ptrace-seize", &agent.pid().to_string()]).spawn().unwrap();
     let tracer = w.id();
@@ -344,15 +354,8 @@ fn ptrace_of_the_agent_and_writes_to_its_protected_files_are_tamper_alerts() {
 #[test]
 fn operations_on_protected_files_are_never_folded_nor_excluded() {
     const N: usize = 300;
-    let prot = PathBuf::from(format!("/tmp/{}-protected", marker()));
-    std::fs::create_dir(&prot).unwrap();
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = Rm(prot.clone());
+    let prot = ProtectedDir::new();
+    let prot = &prot.0;
     // Writes under the protected directory are excluded by the configuration: protection wins.
     let agent = Agent::start(&format!(
         "self_protection:\n  protected_paths: [{p}]\nfile:\n  write_exclude: [{p}/]\n",
