@@ -398,6 +398,11 @@ pub fn command_line(args: &[String]) -> String {
     lazy::CommandLine::Record(args).to_string()
 }
 
+/// serde's `skip_serializing_if` for counts that are absent when zero.
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }

@@ -51,12 +51,8 @@ pub struct FileMeta {
     pub path_truncated: bool,
     pub device: u32,
     /// Records like this one folded in the kernel since the last one sent (`file.fold_window`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "super::is_zero")]
     pub folded: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
 }
 
 /// (event.type, event.action) of a file operation.

@@ -60,7 +60,7 @@ fn ip_type(a: SocketAddr) -> &'static str {
 pub struct NetMeta {
     pub op: &'static str,
     pub sock_id: u64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "super::is_zero")]
     pub netns: u32,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub v4_mapped: bool,
@@ -72,15 +72,11 @@ pub struct NetMeta {
     pub udp_connected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "super::is_zero")]
     pub errno: u32,
     /// Records like this one (same process, step, peer, port) folded since the last one sent.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "super::is_zero")]
     pub folded: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
 }
 
 pub fn op_name(op: NetOp) -> &'static str {

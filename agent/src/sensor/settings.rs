@@ -85,9 +85,10 @@ pub struct FileSection {
     pub write_exclude: Vec<String>,
     /// If not empty, writes are reported only under these prefixes.
     pub write_include: Vec<String>,
-    /// A record of the same process, operation, attributes (open flags, chmod's mode, chown's
-    /// owner, truncate's length) and path(s) as one sent less than this ago is folded in the
-    /// kernel: counted (`osprey_events_folded_total`) and carried by the next such record sent
+    /// A record of the same process, operation, attributes (open flags, chmod's setuid, setgid,
+    /// sticky, execute and world-writable bits, chown's owner, truncate's length) and file(s)
+    /// as one sent less than this ago is folded in the kernel: counted
+    /// (`osprey_events_folded_total`) and carried by the next such record sent
     /// (`osprey.file.folded`). Self-protected paths are never folded. `0s` sends every record.
     #[serde(with = "humantime_serde")]
     pub fold_window: std::time::Duration,
