@@ -256,6 +256,7 @@ struct linux_binprm {
 } __attribute__((preserve_access_index));
 
 #define PF_KTHREAD 0x00200000
+#define FMODE_WRITE 0x2        /* fmode_t: open for writing */
 #define FMODE_CREATED 0x100000 /* fmode_t: the open created the file */
 #define O_ACCMODE 00000003
 #define O_RDONLY 00000000

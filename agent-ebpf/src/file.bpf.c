@@ -348,7 +348,8 @@ static __always_inline int on_open_exit(long ret)
 		count(&filtered, OSPREY_REC_FILE); /* devices, fifos, sockets */
 		return 0;
 	}
-	if (report_file(file, op, ret, flags, watched(file))) {
+	/* tracked for its first write (MODIFY) when it can be written: O_RDONLY|O_TRUNC cannot */
+	if (report_file(file, op, ret, flags, watched(file)) && (BPF_CORE_READ(file, f_mode) & FMODE_WRITE)) {
 		__u64 key = (__u64)file;
 		__u32 written = 0;
 		bpf_map_update_elem(&open_writes, &key, &written, BPF_ANY);
@@ -542,7 +543,8 @@ SEC("tracepoint/syscalls/sys_enter_close")
 int file_close(struct sys_enter_ctx *ctx)
 {
 	struct file *file = fd_file(bpf_get_current_task_btf(), ctx->args[0]);
-	if (file) {
+	/* only files opened for writing are ever in open_writes: skip the map for the rest */
+	if (file && (BPF_CORE_READ(file, f_mode) & FMODE_WRITE)) {
 		__u64 key = (__u64)file;
 		bpf_map_delete_elem(&open_writes, &key);
 	}
