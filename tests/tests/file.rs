@@ -166,7 +166,7 @@ fn a_write_storm_is_one_event_per_open_and_the_rest_is_counted() {
     h.stop();
 }
 
-/// The chmod events of `pid` on `path` to `mode`.
+/// The chmod events among `evs` of `path` to `mode`.
 fn chmods<'a>(evs: &[&'a File], path: &str, mode: u32) -> Vec<&'a File> {
     evs.iter().filter(|f| f.op == fo::OSPREY_FILE_CHMOD && f.path == path && f.mode & 0o7777 == mode).copied().collect()
 }
