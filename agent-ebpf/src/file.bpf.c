@@ -157,17 +157,18 @@ static __always_inline void fold_key_name(struct file_fold_key *k, struct scratc
 	k->hash = c.h;
 }
 
-static __always_inline bool folding_files(void)
+/* The fold window (osprey_config.file_fold_ns); 0: file records never fold. */
+static __always_inline __u64 file_fold_window(void)
 {
 	struct osprey_config *cfg = settings();
-	return cfg && cfg->file_fold_ns;
+	return cfg ? cfg->file_fold_ns : 0;
 }
 
 /* Whether the record of key `k` folds (counted): one like it was sent less than the window ago. */
 static __always_inline bool file_folds(struct file_fold_key *k)
 {
-	struct osprey_config *cfg = settings();
-	return cfg && cfg->file_fold_ns && fold_peek(&file_fold, k, cfg->file_fold_ns, OSPREY_REC_FILE);
+	__u64 window = file_fold_window();
+	return window && fold_peek(&file_fold, k, window, OSPREY_REC_FILE);
 }
 
 #define WATCH_ANCESTORS 8
@@ -264,7 +265,7 @@ static __always_inline void file_emit(struct osprey_file *f, struct task_struct 
 	check_unexpected_root(task);
 	__s64 before = 0;
 	struct fold_state *st = 0;
-	if (folding_files() && !(kind & OSPREY_WATCH_PROTECT))
+	if (file_fold_window() && !(kind & OSPREY_WATCH_PROTECT))
 		st = fold_sent(&file_fold, k, &before);
 	f->folded = (__u32)before;
 	fill_hdr(&f->hdr, task, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
@@ -446,7 +447,7 @@ static __always_inline int on_path_exit(long ret)
 		if (!file)
 			return 0;
 		fold_key_path(&k, &file->f_path);
-	} else if (folding_files()) { /* names are read and hashed only to fold */
+	} else if (file_fold_window()) { /* names are read and hashed only to fold */
 		fold_key_name(&k, s, task, args.dfd, args.name, op == OSPREY_FILE_SYMLINK);
 		if (args.name2)
 			fold_key_name(&k, s, task, args.dfd2, args.name2, false);
