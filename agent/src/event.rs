@@ -3,6 +3,7 @@
 mod file;
 mod lazy;
 mod net;
+mod print;
 mod system;
 mod row;
 mod view;
@@ -97,9 +98,9 @@ struct Doc<'a> {
 }
 
 impl Doc<'_> {
-    /// The document as serde_json prints it: parts printed once for many events (the shared
-    /// ancestry) are copied in as the JSON they already are. Only for serde_json's printer
-    /// (other serialisers see a raw-JSON token, not the list).
+    /// The document as [`print`] prints it: parts printed once for many events (the shared
+    /// ancestry) are copied in as the JSON they already are. Only for that printer (other
+    /// serialisers see raw-JSON tokens, not the fields).
     fn printing(mut self) -> Self {
         if let Some(p) = self.process.as_mut() {
             if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
@@ -529,14 +530,14 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        serde_json::to_writer(out, &self.doc(ev).printing())
+        print::to_vec(out, &self.doc(ev).printing())
     }
 
     /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`
     /// facts, from the one typed document both are made of.
     pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
         let doc = self.doc(ev).printing();
-        serde_json::to_writer(out, &doc)?;
+        print::to_vec(out, &doc)?;
         Ok(doc.event.facts())
     }
 

@@ -124,6 +124,8 @@ pub(crate) mod tests {
             let printed: serde_json::Value = serde_json::from_slice(&text).unwrap();
             assert_eq!(printed, ecs.to_value(&ev));
             assert_eq!(facts.action, printed["event"]["action"]);
+            // Byte for byte what serde_json prints of the document as it is (no printed parts).
+            assert_eq!(String::from_utf8_lossy(&text), serde_json::to_string(&ecs.doc(&ev)).unwrap());
             // Twice: the second print copies the ancestry the first one printed.
             let mut again = Vec::new();
             ecs.write(&ev, &mut again).unwrap();
