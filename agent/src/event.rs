@@ -20,7 +20,7 @@ use crate::{
     decode::{Exec, Exit, Fork, Header, Record},
     enrich::{Context, LateHash, ProcCtx},
     output::Facts,
-    process::{EntityIds, Host},
+    process::{table::Image, EntityIds, Host},
 };
 
 /// What flows from the sensor through the pipeline to the outputs.
@@ -101,14 +101,70 @@ impl Doc<'_> {
     /// The document as [`print`] prints it: parts printed once for many events (the shared
     /// ancestry) are copied in as the JSON they already are. Only for that printer (other
     /// serialisers see raw-JSON tokens, not the fields).
-    fn printing(mut self) -> Self {
+    fn printing(&mut self) {
         if let Some(p) = self.process.as_mut() {
+            if let Some(img) = p.image {
+                p.image_printed = Some(img.printed(false, |img| image_fields(&ProcessImage::of(img))));
+                (p.name, p.executable, p.args, p.args_count, p.command_line, p.working_directory) = Default::default();
+            }
+            if let Some(par) = p.parent.as_mut() {
+                if let Some(img) = par.image {
+                    par.image_printed = Some(img.printed(true, |img| image_fields(&ParentImage::of(img))));
+                    (par.executable, par.name, par.args, par.command_line) = Default::default();
+                }
+            }
             if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
                 p.ancestry = Some(lazy::AncestryDoc::Printed(a));
             }
         }
-        self
     }
+}
+
+/// The fields of a process that are its image's, as [`fill_image`] sets them.
+#[derive(Serialize)]
+struct ProcessImage<'a> {
+    name: &'a str,
+    executable: &'a str,
+    args: lazy::Args<'a>,
+    args_count: u32,
+    command_line: lazy::CommandLine<'a>,
+    working_directory: &'a str,
+}
+
+impl<'a> ProcessImage<'a> {
+    fn of(img: &'a Image) -> Self {
+        ProcessImage {
+            name: img.name(),
+            executable: img.exe(),
+            args: lazy::Args::Image(img),
+            args_count: img.args_count() as u32,
+            command_line: lazy::CommandLine::Image(img),
+            working_directory: img.cwd(),
+        }
+    }
+}
+
+/// The fields of a parent that are its image's, as [`Ecs::apply_ctx`] sets them.
+#[derive(Serialize)]
+struct ParentImage<'a> {
+    executable: &'a str,
+    name: &'a str,
+    args: lazy::Args<'a>,
+    command_line: lazy::CommandLine<'a>,
+}
+
+impl<'a> ParentImage<'a> {
+    fn of(img: &'a Image) -> Self {
+        ParentImage { executable: img.exe(), name: img.name(), args: lazy::Args::Image(img), command_line: lazy::CommandLine::Image(img) }
+    }
+}
+
+/// `fields`' fields as [`print`] prints them in a struct: `"a":1,"b":2`.
+fn image_fields(fields: &impl Serialize) -> String {
+    let mut out = Vec::with_capacity(256);
+    print::to_vec(&mut out, fields).expect("image fields print");
+    // {…} → …; the printer writes valid UTF-8.
+    String::from_utf8(out.get(1..out.len() - 1).unwrap_or_default().to_vec()).unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -161,14 +217,14 @@ impl EventMeta {
 }
 
 #[derive(Serialize)]
-struct Id {
-    id: String,
+struct Id<'a> {
+    id: lazy::IdText,
     #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<Arc<str>>,
+    name: Option<&'a str>,
 }
 
-fn id(v: u32) -> Id {
-    Id { id: v.to_string(), name: None }
+fn id<'a>(v: u32) -> Id<'a> {
+    Id { id: lazy::IdText(v), name: None }
 }
 
 #[derive(Serialize, Default)]
@@ -176,6 +232,11 @@ struct Parent<'a> {
     pid: u32,
     entity_id: lazy::EntityId<'a>,
     start: Time,
+    /// As in [`Process`]: the image the fields from `executable` on are of, and their print.
+    #[serde(skip)]
+    image: Option<&'a Image>,
+    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    image_printed: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     executable: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,6 +267,12 @@ struct Thread {
 struct Process<'a> {
     pid: u32,
     entity_id: lazy::EntityId<'a>,
+    /// The image the fields from `name` to `working_directory` are of, if it is the table's.
+    #[serde(skip)]
+    image: Option<&'a Image>,
+    /// Those fields as the image printed them once (for [`print`] only: see [`Doc::printing`]).
+    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    image_printed: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,17 +297,17 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<Hash<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<Id>,
+    user: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<Id>,
+    group: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    real_user: Option<Id>,
+    real_user: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    real_group: Option<Id>,
+    real_group: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    saved_user: Option<Id>,
+    saved_user: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    saved_group: Option<Id>,
+    saved_group: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
 }
@@ -297,8 +364,8 @@ struct ExecMeta<'a> {
     executable_truncated: bool,
     cwd_truncated: bool,
     previous_credentials_known: bool,
-    previous_user: Id,
-    previous_effective_user: Id,
+    previous_user: Id<'a>,
+    previous_effective_user: Id<'a>,
     inode: u64,
     device: u32,
     mode: String,
@@ -530,13 +597,16 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        print::to_vec(out, &self.doc(ev).printing())
+        let mut doc = self.doc(ev);
+        doc.printing();
+        print::to_vec(out, &doc)
     }
 
     /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`
     /// facts, from the one typed document both are made of.
     pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
-        let doc = self.doc(ev).printing();
+        let mut doc = self.doc(ev);
+        doc.printing();
         print::to_vec(out, &doc)?;
         Ok(doc.event.facts())
     }
@@ -714,10 +784,10 @@ impl Ecs {
                 parent.entity_id = lazy::EntityId::Known(Cow::Borrowed(&par.entity_id));
                 parent.start = Time(self.wall_ns(par.start_ns));
                 if let Some(img) = &par.image {
-                    parent.executable = Some(img.exe());
-                    parent.name = Some(img.name());
-                    parent.args = Some(lazy::Args::Image(img));
-                    parent.command_line = Some(lazy::CommandLine::Image(img));
+                    let ParentImage { executable, name, args, command_line } = ParentImage::of(img);
+                    parent.image = Some(img);
+                    (parent.executable, parent.name) = (Some(executable), Some(name));
+                    (parent.args, parent.command_line) = (Some(args), Some(command_line));
                 }
             }
             p.ancestry = Some(lazy::AncestryDoc::List(&ctx.ancestry));
@@ -725,7 +795,7 @@ impl Ecs {
             p.hash = ctx.hash.map(|h| Hash { sha256: lazy::Sha256::Digest(h) });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {
                 if let Some(id) = slot.as_mut() {
-                    id.name = name.clone();
+                    id.name = name.as_deref();
                 }
             }
         }
@@ -779,12 +849,10 @@ pub fn dns_action(d: &crate::net::Dns) -> &'static str {
 /// The image fields of a process from the table.
 fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
     if let Some(img) = &c.image {
-        p.executable = Some(img.exe());
-        p.name = Some(img.name());
-        p.args = Some(lazy::Args::Image(img));
-        p.args_count = Some(img.args_count() as u32);
-        p.command_line = Some(lazy::CommandLine::Image(img));
-        p.working_directory = Some(img.cwd());
+        let ProcessImage { name, executable, args, args_count, command_line, working_directory } = ProcessImage::of(img);
+        p.image = Some(img);
+        (p.name, p.executable, p.args, p.args_count) = (Some(name), Some(executable), Some(args), Some(args_count));
+        (p.command_line, p.working_directory) = (Some(command_line), Some(working_directory));
     }
 }
 

@@ -150,3 +150,13 @@ impl Serialize for AncestryDoc<'_> {
         }
     }
 }
+
+/// A user or group id, printed as ECS has it: a string.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IdText(pub u32);
+
+impl Serialize for IdText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(itoa::Buffer::new().format(self.0))
+    }
+}

@@ -31,7 +31,7 @@ impl Ecs {
             r.entity = own(Some(&p.entity_id.text()));
             r.exe = own(p.executable);
             r.sha256 = p.hash.as_ref().and_then(|h| own(Some(&h.sha256.text()))).map(|h| h.to_ascii_lowercase());
-            r.user = p.user.as_ref().and_then(|u| own(u.name.as_deref()));
+            r.user = p.user.as_ref().and_then(|u| own(u.name));
             if action == "exec" || action == "fork" {
                 r.parent = p.parent.as_ref().and_then(|x| own(Some(&x.entity_id.text())));
             }

@@ -109,6 +109,9 @@ pub struct Image {
     pub exec_ns: u64,
     pub source: ImageSource,
     hash: OnceLock<Sha256Digest>,
+    /// Its fields as the documents of a process and of a child print them (`event::print`),
+    /// printed once for all of them.
+    printed: [OnceLock<Box<str>>; 2],
 }
 
 /// Where each part of [`Image::text`] ends, and how many arguments it holds.
@@ -157,6 +160,7 @@ impl Image {
             exec_ns: e.hdr.ktime_ns,
             source: ImageSource::Exec,
             hash: OnceLock::new(),
+            printed: Default::default(),
         }
     }
 
@@ -179,6 +183,7 @@ impl Image {
             exec_ns: 0,
             source: ImageSource::Proc,
             hash: OnceLock::new(),
+            printed: Default::default(),
         }
     }
 
@@ -239,6 +244,12 @@ impl Image {
 
     pub fn hash(&self) -> Option<Sha256Digest> {
         self.hash.get().copied()
+    }
+
+    /// Its fields as the documents of the process (`as_parent` false) or of its children print
+    /// them: `print`'s text, kept from the first call on.
+    pub fn printed(&self, as_parent: bool, print: impl FnOnce(&Self) -> String) -> &str {
+        self.printed[usize::from(as_parent)].get_or_init(|| print(self).into())
     }
 
     /// Records the file's hash (once; later calls are ignored). Returns whether it was set.
