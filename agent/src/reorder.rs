@@ -57,31 +57,20 @@ struct Seen {
     stalled: bool,
 }
 
+/// A queued record's place in the order: the heap moves these, not the records.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Item {
     ts: u64,
     seq: u64,
-    rec: Record,
-}
-
-impl PartialEq for Item {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.seq) == (o.ts, o.seq)
-    }
-}
-impl Eq for Item {}
-impl PartialOrd for Item {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Item {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(o.ts, o.seq))
-    }
+    /// Where the record waits in [`Reorder::slots`].
+    slot: u32,
 }
 
 pub struct Reorder {
     heap: BinaryHeap<Reverse<Item>>,
+    /// The queued records, and the free slots among them.
+    slots: Vec<Option<Record>>,
+    free: Vec<u32>,
     seq: u64,
     window_ns: u64,
     last_ts: u64,
@@ -98,6 +87,8 @@ impl Reorder {
     pub fn new(window_ns: u64) -> Self {
         Self {
             heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             window_ns,
             last_ts: 0,
@@ -118,7 +109,17 @@ impl Reorder {
     pub fn push(&mut self, rec: Record) {
         let ts = rec.header().ktime_ns;
         self.seq += 1;
-        self.heap.push(Reverse(Item { ts, seq: self.seq, rec }));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(rec);
+                slot
+            }
+            None => {
+                self.slots.push(Some(rec));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse(Item { ts, seq: self.seq, slot }));
     }
 
     pub fn len(&self) -> usize {
@@ -185,7 +186,8 @@ impl Reorder {
             self.late += 1;
         }
         self.last_ts = self.last_ts.max(item.ts);
-        Some(item.rec)
+        self.free.push(item.slot);
+        self.slots[item.slot as usize].take()
     }
 }
 
