@@ -244,6 +244,31 @@ fn bench_ecs(c: &mut Criterion) {
     g.finish();
 }
 
+/// `REPLAY_PASSES=N`: instead of criterion's runs, N passes of one end-to-end variant (the first,
+/// or `REPLAY_VARIANT`), then the fastest and the median pass. Under
+/// `valgrind --tool=cachegrind`, the difference between two values of N is what a record costs
+/// in instructions, which a noisy shared host shows where times do not (docs/benchmarks.md).
+fn replay_passes() -> Option<usize> {
+    std::env::var("REPLAY_PASSES").ok()?.parse().ok()
+}
+
+fn fixed_passes(name: &str, stages: &mut Stages, passes: usize) {
+    let mut replay = Replay::new();
+    let mut ms: Vec<f64> = (0..passes)
+        .map(|_| {
+            replay.next_pass();
+            let t = std::time::Instant::now();
+            assert_eq!(stages.run(&replay), PROCS * RECORDS_PER_PROC);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    if let (Some(min), Some(median)) = (ms.first(), ms.get(ms.len() / 2)) {
+        let rate = |ms: f64| (PROCS * RECORDS_PER_PROC) as f64 / ms;
+        println!("{name}: {passes} passes of {} records: fastest {min:.2} ms ({:.0} k records/s), median {median:.2} ms ({:.0} k/s)", PROCS * RECORDS_PER_PROC, rate(*min), rate(*median));
+    }
+}
+
 fn bench_end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("end_to_end");
     g.throughput(Throughput::Elements((PROCS * RECORDS_PER_PROC) as u64));
@@ -256,6 +281,13 @@ fn bench_end_to_end(c: &mut Criterion) {
     }
     for (name, rules) in variants {
         let mut stages = Stages::new(rules);
+        if let Some(passes) = replay_passes() {
+            if std::env::var("REPLAY_VARIANT").map_or(true, |v| v == name) {
+                fixed_passes(name, &mut stages, passes);
+                std::process::exit(0);
+            }
+            continue;
+        }
         let mut replay = Replay::new();
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
