@@ -14,6 +14,7 @@ use std::{borrow::Cow, sync::Arc};
 
 use agent_common::RecordType;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::{
     alerting::{AlertEvent, AlertMeta, RuleDoc, ThreatDoc},
@@ -62,6 +63,8 @@ impl Event {
 #[derive(Debug, Clone)]
 pub struct Ecs {
     host: Host,
+    /// `host` as documents print it.
+    host_printed: Box<RawValue>,
     ids: EntityIds,
     boot_wall_ns: u64,
 }
@@ -70,8 +73,13 @@ pub struct Ecs {
 struct Doc<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: Time,
+    /// `"event":{…}` as printed once for every event of its kind (for [`print`] only: see
+    /// [`Doc::printing`]).
+    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    event_printed: Option<&'static str>,
+    #[serde(skip_serializing_if = "EventMeta::is_printed")]
     event: EventMeta,
-    host: &'a Host,
+    host: lazy::HostDoc<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     process: Option<Process<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +110,11 @@ impl Doc<'_> {
     /// ancestry) are copied in as the JSON they already are. Only for that printer (other
     /// serialisers see raw-JSON tokens, not the fields).
     fn printing(&mut self) {
+        if let Some(printed) = lazy::printed_event(&self.event) {
+            self.event_printed = Some(printed);
+            self.event.printed = true;
+        }
+        self.host.printed = true;
         if let Some(p) = self.process.as_mut() {
             if let Some(img) = p.image {
                 p.image_printed = Some(img.printed(false, |img| image_fields(&ProcessImage::of(img))));
@@ -115,6 +128,12 @@ impl Doc<'_> {
             }
             if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
                 p.ancestry = Some(lazy::AncestryDoc::Printed(a));
+            }
+            if let (Some(u), Some(g), Some(ru), Some(rg)) = (&p.user, &p.group, &p.real_user, &p.real_group) {
+                if let Some(printed) = lazy::printed_ids([u, g, ru, rg]) {
+                    p.ids_printed = Some(printed);
+                    (p.user, p.group, p.real_user, p.real_group) = Default::default();
+                }
             }
         }
     }
@@ -192,6 +211,9 @@ struct PodResource<'a> {
 
 #[derive(Serialize)]
 struct EventMeta {
+    /// Printed already, as [`Doc::event_printed`].
+    #[serde(skip)]
+    printed: bool,
     /// ECS `event.id`: alerts carry one, for `osprey story ALERT_ID`.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
@@ -211,6 +233,10 @@ struct EventMeta {
 }
 
 impl EventMeta {
+    fn is_printed(&self) -> bool {
+        self.printed
+    }
+
     fn facts(&self) -> Facts {
         Facts { kind: self.kind, category: self.category[0], action: self.action, severity: self.severity.map(i64::from) }
     }
@@ -296,6 +322,10 @@ struct Process<'a> {
     previous: Option<Previous<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<Hash<'a>>,
+    /// `user` to `real_group` as printed once for every event with the same ids and names
+    /// (for [`print`] only: see [`Doc::printing`]).
+    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    ids_printed: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Id<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -479,7 +509,8 @@ impl Ecs {
     /// `boot_wall_ns` is the wall-clock time of boot: realtime − boottime.
     pub fn new(host: Host, boot_wall_ns: u64) -> Self {
         let ids = EntityIds::new(&host.boot_id);
-        Self { host, ids, boot_wall_ns }
+        let host_printed = serde_json::value::to_raw_value(&host).expect("a host prints");
+        Self { host, host_printed, ids, boot_wall_ns }
     }
 
     pub fn ids(&self) -> &EntityIds {
@@ -620,8 +651,9 @@ impl Ecs {
     fn doc<'a>(&'a self, ev: &'a Event) -> Doc<'a> {
         let mut doc = Doc {
             timestamp: Time(ev.wall_ns),
+            event_printed: None,
             event: meta("host", "info", "events_lost"),
-            host: &self.host,
+            host: lazy::HostDoc { host: &self.host, json: &self.host_printed, printed: false },
             process: None,
             file: None,
             user: None,
@@ -858,6 +890,7 @@ fn fill_image<'a>(p: &mut Process<'a>, c: &'a ProcCtx) {
 
 fn meta(category: &'static str, type_: &'static str, action: &'static str) -> EventMeta {
     EventMeta {
+        printed: false,
         id: None,
         kind: "event",
         category: [category],

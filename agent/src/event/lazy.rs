@@ -2,13 +2,15 @@
 //! documents are read for a few fields only (the detector's view, the recorder's index row), and
 //! the arguments and command line of a process otherwise cost an allocation per argument.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, cell::RefCell, fmt, hash::{Hash, Hasher}, sync::Arc};
 
 use serde::{ser::SerializeSeq, Serialize};
+use serde_json::value::RawValue;
 
+use super::{print, EventMeta, Id};
 use crate::{
     enrich::Ancestry,
-    process::{table::Image, EntityIds},
+    process::{table::Image, EntityIds, Host},
 };
 
 /// A process's arguments: an exec record's, or a process image's.
@@ -158,5 +160,135 @@ pub(super) struct IdText(pub u32);
 impl Serialize for IdText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(itoa::Buffer::new().format(self.0))
+    }
+}
+
+/// `host`: the host, or (for [`super::print`] only, once `printed`) the JSON it printed once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HostDoc<'a> {
+    pub host: &'a Host,
+    pub json: &'a RawValue,
+    pub printed: bool,
+}
+
+impl Serialize for HostDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.printed {
+            true => self.json.serialize(s),
+            false => self.host.serialize(s),
+        }
+    }
+}
+
+/// Printed `event` objects kept per thread, by the static strings they are made of.
+const EVENT_KINDS: usize = 1024;
+
+/// `"event":{…}` as [`print`] prints `m`, printed once per thread for each kind of event and
+/// kept for good (kinds are made of the code's own static strings: a few hundred at most;
+/// past [`EVENT_KINDS`], or for an event with an id, a severity or a duration, `None`).
+pub(super) fn printed_event(m: &EventMeta) -> Option<&'static str> {
+    type Key = [(usize, usize); 8];
+    thread_local! {
+        static PRINTED: RefCell<rustc_hash::FxHashMap<Key, &'static str>> = RefCell::default();
+    }
+    if m.id.is_some() || m.severity.is_some() || m.duration.is_some() {
+        return None;
+    }
+    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
+    let outcome = m.outcome.map_or((0, 0), at);
+    let key = [at(m.kind), at(m.category[0]), at(m.type_[0]), at(m.action), at(m.module), at(m.dataset), outcome, (0, 0)];
+    PRINTED.with(|p| {
+        if let Some(text) = p.borrow().get(&key) {
+            return Some(*text);
+        }
+        let mut p = p.borrow_mut();
+        if p.len() >= EVENT_KINDS {
+            return None;
+        }
+        #[derive(Serialize)]
+        struct Field<'m> {
+            event: &'m EventMeta,
+        }
+        let mut out = Vec::with_capacity(192);
+        print::to_vec(&mut out, &Field { event: m }).ok()?;
+        // {"event":{…}} → "event":{…}
+        let text: &'static str = String::from_utf8(out.get(1..out.len() - 1)?.to_vec()).ok()?.leak();
+        p.insert(key, text);
+        Some(text)
+    })
+}
+
+/// Sets of printed ids kept per thread (cleared when full).
+const ID_SETS: usize = 4096;
+
+/// `"user":{…},"group":{…},"real_user":{…},"real_group":{…}` as [`print`] prints `ids`,
+/// printed once per thread for each set of ids and names (`None`: a set that shares its hash
+/// with another one kept).
+pub(super) fn printed_ids(ids: [&Id<'_>; 4]) -> Option<Arc<str>> {
+    struct Kept {
+        ids: [u32; 4],
+        names: [Option<Box<str>>; 4],
+        text: Arc<str>,
+    }
+    thread_local! {
+        static PRINTED: RefCell<rustc_hash::FxHashMap<u64, Kept>> = RefCell::default();
+    }
+    let mut h = rustc_hash::FxHasher::default();
+    for id in ids {
+        (id.id.0, id.name).hash(&mut h);
+    }
+    let key = h.finish();
+    let same = |k: &Kept| k.ids.iter().zip(ids).all(|(a, b)| *a == b.id.0) && k.names.iter().zip(ids).all(|(a, b)| a.as_deref() == b.name);
+    PRINTED.with(|p| {
+        if let Some(k) = p.borrow().get(&key) {
+            return same(k).then(|| Arc::clone(&k.text));
+        }
+        let mut p = p.borrow_mut();
+        if p.len() >= ID_SETS {
+            p.clear();
+        }
+        #[derive(Serialize)]
+        struct Fields<'i, 'a> {
+            user: &'i Id<'a>,
+            group: &'i Id<'a>,
+            real_user: &'i Id<'a>,
+            real_group: &'i Id<'a>,
+        }
+        let [user, group, real_user, real_group] = ids;
+        let mut out = Vec::with_capacity(160);
+        print::to_vec(&mut out, &Fields { user, group, real_user, real_group }).ok()?;
+        let text: Arc<str> = std::str::from_utf8(out.get(1..out.len() - 1)?).ok()?.into();
+        let kept = Kept { ids: ids.map(|i| i.id.0), names: ids.map(|i| i.name.map(Box::from)), text: Arc::clone(&text) };
+        p.insert(key, kept);
+        Some(text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(v: u32, name: Option<&str>) -> Id<'_> {
+        Id { id: IdText(v), name }
+    }
+
+    #[test]
+    fn printed_ids_are_the_fields_and_kept_per_set() {
+        let (a, b) = ([id(0, Some("root")), id(0, None), id(5, Some("x")), id(6, None)], [id(0, Some("rooT")), id(0, None), id(5, Some("x")), id(6, None)]);
+        let want = |s: &[Id<'_>; 4]| {
+            let v = serde_json::json!({"user": {"id": s[0].id.0.to_string(), "name": s[0].name}, "group": {"id": "0"}, "real_user": {"id": "5", "name": "x"}, "real_group": {"id": "6"}});
+            let mut v = v;
+            if s[0].name.is_none() {
+                v["user"].as_object_mut().unwrap().remove("name");
+            }
+            v
+        };
+        let print = |s: &[Id<'_>; 4]| printed_ids([&s[0], &s[1], &s[2], &s[3]]).unwrap();
+        let (pa, pb) = (print(&a), print(&b));
+        for (p, s) in [(&pa, &a), (&pb, &b)] {
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&format!("{{{p}}}")).unwrap(), want(s), "{p}");
+        }
+        assert!(Arc::ptr_eq(&pa, &print(&a)), "a set printed once is kept");
+        assert_ne!(pa, pb, "names differing in one letter are another set");
     }
 }

@@ -19,7 +19,7 @@ impl Ecs {
         let action = d.event.action;
         let mut r = Row {
             ts_ns: ev.wall_ns as i64,
-            host: own(Some(&d.host.id)).or_else(|| own(Some(&d.host.hostname))).unwrap_or_default(),
+            host: own(Some(&d.host.host.id)).or_else(|| own(Some(&d.host.host.hostname))).unwrap_or_default(),
             alert: if kind == "alert" { own(d.event.id.as_deref()) } else { None },
             severity: d.event.severity.map(i64::from),
             kind,
