@@ -187,7 +187,7 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
     } else if let Some(c) = &cfg.clickhouse {
         Box::new(clickhouse::ClickHouseWriter::new(c.clone(), m.clone(), stop.clone())?)
     } else {
-        Box::new(stdout::StdoutWriter::new(m.clone()))
+        stdout::StdoutWriter::new(m.clone())
     };
     // Sink names are few and live as long as the agent; `Sink::name` hands out &'static str.
     let name: &'static str = Box::leak(name.into_boxed_str());
@@ -220,11 +220,18 @@ impl Outgoing {
 
     /// The event printed, the first time any sink asks; the reason when it cannot be.
     pub(crate) fn encoded(&self, ecs: &Ecs) -> Result<&Encoded, &str> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096));
+        }
         let e = self.encoded.get_or_init(|| {
-            // Cut to size: a slower sink's queue may hold it a while.
-            let mut json = Vec::with_capacity(4096);
-            let facts = ecs.encode(&self.event, &mut json).map_err(|e| e.to_string())?;
-            Ok(Encoded { json: json.into_boxed_slice(), facts })
+            // Printed into this thread's buffer, then copied at its size (a slower sink's queue
+            // may hold it a while): one allocation an event, not one of 4 KiB and a shrink.
+            SCRATCH.with(|s| {
+                let mut json = s.borrow_mut();
+                json.clear();
+                let facts = ecs.encode(&self.event, &mut json).map_err(|e| e.to_string())?;
+                Ok(Encoded { json: json.as_slice().into(), facts })
+            })
         });
         e.as_ref().map_err(String::as_str)
     }

@@ -1,6 +1,6 @@
 //! The queued form of the stdout sink: ECS JSON lines, written whenever the queue runs empty.
 
-use std::io;
+use std::{io, os::fd::AsFd};
 
 use super::{
     queue::{Doc, Lines, Writer},
@@ -20,8 +20,13 @@ pub(crate) struct StdoutWriter<W: io::Write + Send + 'static = io::Stdout> {
 }
 
 impl StdoutWriter {
-    pub fn new(m: OutputMetrics) -> Self {
-        Self::with(io::stdout(), m)
+    /// Writes straight to file descriptor 1 (a copy of it): `io::Stdout` is line-buffered, and
+    /// would look for the end of every line of every batch before writing it.
+    pub fn new(m: OutputMetrics) -> Box<dyn Writer> {
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => Box::new(StdoutWriter::with(std::fs::File::from(fd), m)),
+            Err(_) => Box::new(Self::with(io::stdout(), m)),
+        }
     }
 }
 
