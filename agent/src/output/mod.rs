@@ -187,7 +187,7 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
     } else if let Some(c) = &cfg.clickhouse {
         Box::new(clickhouse::ClickHouseWriter::new(c.clone(), m.clone(), stop.clone())?)
     } else {
-        stdout::StdoutWriter::new(m.clone())
+        stdout::StdoutWriter::boxed(m.clone())
     };
     // Sink names are few and live as long as the agent; `Sink::name` hands out &'static str.
     let name: &'static str = Box::leak(name.into_boxed_str());

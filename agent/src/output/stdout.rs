@@ -22,7 +22,7 @@ pub(crate) struct StdoutWriter<W: io::Write + Send + 'static = io::Stdout> {
 impl StdoutWriter {
     /// Writes straight to file descriptor 1 (a copy of it): `io::Stdout` is line-buffered, and
     /// would look for the end of every line of every batch before writing it.
-    pub fn new(m: OutputMetrics) -> Box<dyn Writer> {
+    pub fn boxed(m: OutputMetrics) -> Box<dyn Writer> {
         match io::stdout().as_fd().try_clone_to_owned() {
             Ok(fd) => Box::new(StdoutWriter::with(std::fs::File::from(fd), m)),
             Err(_) => Box::new(Self::with(io::stdout(), m)),
