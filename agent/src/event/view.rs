@@ -17,7 +17,9 @@ use crate::detect::{
 pub struct EcsView<'a> {
     doc: Doc<'a>,
     paths: &'a Paths,
-    values: Vec<FieldValue<'static>>,
+    /// The rule set's fields, flattened out of the document on the first read (an event no
+    /// rule reads a field of costs no walk).
+    values: OnceCell<Vec<FieldValue<'static>>>,
     category: Option<Category>,
     timestamp_ns: u64,
     json: OnceCell<Value>,
@@ -28,10 +30,8 @@ impl Ecs {
     pub fn view<'a>(&'a self, ev: &'a Event, rules: &'a RuleSet) -> EcsView<'a> {
         let doc = self.doc(ev);
         let paths = rules.flat_paths();
-        let mut values = Vec::new();
-        flat::flatten(&doc, paths, &mut values);
         let category = Category::from_ecs(&doc.event.category, &doc.event.type_, doc.event.action);
-        EcsView { doc, paths, values, category, timestamp_ns: ev.wall_ns, json: OnceCell::new() }
+        EcsView { doc, paths, values: OnceCell::new(), category, timestamp_ns: ev.wall_ns, json: OnceCell::new() }
     }
 }
 
@@ -58,7 +58,12 @@ impl EventFields for EcsView<'_> {
     }
 
     fn get(&self, field: &Field) -> FieldValue<'_> {
-        match self.values.get(field.id().index()) {
+        let values = self.values.get_or_init(|| {
+            let mut values = Vec::new();
+            flat::flatten(&self.doc, self.paths, &mut values);
+            values
+        });
+        match values.get(field.id().index()) {
             Some(v) if self.paths.owns(field) => v.borrowed(),
             _ => field_of(self.json(), field),
         }
