@@ -24,9 +24,30 @@ impl StdoutWriter {
     /// would look for the end of every line of every batch before writing it.
     pub fn boxed(m: OutputMetrics) -> Box<dyn Writer> {
         match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => Box::new(StdoutWriter::with(std::fs::File::from(fd), m)),
+            Ok(fd) => Box::new(StdoutWriter::with(Fd1(std::fs::File::from(fd)), m)),
             Err(_) => Box::new(Self::with(io::stdout(), m)),
         }
+    }
+}
+
+/// Standard output's descriptor, written while holding `io::Stdout`'s lock: a batch goes out
+/// whole before a line written around the queue (`Direct::Stdout`, which takes the same lock),
+/// even when the pipe takes it in several writes.
+struct Fd1(std::fs::File);
+
+impl io::Write for Fd1 {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _whole = io::stdout().lock();
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let _whole = io::stdout().lock();
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
