@@ -117,12 +117,12 @@ impl Doc<'_> {
         self.host.printed = true;
         if let Some(p) = self.process.as_mut() {
             if let Some(img) = p.image {
-                p.image_printed = Some(img.printed(false, |img| image_fields(&ProcessImage::of(img))));
+                p.image_printed = Some(img.printed(false, |img| print::fields(&ProcessImage::of(img)).expect("image fields print")));
                 (p.name, p.executable, p.args, p.args_count, p.command_line, p.working_directory) = Default::default();
             }
             if let Some(par) = p.parent.as_mut() {
                 if let Some(img) = par.image {
-                    par.image_printed = Some(img.printed(true, |img| image_fields(&ParentImage::of(img))));
+                    par.image_printed = Some(img.printed(true, |img| print::fields(&ParentImage::of(img)).expect("image fields print")));
                     (par.executable, par.name, par.args, par.command_line) = Default::default();
                 }
             }
@@ -176,14 +176,6 @@ impl<'a> ParentImage<'a> {
     fn of(img: &'a Image) -> Self {
         ParentImage { executable: img.exe(), name: img.name(), args: lazy::Args::Image(img), command_line: lazy::CommandLine::Image(img) }
     }
-}
-
-/// `fields`' fields as [`print`] prints them in a struct: `"a":1,"b":2`.
-fn image_fields(fields: &impl Serialize) -> String {
-    let mut out = Vec::with_capacity(256);
-    print::to_vec(&mut out, fields).expect("image fields print");
-    // {…} → …; the printer writes valid UTF-8.
-    String::from_utf8(out.get(1..out.len() - 1).unwrap_or_default().to_vec()).unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -628,9 +620,7 @@ impl Ecs {
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
     pub fn write(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        let mut doc = self.doc(ev);
-        doc.printing();
-        print::to_vec(out, &doc)
+        self.encode(ev, out).map(drop)
     }
 
     /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`

@@ -187,7 +187,7 @@ const EVENT_KINDS: usize = 1024;
 /// kept for good (kinds are made of the code's own static strings: a few hundred at most;
 /// past [`EVENT_KINDS`], or for an event with an id, a severity or a duration, `None`).
 pub(super) fn printed_event(m: &EventMeta) -> Option<&'static str> {
-    type Key = [(usize, usize); 8];
+    type Key = [(usize, usize); 7];
     thread_local! {
         static PRINTED: RefCell<rustc_hash::FxHashMap<Key, &'static str>> = RefCell::default();
     }
@@ -196,7 +196,7 @@ pub(super) fn printed_event(m: &EventMeta) -> Option<&'static str> {
     }
     let at = |s: &'static str| (s.as_ptr() as usize, s.len());
     let outcome = m.outcome.map_or((0, 0), at);
-    let key = [at(m.kind), at(m.category[0]), at(m.type_[0]), at(m.action), at(m.module), at(m.dataset), outcome, (0, 0)];
+    let key = [at(m.kind), at(m.category[0]), at(m.type_[0]), at(m.action), at(m.module), at(m.dataset), outcome];
     PRINTED.with(|p| {
         if let Some(text) = p.borrow().get(&key) {
             return Some(*text);
@@ -209,10 +209,7 @@ pub(super) fn printed_event(m: &EventMeta) -> Option<&'static str> {
         struct Field<'m> {
             event: &'m EventMeta,
         }
-        let mut out = Vec::with_capacity(192);
-        print::to_vec(&mut out, &Field { event: m }).ok()?;
-        // {"event":{…}} → "event":{…}
-        let text: &'static str = String::from_utf8(out.get(1..out.len() - 1)?.to_vec()).ok()?.leak();
+        let text: &'static str = print::fields(&Field { event: m }).ok()?.leak();
         p.insert(key, text);
         Some(text)
     })
@@ -255,9 +252,7 @@ pub(super) fn printed_ids(ids: [&Id<'_>; 4]) -> Option<Arc<str>> {
             real_group: &'i Id<'a>,
         }
         let [user, group, real_user, real_group] = ids;
-        let mut out = Vec::with_capacity(160);
-        print::to_vec(&mut out, &Fields { user, group, real_user, real_group }).ok()?;
-        let text: Arc<str> = std::str::from_utf8(out.get(1..out.len() - 1)?).ok()?.into();
+        let text: Arc<str> = print::fields(&Fields { user, group, real_user, real_group }).ok()?.into();
         let kept = Kept { ids: ids.map(|i| i.id.0), names: ids.map(|i| i.name.map(Box::from)), text: Arc::clone(&text) };
         p.insert(key, kept);
         Some(text)
@@ -276,8 +271,7 @@ mod tests {
     fn printed_ids_are_the_fields_and_kept_per_set() {
         let (a, b) = ([id(0, Some("root")), id(0, None), id(5, Some("x")), id(6, None)], [id(0, Some("rooT")), id(0, None), id(5, Some("x")), id(6, None)]);
         let want = |s: &[Id<'_>; 4]| {
-            let v = serde_json::json!({"user": {"id": s[0].id.0.to_string(), "name": s[0].name}, "group": {"id": "0"}, "real_user": {"id": "5", "name": "x"}, "real_group": {"id": "6"}});
-            let mut v = v;
+            let mut v = serde_json::json!({"user": {"id": s[0].id.0.to_string(), "name": s[0].name}, "group": {"id": "0"}, "real_user": {"id": "5", "name": "x"}, "real_group": {"id": "6"}});
             if s[0].name.is_none() {
                 v["user"].as_object_mut().unwrap().remove("name");
             }

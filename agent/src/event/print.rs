@@ -26,6 +26,15 @@ pub fn to_vec<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(),
     value.serialize(&mut Printer { out, mode: Mode::Value })
 }
 
+/// A struct's fields as they print between its braces (`"a":1,"b":2`): a run of fields for
+/// [`RAW_FIELDS`].
+pub fn fields<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
+    let mut out = Vec::with_capacity(256);
+    to_vec(&mut out, value)?;
+    let text = String::from_utf8(out).map_err(ser::Error::custom)?;
+    Ok(text.get(1..text.len().saturating_sub(1)).unwrap_or_default().to_owned())
+}
+
 /// Appends `s` as a JSON string (quoted and escaped) to `out`.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -183,6 +192,22 @@ impl<'a> Printer<'a> {
         Ok(())
     }
 
+    /// A float as serde_json prints it: shortest form, NaN and infinities as null (refused as
+    /// map keys).
+    fn float(&mut self, v: impl zmij::Float, finite: bool) -> Result<(), Error> {
+        match (finite, self.mode) {
+            (true, _) => self.number(zmij::Buffer::new().format_finite(v)),
+            (false, Mode::Key) => Err(ser::Error::custom("float key must be finite (got NaN or +/-inf)")),
+            (false, _) => self.null(),
+        }
+    }
+
+    fn null(&mut self) -> Result<(), Error> {
+        self.value_only()?;
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
     fn value_only(&self) -> Result<(), Error> {
         match self.mode {
             Mode::Key => Err(Self::key_error()),
@@ -242,19 +267,11 @@ impl<'p, 'a> ser::Serializer for &'p mut Printer<'a> {
     }
 
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        match (v.is_finite(), self.mode) {
-            (true, _) => self.number(zmij::Buffer::new().format_finite(v)),
-            (false, Mode::Key) => Err(ser::Error::custom("float key must be finite (got NaN or +/-inf)")),
-            (false, _) => self.serialize_unit(),
-        }
+        self.float(v, v.is_finite())
     }
 
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        match (v.is_finite(), self.mode) {
-            (true, _) => self.number(zmij::Buffer::new().format_finite(v)),
-            (false, Mode::Key) => Err(ser::Error::custom("float key must be finite (got NaN or +/-inf)")),
-            (false, _) => self.serialize_unit(),
-        }
+        self.float(v, v.is_finite())
     }
 
     fn serialize_char(self, v: char) -> Result<(), Error> {
@@ -287,9 +304,7 @@ impl<'p, 'a> ser::Serializer for &'p mut Printer<'a> {
     }
 
     fn serialize_unit(self) -> Result<(), Error> {
-        self.value_only()?;
-        self.out.extend_from_slice(b"null");
-        Ok(())
+        self.null()
     }
 
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
