@@ -65,7 +65,7 @@ fn main() {
         let start = Instant::now();
         body.clear();
         for (r, d) in rows.iter().zip(&docs) {
-            agent::output::clickhouse::encode(&mut body, r, d);
+            agent::output::clickhouse::encode(&mut body, &r.as_ref(), d);
         }
         encode += start.elapsed();
         body_bytes += body.len() as u64;

@@ -2,60 +2,69 @@
 //! [`crate::recorder::index::row`] reads from the document's JSON, without printing and
 //! re-parsing it (the recorder's writer gets both; this is the cheap way).
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use super::{Ecs, Event};
-use crate::recorder::index::{ip_key, Row};
+use crate::recorder::index::{ip_key, Row, RowRef};
 
-fn own(s: Option<&str>) -> Option<String> {
-    s.filter(|s| !s.is_empty()).map(str::to_owned)
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// Lowercase, copied only when it is not already.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(s.to_ascii_lowercase()) } else { Cow::Borrowed(s) }
 }
 
 impl Ecs {
     /// The event's index row, as [`crate::recorder::index::row`] reads it from the JSON.
     pub fn index_row(&self, ev: &Event) -> Row {
+        self.with_index_row(ev, |r| r.to_row())
+    }
+
+    /// The event's index row handed to `f`, borrowed from the event where it can be (the
+    /// recorder packs it straight away).
+    pub fn with_index_row<R>(&self, ev: &Event, f: impl FnOnce(&RowRef<'_>) -> R) -> R {
         let d = self.doc(ev);
-        let kind = own(Some(d.event.kind)).unwrap_or_else(|| "event".into());
+        let kind = non_empty(Some(d.event.kind)).unwrap_or("event");
         let action = d.event.action;
-        let mut r = Row {
-            ts_ns: ev.wall_ns as i64,
-            host: own(Some(&d.host.host.id)).or_else(|| own(Some(&d.host.host.hostname))).unwrap_or_default(),
-            alert: if kind == "alert" { own(d.event.id.as_deref()) } else { None },
-            severity: d.event.severity.map(i64::from),
-            kind,
-            action: action.to_owned(),
-            ..Row::default()
-        };
-        if let Some(p) = &d.process {
-            r.pid = Some(p.pid.into());
-            r.entity = own(Some(&p.entity_id.text()));
-            r.exe = own(p.executable);
-            r.sha256 = p.hash.as_ref().and_then(|h| own(Some(&h.sha256.text()))).map(|h| h.to_ascii_lowercase());
-            r.user = p.user.as_ref().and_then(|u| own(u.name));
-            if action == "exec" || action == "fork" {
-                r.parent = p.parent.as_ref().and_then(|x| own(Some(&x.entity_id.text())));
-            }
-            if action == "exec" {
-                r.cmdline = p.command_line.map(|c| c.to_string()).filter(|c| !c.is_empty());
-            }
-        }
-        r.path = d.file.as_ref().and_then(|f| own(Some(f.path)));
+        let p = d.process.as_ref();
+        let entity = p.map(|p| p.entity_id.text());
+        let sha256 = p.and_then(|p| p.hash.as_ref()).map(|h| h.sha256.text());
+        let sha256 = sha256.as_deref().and_then(|h| non_empty(Some(h))).map(lower);
+        let parent = p.and_then(|p| p.parent.as_ref()).filter(|_| action == "exec" || action == "fork").map(|x| x.entity_id.text());
+        let cmdline = p.and_then(|p| p.command_line).filter(|_| action == "exec").map(|c| c.to_string());
         let ip = |s: &str| s.parse::<IpAddr>().ok().map(ip_key);
-        let mut domain = None;
-        if let Some(s) = &d.source {
-            (r.src_ip, r.src_port) = (ip(&s.ip), s.port.map(i64::from));
-        }
-        if let Some(t) = &d.destination {
-            (r.dst_ip, r.dst_port) = (ip(&t.ip), t.port.map(i64::from));
-            domain = t.domain;
-        }
-        if let Some(q) = d.dns.as_ref().map(|x| x.question.name.as_str()).filter(|q| !q.is_empty()) {
-            domain = Some(q);
-        }
-        r.domain = domain.filter(|s| !s.is_empty()).map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-        r.rule = d.rule.as_ref().and_then(|x| own(x.id).or_else(|| own(Some(x.name))));
-        r.cgroup = d.osprey.cgroup_id.map(|c| c as i64);
-        r
+        let (src, dst) = (d.source.as_ref(), d.destination.as_ref());
+        let domain = match d.dns.as_ref().map(|x| x.question.name.as_str()).filter(|q| !q.is_empty()) {
+            Some(q) => Some(q),
+            None => dst.and_then(|t| t.domain),
+        };
+        let domain = non_empty(domain).map(|s| s.trim_end_matches('.')).map(lower);
+        let r = RowRef {
+            ts_ns: ev.wall_ns as i64,
+            host: non_empty(Some(&d.host.host.id)).or_else(|| non_empty(Some(&d.host.host.hostname))).unwrap_or_default(),
+            kind,
+            action,
+            entity: non_empty(entity.as_deref()),
+            parent: non_empty(parent.as_deref()),
+            pid: p.map(|p| p.pid.into()),
+            exe: non_empty(p.and_then(|p| p.executable)),
+            sha256: sha256.as_deref(),
+            cmdline: non_empty(cmdline.as_deref()),
+            user: non_empty(p.and_then(|p| p.user.as_ref()).and_then(|u| u.name)),
+            path: non_empty(d.file.as_ref().map(|f| f.path)),
+            src_ip: src.and_then(|s| ip(&s.ip)),
+            src_port: src.and_then(|s| s.port).map(i64::from),
+            dst_ip: dst.and_then(|t| ip(&t.ip)),
+            dst_port: dst.and_then(|t| t.port).map(i64::from),
+            domain: domain.as_deref(),
+            alert: if kind == "alert" { non_empty(d.event.id.as_deref()) } else { None },
+            rule: d.rule.as_ref().and_then(|x| non_empty(x.id).or_else(|| non_empty(Some(x.name)))),
+            severity: d.event.severity.map(i64::from),
+            cgroup: d.osprey.cgroup_id.map(|c| c as i64),
+        };
+        f(&r)
     }
 }
 

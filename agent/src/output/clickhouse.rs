@@ -19,7 +19,7 @@ use super::{
 use crate::{
     fleet,
     metrics::OutputMetrics,
-    recorder::index::{row, Row},
+    recorder::index::{row, RowRef},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,19 +237,19 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn opt(out: &mut Vec<u8>, s: &Option<String>) {
-    string(out, s.as_deref().unwrap_or("").as_bytes());
+fn opt(out: &mut Vec<u8>, s: Option<&str>) {
+    string(out, s.unwrap_or("").as_bytes());
 }
 
 /// One event as a RowBinary row in [`fleet::schema::COLUMNS`] order, its columns read from its
 /// JSON document (other hosts' exports, fixtures).
 pub fn encode_row(out: &mut Vec<u8>, json: &[u8], ts_ns: Option<i64>) -> Result<(), serde_json::Error> {
-    encode(out, &row(json, ts_ns)?, json);
+    encode(out, &row(json, ts_ns)?.as_ref(), json);
     Ok(())
 }
 
 /// One event as a RowBinary row: its index columns and its document.
-pub fn encode(out: &mut Vec<u8>, r: &Row, json: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, r: &RowRef<'_>, json: &[u8]) {
     let ts = r.ts_ns.max(0) as u64;
     let days = (ts / 86_400_000_000_000).min(u64::from(u16::MAX)) as u16;
     out.extend_from_slice(&days.to_le_bytes());
@@ -258,21 +258,21 @@ pub fn encode(out: &mut Vec<u8>, r: &Row, json: &[u8]) {
     string(out, r.host.as_bytes());
     string(out, r.kind.as_bytes());
     string(out, r.action.as_bytes());
-    opt(out, &r.entity);
-    opt(out, &r.parent);
+    opt(out, r.entity);
+    opt(out, r.parent);
     out.extend_from_slice(&(r.pid.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32).to_le_bytes());
-    opt(out, &r.exe);
-    opt(out, &r.sha256);
-    opt(out, &r.cmdline);
-    opt(out, &r.user);
-    opt(out, &r.path);
+    opt(out, r.exe);
+    opt(out, r.sha256);
+    opt(out, r.cmdline);
+    opt(out, r.user);
+    opt(out, r.path);
     out.extend_from_slice(&r.src_ip.unwrap_or([0; 16]));
     out.extend_from_slice(&(r.src_port.unwrap_or(0).clamp(0, 65535) as u16).to_le_bytes());
     out.extend_from_slice(&r.dst_ip.unwrap_or([0; 16]));
     out.extend_from_slice(&(r.dst_port.unwrap_or(0).clamp(0, 65535) as u16).to_le_bytes());
-    opt(out, &r.domain);
-    opt(out, &r.alert);
-    opt(out, &r.rule);
+    opt(out, r.domain);
+    opt(out, r.alert);
+    opt(out, r.rule);
     out.push(r.severity.unwrap_or(0).clamp(0, 255) as u8);
     out.extend_from_slice(&(r.cgroup.unwrap_or(0).max(0) as u64).to_le_bytes());
     string(out, json);
@@ -282,7 +282,7 @@ impl Writer for ClickHouseWriter {
     fn write(&mut self, doc: &Doc<'_>) -> Result<(), OutputError> {
         // The columns from the typed event, as the recorder takes them (the same as reading
         // them from the JSON, several times cheaper).
-        encode(&mut self.body, &doc.ecs.index_row(doc.event), doc.json);
+        doc.ecs.with_index_row(doc.event, |r| encode(&mut self.body, r, doc.json));
         self.count += 1;
         self.since.get_or_insert_with(Instant::now);
         if self.count >= self.cfg.batch_events as u64 {

@@ -1,6 +1,6 @@
 //! How a batch of events is laid out on disk: one block per batch.
 //!
-//! - The block's index rows ([`Row`]), packed (`postcard`) and LZ4-compressed together: hunts
+//! - The block's index rows ([`super::index::Row`]), packed (`postcard`) and LZ4-compressed together: hunts
 //!   and stories filter these, a whole block at a time.
 //! - Its documents, in frames of [`FRAME`] documents each, every frame LZ4-compressed on its
 //!   own: ECS documents of one host repeat each other, so a frame shrinks them several times
@@ -14,9 +14,11 @@ use std::{
     sync::OnceLock,
 };
 
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+use rustc_hash::{FxHashMap, FxHasher};
 
-use super::index::{Row, RowRef};
+use super::index::RowRef;
+#[cfg(test)]
+use super::index::Row;
 
 /// Documents per frame: a hit decompresses its frame (64 × ~2 KiB); larger frames compress
 /// hardly better (LZ4 looks back 64 KiB at most).
@@ -39,41 +41,102 @@ pub mod tag {
     pub const ALERT: u8 = b'A';
 }
 
-fn bytes(v: &Option<String>) -> Option<&[u8]> {
-    v.as_deref().map(str::as_bytes)
+/// A block as its events arrive: each row packed at once from the strings its event already
+/// has (no row is kept), exec rows apart because a block lists them first, and the posting keys
+/// in one arena.
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// Packed rows: exec events', the others'.
+    exec: Vec<u8>,
+    other: Vec<u8>,
+    n_exec: usize,
+    n: usize,
+    ts_min: i64,
+    ts_max: i64,
+    arena: Vec<u8>,
+    /// (start, end) of each key in `arena`, repeats included.
+    spans: Vec<(usize, usize)>,
 }
 
-/// The posting keys of a batch of rows, each distinct key once, sorted.
-pub fn keys<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<Vec<u8>> {
-    let mut arena: Vec<u8> = Vec::new();
-    let mut spans: Vec<(usize, usize)> = Vec::new();
-    for r in rows {
-        let mut put = |t: u8, v: &[u8]| {
-            let start = arena.len();
-            arena.push(t);
-            arena.extend_from_slice(v);
-            spans.push((start, arena.len()));
-        };
-        for (t, v) in [(tag::ENTITY, bytes(&r.entity)), (tag::PARENT, bytes(&r.parent)), (tag::PATH, bytes(&r.path)), (tag::DOMAIN, bytes(&r.domain)), (tag::ALERT, bytes(&r.alert))] {
+impl Builder {
+    /// Adds a row; true if it is an exec row (a block lists those first: their documents must
+    /// go first too).
+    pub fn push(&mut self, r: &RowRef<'_>) -> bool {
+        let exec = r.cmdline.is_some();
+        let out = if exec { &mut self.exec } else { &mut self.other };
+        // Writing to a Vec cannot fail, and a row has no map or sequence of unknown length.
+        *out = postcard::to_extend(r, std::mem::take(out)).expect("rows serialise");
+        if self.n == 0 {
+            (self.ts_min, self.ts_max) = (r.ts_ns, r.ts_ns);
+        }
+        (self.ts_min, self.ts_max) = (self.ts_min.min(r.ts_ns), self.ts_max.max(r.ts_ns));
+        self.n += 1;
+        self.n_exec += usize::from(exec);
+        let mut put = |t: u8, v: Option<&str>| {
             if let Some(v) = v {
+                let start = self.arena.len();
+                self.arena.push(t);
+                self.arena.extend_from_slice(v.as_bytes());
+                self.spans.push((start, self.arena.len()));
+            }
+        };
+        for (t, v) in [(tag::ENTITY, r.entity), (tag::PARENT, r.parent), (tag::PATH, r.path), (tag::DOMAIN, r.domain), (tag::ALERT, r.alert)] {
+            put(t, v);
+        }
+        if exec {
+            for (t, v) in [(tag::EXE, r.exe), (tag::SHA256, r.sha256), (tag::USER, r.user)] {
                 put(t, v);
             }
         }
-        if r.cmdline.is_some() {
-            for (t, v) in [(tag::EXE, bytes(&r.exe)), (tag::SHA256, bytes(&r.sha256)), (tag::USER, bytes(&r.user))] {
-                if let Some(v) = v {
-                    put(t, v);
-                }
-            }
-        }
         for ip in [&r.src_ip, &r.dst_ip].into_iter().flatten() {
-            put(tag::IP, ip);
+            let start = self.arena.len();
+            self.arena.push(tag::IP);
+            self.arena.extend_from_slice(ip);
+            self.spans.push((start, self.arena.len()));
         }
+        exec
     }
-    let set: FxHashSet<&[u8]> = spans.iter().map(|&(a, z)| &arena[a..z]).collect();
-    let mut out: Vec<Vec<u8>> = set.into_iter().map(<[u8]>::to_vec).collect();
-    out.sort_unstable();
-    out
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn n_exec(&self) -> usize {
+        self.n_exec
+    }
+
+    /// The earliest and latest row times.
+    pub fn span(&self) -> (i64, i64) {
+        (self.ts_min, self.ts_max)
+    }
+
+    /// The rows, exec rows first, packed as a sequence of rows and compressed.
+    pub fn rows(&self) -> Vec<u8> {
+        let mut packed = postcard::to_stdvec(&(self.n as u64)).expect("a count serialises");
+        packed.extend_from_slice(&self.exec);
+        packed.extend_from_slice(&self.other);
+        lz4_flex::compress_prepend_size(&packed)
+    }
+
+    /// The posting keys, each distinct key once, sorted.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut keys: Vec<&[u8]> = self.spans.iter().map(|&(a, z)| &self.arena[a..z]).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    pub fn clear(&mut self) {
+        self.exec.clear();
+        self.other.clear();
+        self.arena.clear();
+        self.spans.clear();
+        (self.n, self.n_exec) = (0, 0);
+    }
 }
 
 /// A posting key: the tag, then the value.
@@ -94,13 +157,6 @@ pub fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-/// The rows of a block, packed and compressed.
-pub fn encode_rows<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<u8> {
-    let rows: Vec<&Row> = rows.into_iter().collect();
-    let packed = postcard::to_stdvec(&rows).expect("rows serialise");
-    lz4_flex::compress_prepend_size(&packed)
 }
 
 /// A block's rows, decompressed, read in place as they are gone through.
@@ -289,12 +345,21 @@ mod tests {
             Row { ts_ns: 5, host: "h".into(), kind: "event".into(), action: "exec".into(), entity: Some("e1".into()), parent: Some("e0".into()), cmdline: Some("sh".into()), exe: Some("/bin/sh".into()), dst_ip: Some([7; 16]), ..Row::default() },
             Row { ts_ns: 6, host: "h".into(), kind: "event".into(), action: "open".into(), entity: Some("e1".into()), exe: Some("/bin/sh".into()), path: Some("/etc/x".into()), ..Row::default() },
         ];
-        assert_eq!(decode_rows(&encode_rows(&rows)).unwrap(), rows);
-        let k = keys(&rows);
+        // The open row first: the block lists exec rows first all the same.
+        let mut b = Builder::default();
+        assert_eq!(rows.iter().rev().map(|r| b.push(&r.as_ref())).collect::<Vec<_>>(), [false, true]);
+        assert_eq!((b.len(), b.n_exec(), b.span()), (2, 1, (5, 6)));
+        assert_eq!(decode_rows(&b.rows()).unwrap(), rows);
+        assert_eq!(postcard::to_stdvec(&rows[0]).unwrap(), postcard::to_stdvec(&rows[0].as_ref()).unwrap(), "a row packs as its borrowed form");
+        let k = b.keys();
         assert_eq!(k.iter().filter(|k| k[0] == tag::ENTITY).count(), 1, "one posting per distinct value");
         assert_eq!(k.iter().filter(|k| k[0] == tag::EXE).count(), 1, "the executable of exec rows only");
-        assert!(k.contains(&key(tag::IP, &[7; 16])) && k.contains(&key(tag::PATH, b"/etc/x")));
+        assert!(k.contains(&&key(tag::IP, &[7; 16])[..]) && k.contains(&&key(tag::PATH, b"/etc/x")[..]));
         assert!(k.windows(2).all(|w| w[0] < w[1]));
+        b.clear();
+        assert!(b.is_empty() && b.keys().is_empty());
+        b.push(&rows[1].as_ref());
+        assert_eq!((b.n_exec(), b.span()), (0, (6, 6)), "a cleared builder starts afresh");
 
         let docs: [&[u8]; 2] = [b"{\"a\":1}", b"{}"];
         let f = Frame::decode(encode_frame(&docs, &mut Vec::new(), &mut Vec::new())).unwrap();

@@ -39,8 +39,9 @@ pub struct Row {
 }
 
 /// A [`Row`] read in place from a block's packed rows (the same layout: postcard writes a
-/// `String` as it reads a `&str`), so a hunt filters rows without allocating.
-#[derive(Debug, Deserialize)]
+/// `String` as it reads a `&str`), so a hunt filters rows without allocating; and a row packed
+/// from the strings an event already has, without copying them.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RowRef<'a> {
     pub ts_ns: i64,
     pub host: &'a str,
@@ -63,6 +64,34 @@ pub struct RowRef<'a> {
     pub rule: Option<&'a str>,
     pub severity: Option<i64>,
     pub cgroup: Option<i64>,
+}
+
+impl Row {
+    pub fn as_ref(&self) -> RowRef<'_> {
+        RowRef {
+            ts_ns: self.ts_ns,
+            host: &self.host,
+            kind: &self.kind,
+            action: &self.action,
+            entity: self.entity.as_deref(),
+            parent: self.parent.as_deref(),
+            pid: self.pid,
+            exe: self.exe.as_deref(),
+            sha256: self.sha256.as_deref(),
+            cmdline: self.cmdline.as_deref(),
+            user: self.user.as_deref(),
+            path: self.path.as_deref(),
+            src_ip: self.src_ip,
+            src_port: self.src_port,
+            dst_ip: self.dst_ip,
+            dst_port: self.dst_port,
+            domain: self.domain.as_deref(),
+            alert: self.alert.as_deref(),
+            rule: self.rule.as_deref(),
+            severity: self.severity,
+            cgroup: self.cgroup,
+        }
+    }
 }
 
 impl RowRef<'_> {

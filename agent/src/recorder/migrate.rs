@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::{
     block::Frame,
     index::Row,
-    store::{insert_block, EPOCH_POSTINGS},
+    store::{build, insert_block, EPOCH_POSTINGS},
 };
 
 pub(super) fn from_v1(tx: &Connection) -> rusqlite::Result<()> {
@@ -68,9 +68,9 @@ fn flush(tx: &Connection, block: Option<i64>, rows: &mut Vec<Row>, slots: &mut V
     // Version 1's block has the layout of a frame.
     let frame = data.as_deref().and_then(Frame::decode);
     let docs: Vec<&[u8]> = slots.iter().map(|&s| frame.as_ref().and_then(|f| f.doc(s)).unwrap_or(b"null")).collect();
-    let refs: Vec<&Row> = rows.iter().collect();
-    for (r, d) in refs.chunks(1 << 16).zip(docs.chunks(1 << 16)) {
-        insert_block(tx, r, d, EPOCH_POSTINGS)?;
+    for (r, d) in rows.chunks(1 << 16).zip(docs.chunks(1 << 16)) {
+        let (b, docs) = build(r.iter().map(Row::as_ref).zip(d.iter().copied()));
+        insert_block(tx, &b, &docs, EPOCH_POSTINGS)?;
     }
     rows.clear();
     slots.clear();

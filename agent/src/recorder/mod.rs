@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 pub use self::store::{Store, StoreError};
+use self::{block::Builder, store::BLOCK_MAX};
 use crate::{
     config::ByteSize,
     metrics::{Metrics, OutputMetrics},
@@ -92,8 +93,8 @@ impl RecorderSection {
         if self.queue == 0 || self.queue > 1 << 22 {
             return Err(format!("recorder.queue: {} is not between 1 and {}", self.queue, 1 << 22));
         }
-        if self.batch == 0 || self.batch > 1 << 20 {
-            return Err(format!("recorder.batch: {} is not between 1 and {}", self.batch, 1 << 20));
+        if self.batch == 0 || self.batch > BLOCK_MAX {
+            return Err(format!("recorder.batch: {} is not between 1 and {BLOCK_MAX}", self.batch));
         }
         if self.flush_interval.is_zero() || self.retention_interval.is_zero() {
             return Err("recorder.flush_interval and recorder.retention_interval: must be more than 0".into());
@@ -131,7 +132,8 @@ pub fn sink(cfg: &RecorderSection, metrics: &Arc<Metrics>) -> Result<Queued, Out
     let writer = RecorderWriter {
         store,
         cfg: cfg.clone(),
-        pending: Vec::with_capacity(cfg.batch.min(1 << 16)),
+        block: Builder::default(),
+        docs: [Vec::new(), Vec::new()],
         oldest: None,
         next_retention: Instant::now(),
         since_retention: 0,
@@ -164,7 +166,10 @@ impl Held {
 struct RecorderWriter {
     store: Store,
     cfg: RecorderSection,
-    pending: Vec<(index::Row, Held)>,
+    /// The pending events' rows, packed as they come.
+    block: Builder,
+    /// Their documents: exec events', the others' (the block's order).
+    docs: [Vec<Held>; 2],
     /// When the oldest pending event arrived.
     oldest: Option<Instant>,
     next_retention: Instant,
@@ -178,13 +183,16 @@ struct RecorderWriter {
 impl RecorderWriter {
     fn commit(&mut self) -> Result<(), OutputError> {
         self.oldest = None;
-        if self.pending.is_empty() {
+        if self.block.is_empty() {
             return Ok(());
         }
-        let n = self.pending.len() as u64;
-        self.since_retention += self.pending.iter().map(|(_, d)| d.json().len() as u64).sum::<u64>();
-        let r = self.store.insert(self.pending.iter().map(|(r, d)| (r, d.json())));
-        self.pending.clear();
+        let n = self.block.len() as u64;
+        let docs: Vec<&[u8]> = self.docs.iter().flatten().map(Held::json).collect();
+        self.since_retention += docs.iter().map(|d| d.len() as u64).sum::<u64>();
+        let r = self.store.insert_built(&self.block, &docs);
+        drop(docs);
+        self.block.clear();
+        self.docs.iter_mut().for_each(Vec::clear);
         match r {
             Ok(_) => {
                 self.out.written.inc_by(n);
@@ -229,9 +237,10 @@ impl Writer for RecorderWriter {
             Some(o) if std::ptr::eq(o.json(), doc.json) => Held::Shared(Arc::clone(o)),
             _ => Held::Copied(doc.json.into()),
         };
-        self.pending.push((doc.ecs.index_row(doc.event), held));
+        let exec = doc.ecs.with_index_row(doc.event, |r| self.block.push(r));
+        self.docs[usize::from(!exec)].push(held);
         self.oldest.get_or_insert_with(Instant::now);
-        if self.pending.len() >= self.cfg.batch {
+        if self.block.len() >= self.cfg.batch {
             self.commit()?;
         }
         Ok(())

@@ -32,7 +32,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use thiserror::Error;
 
 use super::{
-    block::{self, Frame, FRAME},
+    block::{self, Builder, Frame, FRAME},
     index::{Row, RowRef},
 };
 
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS epochs(id INTEGER PRIMARY KEY, first_block INTEGER NO
 pub(super) const EPOCH_POSTINGS: i64 = 1 << 17;
 
 /// Events per block at most (a bigger batch is written as several blocks).
-const BLOCK_MAX: usize = 1 << 16;
+pub(super) const BLOCK_MAX: usize = 1 << 16;
 /// A frame's row id: its block's id times this, plus its number in the block.
 const FRAMES_PER_BLOCK: i64 = (BLOCK_MAX / FRAME) as i64;
 /// Blocks whose rows (a few MiB each, decompressed) are kept, and frames.
@@ -77,6 +77,8 @@ pub enum StoreError {
     Missing { path: PathBuf },
     #[error("{path}: block {block} is damaged")]
     Damaged { path: PathBuf, block: i64 },
+    #[error("{path}: a block of {rows} rows and {docs} documents cannot be written (at most {max} of each, as many of one as of the other)")]
+    BadBlock { path: PathBuf, rows: usize, docs: usize, max: usize },
 }
 
 /// What one retention pass removed.
@@ -237,19 +239,33 @@ impl Store {
     /// Appends events in one transaction: all of them, or none.
     pub fn insert<'a>(&mut self, batch: impl IntoIterator<Item = (&'a Row, &'a [u8])>) -> Result<u64, StoreError> {
         let batch: Vec<(&Row, &[u8])> = batch.into_iter().collect();
-        if batch.is_empty() {
-            return Ok(0);
+        let blocks: Vec<_> = batch.chunks(BLOCK_MAX).map(|c| build(c.iter().map(|(r, d)| (r.as_ref(), *d)))).collect();
+        self.insert_blocks(blocks.iter().map(|(b, d)| (b, d.as_slice())))
+    }
+
+    /// A block its writer built as events came ([`BLOCK_MAX`] rows at most), its documents in the
+    /// builder's order.
+    pub fn insert_built(&mut self, b: &Builder, docs: &[&[u8]]) -> Result<u64, StoreError> {
+        if b.len() > BLOCK_MAX || b.len() != docs.len() {
+            return Err(StoreError::BadBlock { path: self.path.clone(), rows: b.len(), docs: docs.len(), max: BLOCK_MAX });
         }
+        self.insert_blocks([(b, docs)])
+    }
+
+    /// Blocks in one transaction; the events written.
+    fn insert_blocks<'b>(&mut self, blocks: impl IntoIterator<Item = (&'b Builder, &'b [&'b [u8]])>) -> Result<u64, StoreError> {
         let path = self.path.clone();
         let e = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(e)?;
-        for chunk in batch.chunks(BLOCK_MAX) {
-            let rows: Vec<&Row> = chunk.iter().map(|(r, _)| *r).collect();
-            let docs: Vec<&[u8]> = chunk.iter().map(|(_, d)| *d).collect();
-            insert_block(&tx, &rows, &docs, self.epoch_postings).map_err(e)?;
+        let mut n = 0;
+        for (b, docs) in blocks {
+            if !b.is_empty() {
+                insert_block(&tx, b, docs, self.epoch_postings).map_err(e)?;
+                n += b.len() as u64;
+            }
         }
         tx.commit().map_err(e)?;
-        Ok(batch.len() as u64)
+        Ok(n)
     }
 
     /// The blocks that may hold events between `since` and `until`, oldest first.
@@ -602,31 +618,38 @@ impl Store {
     }
 }
 
+/// A block of rows and their documents, with the documents in the block's order (exec events'
+/// first, as [`Builder::push`] says).
+pub(super) fn build<'a>(batch: impl IntoIterator<Item = (RowRef<'a>, &'a [u8])>) -> (Builder, Vec<&'a [u8]>) {
+    let (mut b, mut exec, mut other) = (Builder::default(), Vec::new(), Vec::new());
+    for (r, d) in batch {
+        if b.push(&r) { exec.push(d) } else { other.push(d) }
+    }
+    exec.append(&mut other);
+    (b, exec)
+}
+
 /// Writes one block: its rows, frames and postings, exec events first (a process filter reads
-/// those alone). Event ids go on from the newest block's (or from the last id ever given, kept
-/// in `meta`, once retention has emptied the store).
-pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch_postings: i64) -> rusqlite::Result<()> {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| rows[i].cmdline.is_none());
-    let n_exec = rows.iter().filter(|r| r.cmdline.is_some()).count();
-    let rows: Vec<&Row> = order.iter().map(|&i| rows[i]).collect();
-    let docs: Vec<&[u8]> = order.iter().map(|&i| docs[i]).collect();
+/// those alone); `docs` in the builder's order. Event ids go on from the newest block's (or
+/// from the last id ever given, kept in `meta`, once retention has emptied the store).
+pub(super) fn insert_block(tx: &Connection, b: &Builder, docs: &[&[u8]], epoch_postings: i64) -> rusqlite::Result<()> {
+    debug_assert_eq!(b.len(), docs.len());
     let next: i64 = tx.query_row(
         "SELECT max(coalesce((SELECT first + n FROM blocks ORDER BY id DESC LIMIT 1), 1),
                     coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_event'), 1))",
         [],
         |r| r.get(0),
     )?;
-    let (ts_min, ts_max) = rows.iter().fold((i64::MAX, i64::MIN), |(a, z), r| (a.min(r.ts_ns), z.max(r.ts_ns)));
+    let (ts_min, ts_max) = b.span();
     tx.prepare_cached("INSERT INTO blocks(first, n, n_exec, ts_min, ts_max, rows) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![next, rows.len() as i64, n_exec as i64, ts_min, ts_max, block::encode_rows(rows.iter().copied())])?;
+        .execute(params![next, b.len() as i64, b.n_exec() as i64, ts_min, ts_max, b.rows()])?;
     let id = tx.last_insert_rowid();
     let (mut raw, mut out) = (Vec::new(), Vec::new());
     let mut frame = tx.prepare_cached("INSERT INTO frames(id, data) VALUES(?1, ?2)")?;
     for (i, chunk) in docs.chunks(FRAME).enumerate() {
         frame.execute(params![id * FRAMES_PER_BLOCK + i as i64, block::encode_frame(chunk, &mut raw, &mut out)])?;
     }
-    let keys = block::keys(rows.iter().copied());
+    let keys = b.keys();
     let epoch: Option<(i64, i64)> =
         tx.prepare_cached("SELECT id, postings FROM epochs ORDER BY id DESC LIMIT 1")?.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     let epoch = match epoch {
@@ -646,7 +669,7 @@ pub(super) fn insert_block(tx: &Connection, rows: &[&Row], docs: &[&[u8]], epoch
     }
     tx.prepare_cached("UPDATE epochs SET postings = postings + ?1 WHERE id = ?2")?.execute([keys.len() as i64, epoch])?;
     tx.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES('next_event', ?1)")?
-        .execute([(next + rows.len() as i64).to_string()])?;
+        .execute([(next + b.len() as i64).to_string()])?;
     Ok(())
 }
 
