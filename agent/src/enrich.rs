@@ -149,7 +149,7 @@ pub struct Enricher {
     /// The ancestry last built per parent (its children's ancestry), with the digest of the
     /// chain it was built from: most events come from processes whose ancestors did not change
     /// since their last one, and siblings share one.
-    ancestries: HashMap<ProcKey, (u64, Arc<Ancestry>)>,
+    ancestries: HashMap<ProcKey, CachedAncestry>,
 }
 
 /// Parents whose children's ancestry is kept; past this the cache starts over.
@@ -160,25 +160,37 @@ const ANCESTRIES_CACHED: usize = 8192;
 /// parent's chain.
 fn cached_ancestry(
     table: &ProcessTable,
-    cache: &mut HashMap<ProcKey, (u64, Arc<Ancestry>)>,
+    cache: &mut HashMap<ProcKey, CachedAncestry>,
     key: ProcKey,
     depth: usize,
 ) -> Arc<Ancestry> {
     let Some(parent) = table.get(key).and_then(|p| p.parent) else {
         return Arc::default();
     };
+    let generation = table.generation();
+    if let Some(c) = cache.get(&parent).filter(|c| c.generation == generation) {
+        return Arc::clone(&c.ancestry);
+    }
     let digest = table.ancestry_digest(key, Some(depth));
-    if let Some((d, a)) = cache.get(&parent) {
-        if *d == digest {
-            return Arc::clone(a);
-        }
+    if let Some(c) = cache.get_mut(&parent).filter(|c| c.digest == digest) {
+        c.generation = generation;
+        return Arc::clone(&c.ancestry);
     }
     let built = Arc::new(Ancestry::new(table.ancestry(key, Some(depth))));
     if cache.len() >= ANCESTRIES_CACHED {
         cache.clear();
     }
-    cache.insert(parent, (digest, Arc::clone(&built)));
+    cache.insert(parent, CachedAncestry { generation, digest, ancestry: Arc::clone(&built) });
     built
+}
+
+/// The ancestry shared by a parent's children, as of a generation of the table (then nothing
+/// needs checking) and with the digest of its chain (checked once the table has moved on).
+#[derive(Debug)]
+struct CachedAncestry {
+    generation: u64,
+    digest: u64,
+    ancestry: Arc<Ancestry>,
 }
 
 impl Enricher {
@@ -442,22 +454,28 @@ mod tests {
         let host = Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() };
         let cfg = ProcessSection { hash: false, ..Default::default() };
         let (mut e, _late) = Enricher::new(&cfg, EntityIds::new(&host.boot_id));
-        let mut apply = |r: Vec<u8>| {
+        let apply = |e: &mut Enricher, r: Vec<u8>| {
             let rec = decode(&r).unwrap();
             e.on_arrival(&rec);
             e.apply(&rec)
         };
-        apply(raw::exec(100, 10, "/usr/bin/bash", &["-bash"], "/home/u"));
-        apply(raw::fork(100, 101, 20));
-        apply(raw::exec(101, 30, "/usr/bin/make", &["make"], "/src"));
-        apply(raw::fork(101, 102, 40));
-        let a = apply(raw::file(102, 50, fo::OSPREY_FILE_CREATE, "/src/a.o", None)).ancestry;
-        let b = apply(raw::file(102, 51, fo::OSPREY_FILE_CREATE, "/src/b.o", None)).ancestry;
+        apply(&mut e, raw::exec(100, 10, "/usr/bin/bash", &["-bash"], "/home/u"));
+        apply(&mut e, raw::fork(100, 101, 20));
+        apply(&mut e, raw::exec(101, 30, "/usr/bin/make", &["make"], "/src"));
+        apply(&mut e, raw::fork(101, 102, 40));
+        let a = apply(&mut e, raw::file(102, 50, fo::OSPREY_FILE_CREATE, "/src/a.o", None)).ancestry;
+        let b = apply(&mut e, raw::file(102, 51, fo::OSPREY_FILE_CREATE, "/src/b.o", None)).ancestry;
         assert!(Arc::ptr_eq(&a, &b), "the same chain: the same ancestry");
         assert_eq!(a[0].executable.as_deref(), Some("/usr/bin/make"));
+        // The table moves on elsewhere: the chain's digest still matches.
+        apply(&mut e, raw::fork(100, 103, 45));
+        let generation = e.table.generation();
+        let b = apply(&mut e, raw::file(102, 52, fo::OSPREY_FILE_CREATE, "/src/b.o", None)).ancestry;
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(e.table.generation(), generation, "a known process's file event changes no lineage");
         // The parent runs something else: the child's next event shows it.
-        apply(raw::exec(101, 60, "/usr/bin/cc", &["cc", "-c", "x.c"], "/src"));
-        let c = apply(raw::file(102, 70, fo::OSPREY_FILE_CREATE, "/src/c.o", None)).ancestry;
+        apply(&mut e, raw::exec(101, 60, "/usr/bin/cc", &["cc", "-c", "x.c"], "/src"));
+        let c = apply(&mut e, raw::file(102, 70, fo::OSPREY_FILE_CREATE, "/src/c.o", None)).ancestry;
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!((c[0].executable.as_deref(), c[0].args.as_deref()), (Some("/usr/bin/cc"), Some("cc -c x.c")));
         assert_eq!(c[1].executable.as_deref(), Some("/usr/bin/bash"));

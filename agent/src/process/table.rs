@@ -552,6 +552,10 @@ pub struct ProcessTable {
     next_seq: u64,
     now_ns: u64,
     stats: TableStats,
+    /// Moves on every call that may change a process's lineage, image, name or completeness
+    /// (all but the record of a process already known that only acts): while it stands still,
+    /// every ancestry is as it was.
+    generation: u64,
 }
 
 impl fmt::Debug for ProcessTable {
@@ -575,7 +579,13 @@ impl ProcessTable {
             next_seq: 0,
             now_ns: 0,
             stats: TableStats::default(),
+            generation: 0,
         }
+    }
+
+    /// See [`ProcessTable::generation`]: equal values, equal ancestries.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn config(&self) -> &TableConfig {
@@ -714,6 +724,7 @@ impl ProcessTable {
     /// changed by an exec since they were read), to see setsid/setpgid. Returns whether they
     /// are now verified. Costs a /proc read: call it for the events that need the leaders.
     pub fn resolve_leaders(&mut self, key: ProcKey) -> bool {
+        self.generation += 1;
         let Some(p) = self.map.get(&key) else { return false };
         if p.leaders == LeaderState::Verified {
             return true;
@@ -763,13 +774,16 @@ impl ProcessTable {
 
     /// Applies a fork, exec or exit record.
     pub fn apply(&mut self, rec: &Record) -> Applied {
+        if matches!(rec, Record::Fork(_) | Record::Exec(_) | Record::Exit(_)) {
+            self.generation += 1;
+        }
         match rec {
             Record::Fork(f) => self.on_fork(f),
             Record::Exec(e) => self.on_exec(e),
             Record::Exit(x) => self.on_exit(x),
             // File, credential and system records: make sure their actor is known.
             other => {
-                let (key, _) = self.ensure_inner(other.header());
+                let key = self.ensure(other.header());
                 Applied { key, parent: self.map.get(&key).and_then(|p| p.parent), created: false }
             }
         }
@@ -948,7 +962,9 @@ impl ProcessTable {
     /// /proc, or recording what the header says, marked incomplete) and returns its key. For
     /// events of any kind about a process the table may not know.
     pub fn ensure(&mut self, h: &Header) -> ProcKey {
-        self.ensure_inner(h).0
+        let (key, created) = self.ensure_inner(h);
+        self.generation += u64::from(created);
+        key
     }
 
     fn ensure_inner(&mut self, h: &Header) -> (ProcKey, bool) {
@@ -1091,6 +1107,7 @@ impl ProcessTable {
 
     /// Loads every process in /proc. Processes already in the table are left alone.
     pub fn seed_from_proc(&mut self) -> Result<usize, TableError> {
+        self.generation += 1;
         let root = self.cfg.proc_root.clone();
         let pids = procread::list_pids(&root).map_err(|source| TableError::ListProc { path: root.clone(), source })?;
         let mut snaps: Vec<Snapshot> = pids
@@ -1123,6 +1140,7 @@ impl ProcessTable {
     /// process) as exited, so lost exit records do not keep them forever. A scan with a /proc
     /// read per live entry: run it rarely (every minute or so).
     pub fn sweep_dead(&mut self) -> usize {
+        self.generation += 1;
         if !self.cfg.resolve_from_proc {
             return 0;
         }
@@ -1269,6 +1287,7 @@ impl ProcessTable {
     /// `now_ns` (boot-time ns), except those still needed as ancestors of entries in the table
     /// (they go with their last descendant). Returns how many were removed.
     pub fn evict(&mut self, now_ns: u64) -> usize {
+        self.generation += 1;
         self.now_ns = self.now_ns.max(now_ns);
         let grace = self.grace_ns();
         let before = self.map.len();
