@@ -224,6 +224,9 @@ known_fields! {
     DnsQuestionType => "dns.question.type",
     DnsResolvedIp => "dns.resolved_ip",
     DnsResponseCode => "dns.response_code",
+    OspreyExecSetuid => "osprey.exec.setuid",
+    OspreyExecMemfd => "osprey.exec.memfd",
+    OspreyExecDeleted => "osprey.exec.deleted",
 }
 
 /// Dense index of a field within one rule set (per-event caches are arrays indexed by it).

@@ -1,17 +1,18 @@
-//! An event as the detector reads it, straight from its typed ECS document: the fields the rule
-//! set names are flattened out of the document ([`crate::detect::flat`]) instead of building
-//! its `serde_json::Value`, which is built only when needed — for an alert's trigger, or for a
-//! field or keyword search the rule set's table does not cover.
+//! An event as the detector reads it, straight from its typed ECS document: the fields rules
+//! name most are read from the document's own fields ([`EcsView::direct`]); the others are
+//! flattened out of the document ([`crate::detect::flat`]) instead of building its
+//! `serde_json::Value`, which is built only when needed — for an alert's trigger, or for a field
+//! or keyword search the rule set's table does not cover.
 
-use std::cell::OnceCell;
+use std::{borrow::Cow, cell::OnceCell};
 
 use serde_json::Value;
 
-use super::{Doc, Ecs, Event};
+use super::{lazy::CommandLine, Doc, Ecs, Event};
 use crate::detect::{
     flat::{self, Paths},
     json::{any_string_of, field_of},
-    Category, EventFields, Field, FieldValue, RuleSet,
+    Category, EventFields, Field, FieldValue, Known, RuleSet, Scalar,
 };
 
 pub struct EcsView<'a> {
@@ -48,6 +49,56 @@ impl EcsView<'_> {
     }
 }
 
+fn text(v: Option<&str>) -> FieldValue<'_> {
+    v.map_or(FieldValue::Missing, |v| FieldValue::One(Scalar::Str(Cow::Borrowed(v))))
+}
+
+fn command_line<'a>(c: Option<&CommandLine<'a>>) -> FieldValue<'a> {
+    match c {
+        None => FieldValue::Missing,
+        Some(CommandLine::Image(img)) => text(Some(img.command_line())),
+        Some(c) => FieldValue::One(Scalar::Str(Cow::Owned(c.to_string()))),
+    }
+}
+
+impl<'a> EcsView<'a> {
+    /// A field read from the document's own fields, as its JSON would give it (`None`: not one
+    /// of these; it is flattened out of the document). The fields most rules name, so that most
+    /// events are matched without walking their document.
+    fn direct(&self, k: Known) -> Option<FieldValue<'a>> {
+        let d: &Doc<'a> = &self.doc;
+        let p = d.process.as_ref();
+        let parent = p.and_then(|p| p.parent.as_ref());
+        let file = d.file.as_ref();
+        Some(match k {
+            Known::EventAction => text(Some(d.event.action)),
+            Known::ProcessPid => p.map_or(FieldValue::Missing, |p| FieldValue::One(Scalar::Int(p.pid.into()))),
+            Known::ProcessExecutable => text(p.and_then(|p| p.executable)),
+            Known::ProcessName => text(p.and_then(|p| p.name)),
+            Known::ProcessCommandLine => command_line(p.and_then(|p| p.command_line.as_ref())),
+            Known::ProcessWorkingDirectory => text(p.and_then(|p| p.working_directory)),
+            Known::ProcessUserName => text(p.and_then(|p| p.user.as_ref()).and_then(|u| u.name)),
+            Known::ProcessParentExecutable => text(parent.and_then(|x| x.executable)),
+            Known::ProcessParentName => text(parent.and_then(|x| x.name)),
+            Known::ProcessParentCommandLine => command_line(parent.and_then(|x| x.command_line.as_ref())),
+            Known::FilePath => text(file.map(|f| f.path)),
+            Known::FileName => text(file.map(|f| f.name)),
+            Known::FileDirectory => text(file.map(|f| f.directory)),
+            Known::FileOriginalPath => text(file.and_then(|f| f.ext.as_ref()).map(|e| e.original.path)),
+            Known::ContainerId => text(d.container.as_ref().map(|c| c.id)),
+            Known::OspreyExecSetuid | Known::OspreyExecMemfd | Known::OspreyExecDeleted => match d.osprey.exec.as_ref() {
+                None => FieldValue::Missing,
+                Some(x) => FieldValue::One(Scalar::Bool(match k {
+                    Known::OspreyExecSetuid => x.setuid,
+                    Known::OspreyExecMemfd => x.memfd,
+                    _ => x.deleted,
+                })),
+            },
+            _ => return None,
+        })
+    }
+}
+
 impl EventFields for EcsView<'_> {
     fn category(&self) -> Option<Category> {
         self.category
@@ -58,6 +109,9 @@ impl EventFields for EcsView<'_> {
     }
 
     fn get(&self, field: &Field) -> FieldValue<'_> {
+        if let Some(v) = field.known().and_then(|k| self.direct(k)) {
+            return v;
+        }
         let values = self.values.get_or_init(|| {
             let mut values = Vec::new();
             flat::flatten(&self.doc, self.paths, &mut values);
@@ -78,7 +132,7 @@ impl EventFields for EcsView<'_> {
 pub(crate) mod tests {
     use std::sync::Arc;
 
-    use agent_common::{osprey_file_op as fo, osprey_net_op as op, osprey_system_op as so};
+    use agent_common::{osprey_exec_flags as xf, osprey_file_op as fo, osprey_net_op as op, osprey_system_op as so};
 
     use super::*;
     use crate::{
@@ -111,7 +165,13 @@ pub(crate) mod tests {
         ];
         recs.iter()
             .map(|r| {
-                let rec = decode(r).unwrap();
+                let mut rec = decode(r).unwrap();
+                if let crate::decode::Record::Exec(e) = &mut rec {
+                    if e.exe_path == "/usr/bin/curl" {
+                        // Some flags set, some not: each field reads its own.
+                        e.flags = crate::decode::ExecFlags(xf::OSPREY_EXEC_MEMFD | xf::OSPREY_EXEC_SETUID);
+                    }
+                }
                 enrich.on_arrival(&rec);
                 let ctx = enrich.apply(&rec);
                 Event { wall_ns: ecs.wall_ns(rec.header().ktime_ns), body: EventBody::Record(rec), ctx: Some(Arc::new(ctx)) }
