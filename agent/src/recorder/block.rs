@@ -72,27 +72,21 @@ impl Builder {
         (self.ts_min, self.ts_max) = (self.ts_min.min(r.ts_ns), self.ts_max.max(r.ts_ns));
         self.n += 1;
         self.n_exec += usize::from(exec);
-        let mut put = |t: u8, v: Option<&str>| {
-            if let Some(v) = v {
-                let start = self.arena.len();
-                self.arena.push(t);
-                self.arena.extend_from_slice(v.as_bytes());
-                self.spans.push((start, self.arena.len()));
-            }
+        let mut put = |t: u8, v: &[u8]| {
+            let start = self.arena.len();
+            self.arena.push(t);
+            self.arena.extend_from_slice(v);
+            self.spans.push((start, self.arena.len()));
         };
-        for (t, v) in [(tag::ENTITY, r.entity), (tag::PARENT, r.parent), (tag::PATH, r.path), (tag::DOMAIN, r.domain), (tag::ALERT, r.alert)] {
-            put(t, v);
-        }
-        if exec {
-            for (t, v) in [(tag::EXE, r.exe), (tag::SHA256, r.sha256), (tag::USER, r.user)] {
-                put(t, v);
+        let exec_keys = [(tag::EXE, r.exe), (tag::SHA256, r.sha256), (tag::USER, r.user)];
+        let keys = [(tag::ENTITY, r.entity), (tag::PARENT, r.parent), (tag::PATH, r.path), (tag::DOMAIN, r.domain), (tag::ALERT, r.alert)];
+        for (t, v) in keys.into_iter().chain(exec_keys.into_iter().filter(|_| exec)) {
+            if let Some(v) = v {
+                put(t, v.as_bytes());
             }
         }
         for ip in [&r.src_ip, &r.dst_ip].into_iter().flatten() {
-            let start = self.arena.len();
-            self.arena.push(tag::IP);
-            self.arena.extend_from_slice(ip);
-            self.spans.push((start, self.arena.len()));
+            put(tag::IP, ip);
         }
         exec
     }
