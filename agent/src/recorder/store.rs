@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS epochs(id INTEGER PRIMARY KEY, first_block INTEGER NO
 /// for every lookup to ask.)
 pub(super) const EPOCH_POSTINGS: i64 = 1 << 17;
 
+/// Postings written by one INSERT (two parameters each; SQLite allows 32,766).
+const POSTINGS_PER_INSERT: usize = 128;
 /// Events per block at most (a bigger batch is written as several blocks).
 pub(super) const BLOCK_MAX: usize = 1 << 16;
 /// A frame's row id: its block's id times this, plus its number in the block.
@@ -665,8 +667,18 @@ pub(super) fn insert_block(tx: &Connection, b: &Builder, docs: &[&[u8]], epoch_p
             e
         }
     };
+    // Many postings a statement: SQLite's work per statement run is much of a posting's cost.
+    let many = keys.len() / POSTINGS_PER_INSERT * POSTINGS_PER_INSERT;
+    if many > 0 {
+        let values = vec!["(?, ?)"; POSTINGS_PER_INSERT].join(",");
+        let mut post = tx.prepare_cached(&format!("INSERT OR IGNORE INTO post_{epoch}(key, block) VALUES {values}"))?;
+        for chunk in keys[..many].chunks(POSTINGS_PER_INSERT) {
+            let args: Vec<&dyn rusqlite::ToSql> = chunk.iter().flat_map(|k| [k as &dyn rusqlite::ToSql, &id]).collect();
+            post.execute(args.as_slice())?;
+        }
+    }
     let mut post = tx.prepare_cached(&format!("INSERT OR IGNORE INTO post_{epoch}(key, block) VALUES(?1, ?2)"))?;
-    for k in &keys {
+    for k in &keys[many..] {
         post.execute(params![k, id])?;
     }
     tx.prepare_cached("UPDATE epochs SET postings = postings + ?1 WHERE id = ?2")?.execute([keys.len() as i64, epoch])?;
@@ -822,6 +834,27 @@ pub(crate) mod tests {
         assert_eq!(hunt(&s, "/p/1[0-9]/*"), 80);
         assert!(s.of_entity("e7").unwrap().is_empty());
         assert_eq!(s.integrity().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_block_with_more_postings_than_one_insert_holds_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("rec.db")).unwrap();
+        // 300 distinct paths (two full statements of postings and a remainder), one process.
+        let n = 2 * POSTINGS_PER_INSERT as i64 + 44;
+        let docs: Vec<Vec<u8>> =
+            (0..n).map(|i| doc(1_000_000_000 * i, "e1", "creation", &format!(r#","file":{{"path":"/q/{i}"}}"#))).collect();
+        let rows: Vec<Row> = docs.iter().map(|d| row(d, None).unwrap()).collect();
+        assert_eq!(s.insert(rows.iter().zip(&docs).map(|(r, d)| (r, d.as_slice()))).unwrap(), n as u64);
+        let postings: i64 = s.conn.query_row("SELECT postings FROM epochs", [], |r| r.get(0)).unwrap();
+        let epoch: i64 = s.conn.query_row("SELECT id FROM epochs", [], |r| r.get(0)).unwrap();
+        let stored: i64 = s.conn.query_row(&format!("SELECT count(*) FROM post_{epoch}"), [], |r| r.get(0)).unwrap();
+        assert_eq!((postings, stored), (n + 1, n + 1), "each path and the entity, once");
+        let hunt = |glob: &str| crate::recorder::hunt::Hunt { path: Some(glob.into()), limit: 10_000, ..Default::default() }.run(&s).unwrap().hits.len();
+        for i in [0, 1, POSTINGS_PER_INSERT as i64, n - 1] {
+            assert_eq!(hunt(&format!("/q/{i}")), 1, "/q/{i}");
+        }
+        assert_eq!(hunt("/q/*"), n as usize);
     }
 
     #[test]
