@@ -427,24 +427,23 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	} else {
 		return 1;
 	}
-	__be16 ports[2]; /* source, destination: the first 4 bytes of UDP and TCP headers */
-	__u32 payload;
-	if (proto == IPPROTO_UDP) {
-		payload = l4off + 8;
-	} else if (proto == IPPROTO_TCP) {
-		__u8 doff;
-		if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1))
-			return 1;
-		payload = l4off + (doff >> 4) * 4;
-	} else {
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
 		return 1;
-	}
+	/* The ports first: nearly every packet is not DNS and ends here, one load later. */
+	__be16 ports[2]; /* source, destination: the first 4 bytes of UDP and TCP headers */
 	if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)))
 		return 1;
 	__u16 lport = bpf_ntohs(egress ? ports[0] : ports[1]);
 	__u16 rport = bpf_ntohs(egress ? ports[1] : ports[0]);
 	if (rport != DNS_PORT)
 		return 1;
+	__u32 payload = l4off + 8;
+	if (proto == IPPROTO_TCP) {
+		__u8 doff;
+		if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1))
+			return 1;
+		payload = l4off + (doff >> 4) * 4;
+	}
 	if (skb->len <= payload)
 		return 1; /* a bare TCP ACK, or nothing */
 	__u32 wire = skb->len - payload;
