@@ -3,6 +3,7 @@
 //! stays on loopback or on a veth pair the test creates and removes.
 
 use std::{
+    io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, UdpSocket},
     process::{Command, Stdio},
     sync::mpsc,
@@ -261,6 +262,52 @@ fn a_dns_answer_from_a_namespace_server_names_the_clients_next_connection() {
     let (cev, c) = find(&h.events, connected).unwrap();
     assert_eq!(c.domain.as_deref(), Some(name.as_str()));
     assert_eq!(h.ecs.to_value(cev)["destination"]["domain"], name.as_str());
+    h.stop();
+}
+
+#[test]
+fn a_dns_lookup_over_tcp_is_read_past_the_tcp_header_both_ways() {
+    let ns = Netns::create();
+    let name = format!("t{}.osprey.test", &marker()[7..]);
+    let mut h = Harness::start(test_config());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let inside = ns.inside;
+    let ns_name = ns.name.clone();
+    let server = std::thread::spawn(move || {
+        enter_netns(&ns_name);
+        let l = TcpListener::bind(SocketAddr::new(inside, 53)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut q).unwrap();
+        let answer = agent::net::dns::wire::response(&q, 0, &[inside], 30).unwrap();
+        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&answer);
+        s.write_all(&framed).unwrap();
+        let _ = s.read(&mut len); // until the client closes
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).expect("DNS server up");
+    let (pid, out) = workload(&["dns-tcp", &ns.inside.to_string(), &name]);
+    server.join().unwrap();
+    assert_eq!(printed(&out, "answer:"), ns.inside.to_string());
+    assert!(
+        h.wait_for(Duration::from_secs(10), |evs| dns_records(evs, pid).len() >= 2),
+        "query and answer over TCP of pid {pid}: {:#?}",
+        dns_records(&h.events, pid).iter().map(|(_, d)| d).collect::<Vec<_>>()
+    );
+    let dns = dns_records(&h.events, pid);
+    // The handshake's and the closing segments carry no payload: only the two messages.
+    assert_eq!(dns.len(), 2, "{:#?}", dns.iter().map(|(_, d)| d).collect::<Vec<_>>());
+    let (_, q) = dns.iter().find(|(_, d)| !d.received()).expect("query sent");
+    let (aev, a) = dns.iter().find(|(_, d)| d.received()).expect("answer received");
+    assert_eq!((q.transport, a.transport), (Transport::Tcp, Transport::Tcp));
+    assert_eq!((q.remote, a.local), (SocketAddr::new(ns.inside, 53), q.local));
+    assert_eq!((q.message.questions[0].name.as_str(), q.message.questions[0].qtype), (name.as_str(), 1));
+    assert_eq!((a.message.rcode, a.message.addresses().collect::<Vec<_>>()), (0, vec![ns.inside]));
+    let v = h.ecs.to_value(aev);
+    assert_eq!((v["event"]["action"].as_str(), v["dns"]["question"]["name"].as_str()), (Some("dns_query"), Some(name.as_str())));
     h.stop();
 }
 

@@ -81,6 +81,24 @@ mod net {
         println!("local: {}", check("local", s.local_addr()));
     }
 
+    /// The same lookup over TCP (a 2-byte length, then the message, each way).
+    pub fn dns_tcp(server: &str, name: &str) {
+        let server: IpAddr = server.parse().expect("server address");
+        let mut s = check("connect", TcpStream::connect(SocketAddr::new(server, 53)));
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let q = agent::net::dns::wire::query(0x4243, name, 1);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        check("send", s.write_all(&framed));
+        println!("dns_local: {}", check("local", s.local_addr()));
+        let mut len = [0u8; 2];
+        check("recv", s.read_exact(&mut len));
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        check("recv", s.read_exact(&mut buf));
+        let m = check("parse", agent::net::dns::parse(&buf));
+        println!("answer: {}", m.addresses().next().expect("an address in the answer"));
+    }
+
     pub fn serve(addr: &str, n: usize, reply: usize) {
         let l = check("bind", std::net::TcpListener::bind(addr));
         println!("listening: {}", check("local", l.local_addr()));
@@ -361,6 +379,7 @@ fn main() {
         "tcp" => net::tcp(arg(1), arg(2).parse().expect("bytes")),
         "connect" => net::connect(arg(1)),
         "dns" => net::dns(arg(1), arg(2), arg(3).parse().expect("port")),
+        "dns-tcp" => net::dns_tcp(arg(1), arg(2)),
         "storm" => net::storm(arg(1), arg(2).parse().expect("count")),
         "websrv" => intrusion::websrv(arg(1), arg(2)),
         "fetch" => intrusion::fetch(arg(1), arg(2)),
