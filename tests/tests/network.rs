@@ -188,6 +188,21 @@ fn enter_netns(name: &str) {
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
 
+/// A server on a thread inside `ns`: `bind` runs there with the namespace's address, and this
+/// returns once it has; then `serve` runs with what it bound.
+fn serve_in<T: 'static>(ns: &Netns, bind: impl FnOnce(IpAddr) -> T + Send + 'static, serve: impl FnOnce(T) + Send + 'static) -> std::thread::JoinHandle<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (inside, ns_name) = (ns.inside, ns.name.clone());
+    let server = std::thread::spawn(move || {
+        enter_netns(&ns_name);
+        let bound = bind(inside);
+        ready_tx.send(()).unwrap();
+        serve(bound);
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).expect("server up in its namespace");
+    server
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
@@ -209,22 +224,22 @@ fn a_dns_answer_from_a_namespace_server_names_the_clients_next_connection() {
     let ns = Netns::create();
     let name = format!("{}.osprey.test", &marker()[7..]);
     let mut h = Harness::start(test_config());
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let inside = ns.inside;
-    let ns_name = ns.name.clone();
-    let server = std::thread::spawn(move || {
-        enter_netns(&ns_name);
-        let udp = UdpSocket::bind(SocketAddr::new(inside, 53)).unwrap();
-        let tcp = TcpListener::bind(SocketAddr::new(inside, 8053)).unwrap();
-        udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        ready_tx.send(()).unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, from) = udp.recv_from(&mut buf).unwrap();
-        let answer = agent::net::dns::wire::response(&buf[..n], 0, &[inside], 30).unwrap();
-        udp.send_to(&answer, from).unwrap();
-        let _ = tcp.accept().unwrap();
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).expect("DNS server up");
+    let server = serve_in(
+        &ns,
+        |inside| {
+            let udp = UdpSocket::bind(SocketAddr::new(inside, 53)).unwrap();
+            let tcp = TcpListener::bind(SocketAddr::new(inside, 8053)).unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            (inside, udp, tcp)
+        },
+        |(inside, udp, tcp)| {
+            let mut buf = [0u8; 1500];
+            let (n, from) = udp.recv_from(&mut buf).unwrap();
+            let answer = agent::net::dns::wire::response(&buf[..n], 0, &[inside], 30).unwrap();
+            udp.send_to(&answer, from).unwrap();
+            let _ = tcp.accept().unwrap();
+        },
+    );
     let (pid, out) = workload(&["dns", &ns.inside.to_string(), &name, "8053"]);
     server.join().unwrap();
     assert_eq!(printed(&out, "answer:"), ns.inside.to_string());
@@ -270,25 +285,22 @@ fn a_dns_lookup_over_tcp_is_read_past_the_tcp_header_both_ways() {
     let ns = Netns::create();
     let name = format!("t{}.osprey.test", &marker()[7..]);
     let mut h = Harness::start(test_config());
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let inside = ns.inside;
-    let ns_name = ns.name.clone();
-    let server = std::thread::spawn(move || {
-        enter_netns(&ns_name);
-        let l = TcpListener::bind(SocketAddr::new(inside, 53)).unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).unwrap();
-        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut q).unwrap();
-        let answer = agent::net::dns::wire::response(&q, 0, &[inside], 30).unwrap();
-        let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&answer);
-        s.write_all(&framed).unwrap();
-        let _ = s.read(&mut len); // until the client closes
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).expect("DNS server up");
+    let server = serve_in(
+        &ns,
+        |inside| (inside, TcpListener::bind(SocketAddr::new(inside, 53)).unwrap()),
+        |(inside, l)| {
+            let (mut s, _) = l.accept().unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut q).unwrap();
+            let answer = agent::net::dns::wire::response(&q, 0, &[inside], 30).unwrap();
+            let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&answer);
+            s.write_all(&framed).unwrap();
+            let _ = s.read(&mut len); // until the client closes
+        },
+    );
     let (pid, out) = workload(&["dns-tcp", &ns.inside.to_string(), &name]);
     server.join().unwrap();
     assert_eq!(printed(&out, "answer:"), ns.inside.to_string());
