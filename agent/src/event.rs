@@ -268,7 +268,7 @@ struct Parent<'a> {
 #[derive(Serialize)]
 struct Previous<'a> {
     executable: &'a str,
-    args: Vec<&'a str>,
+    args: lazy::Args<'a>,
 }
 
 #[derive(Serialize)]
@@ -431,29 +431,62 @@ struct Time(u64);
 
 impl Time {
     /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, as `humantime::format_rfc3339_nanos` prints it, on
-    /// the stack: every document has two to four of these. (A u64 of ns ends in 2554.)
+    /// the stack: every document has two to four of these. (A u64 of ns ends in 2554.) The
+    /// date and time of day are kept per thread for the last second printed: a document's
+    /// times and the next document's are mostly of the same second.
     fn text(self) -> [u8; 30] {
+        thread_local! {
+            static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+        }
         let secs = self.0 / 1_000_000_000;
-        let nanos = self.0 % 1_000_000_000;
-        let (days, sod) = (secs / 86_400, secs % 86_400);
-        // u64 ns / 86,400 s fits an i64; the year stays four digits (≤ 2554).
-        let (year, month, day) = civil_from_days(days as i64);
+        let nanos = (self.0 % 1_000_000_000) as u32;
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        let mut put = |at: usize, width: usize, mut v: u64| {
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
+        let prefix = match LAST.try_with(std::cell::Cell::get) {
+            Ok((s, text)) if s == secs => text,
+            last => {
+                let text = Self::second(secs);
+                if last.is_ok() {
+                    LAST.set((secs, text));
+                }
+                text
             }
         };
-        put(0, 4, year as u64);
-        put(5, 2, u64::from(month));
-        put(8, 2, u64::from(day));
-        put(11, 2, sod / 3600);
-        put(14, 2, sod / 60 % 60);
-        put(17, 2, sod % 60);
-        put(20, 9, nanos);
+        b[..19].copy_from_slice(&prefix);
+        b[20] = b'0' + (nanos / 100_000_000) as u8;
+        let r = nanos % 100_000_000;
+        for (at, v) in [(21, r / 1_000_000), (23, r / 10_000 % 100), (25, r / 100 % 100), (27, r % 100)] {
+            pair(&mut b, at, v);
+        }
         b
     }
+
+    /// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch.
+    fn second(secs: u64) -> [u8; 19] {
+        let (days, sod) = (secs / 86_400, (secs % 86_400) as u32);
+        // u64 ns / 86,400 s fits an i64; the year stays four digits (≤ 2554).
+        let (year, month, day) = civil_from_days(days as i64);
+        let mut b = *b"0000-00-00T00:00:00";
+        let year = year as u32;
+        for (at, v) in [(0, year / 100), (2, year % 100), (5, month), (8, day), (11, sod / 3600), (14, sod / 60 % 60), (17, sod % 60)] {
+            pair(&mut b, at, v);
+        }
+        b
+    }
+}
+
+/// Writes `v` (< 100) as two digits at `b[at..]`.
+#[inline(always)]
+fn pair(b: &mut [u8], at: usize, v: u32) {
+    const DIGITS: [[u8; 2]; 100] = {
+        let mut t = [[0; 2]; 100];
+        let mut i = 0;
+        while i < 100 {
+            t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+            i += 1;
+        }
+        t
+    };
+    b[at..at + 2].copy_from_slice(&DIGITS[v as usize % 100]);
 }
 
 /// Days since 1970-01-01 as a proleptic Gregorian (year, month, day) (Howard Hinnant's
@@ -479,7 +512,9 @@ impl std::fmt::Display for Time {
 
 impl Serialize for Time {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(std::str::from_utf8(&self.text()).unwrap_or_default())
+        let text = self.text();
+        // SAFETY: `text` is ASCII digits and separators.
+        s.serialize_str(unsafe { std::str::from_utf8_unchecked(&text) })
     }
 }
 
@@ -813,7 +848,7 @@ impl Ecs {
                 }
             }
             p.ancestry = Some(lazy::AncestryDoc::List(&ctx.ancestry));
-            p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: prev.args().collect() });
+            p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: lazy::Args::Image(prev) });
             p.hash = ctx.hash.map(|h| Hash { sha256: lazy::Sha256::Digest(h) });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {
                 if let Some(id) = slot.as_mut() {
@@ -951,6 +986,10 @@ mod tests {
     fn times_print_as_humantime_prints_them() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut samples = vec![0, 1, 999_999_999, 1_000_000_000, 951_782_400_000_000_000, 4_107_542_399_999_999_999, u64::MAX];
+        // Runs within a second and across seconds (the thread's last second is reused).
+        let base = 1_764_000_000_123_456_789;
+        samples.extend((0..50).map(|k| base + k * 97_000_000));
+        samples.extend([base, base + 5, base - 200_000_000, base + 1]);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
