@@ -390,7 +390,7 @@ struct ExecMeta<'a> {
     previous_effective_user: Id<'a>,
     inode: u64,
     device: u32,
-    mode: String,
+    mode: lazy::Octal,
     size: u64,
     ctime_ns: u64,
     previous_pid: u32,
@@ -574,18 +574,18 @@ impl Ecs {
         }
     }
 
-    fn meta(h: &Header) -> Osprey<'_> {
-        Osprey {
-            record: Some(h.kind.name()),
-            cpu: Some(h.cpu),
-            ktime_ns: Some(h.ktime_ns),
-            cgroup_id: Some(h.cgroup_id),
-            ..Default::default()
-        }
+    /// `osprey.*` of a record's header, set in the document's own (documents are kilobytes:
+    /// they are filled in place, not built in parts and moved in).
+    fn set_meta(o: &mut Osprey<'_>, h: &Header) {
+        o.record = Some(h.kind.name());
+        o.cpu = Some(h.cpu);
+        o.ktime_ns = Some(h.ktime_ns);
+        o.cgroup_id = Some(h.cgroup_id);
     }
 
-    fn exec_doc<'a>(&'a self, e: &'a Exec) -> (EventMeta, Process<'a>, Osprey<'a>) {
-        let mut p = self.base_process(&e.hdr);
+    fn exec_doc<'a>(&'a self, e: &'a Exec, doc: &mut Doc<'a>) {
+        doc.event = meta("process", "start", "exec");
+        let p = doc.process.insert(self.base_process(&e.hdr));
         p.name = Some(basename(&e.exe_path));
         p.executable = Some(&e.exe_path);
         p.args = Some(lazy::Args::Record(&e.args));
@@ -594,9 +594,9 @@ impl Ecs {
         p.working_directory = Some(&e.cwd);
         p.saved_user = Some(id(e.suid));
         p.saved_group = Some(id(e.sgid));
-        let mut o = Self::meta(&e.hdr);
+        Self::set_meta(&mut doc.osprey, &e.hdr);
         let f = e.flags;
-        o.exec = Some(ExecMeta {
+        doc.osprey.exec = Some(ExecMeta {
             filename: &e.filename,
             memfd: f.memfd(),
             deleted: f.deleted(),
@@ -611,19 +611,19 @@ impl Ecs {
             previous_effective_user: id(e.old_euid),
             inode: e.exe_ino,
             device: e.exe_dev,
-            mode: format!("{:o}", e.exe_mode),
+            mode: lazy::Octal(e.exe_mode),
             size: e.exe_size,
             ctime_ns: e.exe_ctime_ns,
             previous_pid: e.old_pid,
             blocked: f.blocked(),
         });
-        (meta("process", "start", "exec"), p, o)
     }
 
-    fn fork_doc<'a>(&'a self, f: &'a Fork) -> (EventMeta, Process<'a>, Osprey<'a>) {
+    fn fork_doc<'a>(&'a self, f: &'a Fork, doc: &mut Doc<'a>) {
         // The subject is the child; its parent is the task that cloned it.
         let h = &f.hdr;
-        let mut p = self.base_process(h);
+        doc.event = meta("process", "start", "fork");
+        let p = doc.process.insert(self.base_process(h));
         p.pid = f.child_pid;
         p.entity_id = lazy::EntityId::Of { ids: &self.ids, pid: f.child_pid, start_ns: f.child_start_ns };
         p.start = Time(self.wall_ns(f.child_start_ns));
@@ -634,23 +634,22 @@ impl Ecs {
             start: Time(self.wall_ns(h.start_ns)),
             ..Default::default()
         });
-        let mut o = Self::meta(h);
-        o.fork = Some(ForkMeta { thread: f.thread });
-        (meta("process", "start", "fork"), p, o)
+        Self::set_meta(&mut doc.osprey, h);
+        doc.osprey.fork = Some(ForkMeta { thread: f.thread });
     }
 
-    fn exit_doc<'a>(&'a self, x: &'a Exit) -> (EventMeta, Process<'a>, Osprey<'a>) {
-        let mut p = self.base_process(&x.hdr);
+    fn exit_doc<'a>(&'a self, x: &'a Exit, doc: &mut Doc<'a>) {
+        doc.event = meta("process", "end", "exit");
+        let p = doc.process.insert(self.base_process(&x.hdr));
         // ECS has one exit code; a death by signal reads as 128 + signal, as shells report it.
         p.exit_code = Some(x.exit_status().unwrap_or_else(|| 128 + x.signal().unwrap_or(0)));
-        let mut o = Self::meta(&x.hdr);
-        o.exit = Some(ExitMeta {
+        Self::set_meta(&mut doc.osprey, &x.hdr);
+        doc.osprey.exit = Some(ExitMeta {
             status: x.exit_status(),
             signal: x.signal(),
             core_dumped: x.core_dumped(),
             thread: x.thread,
         });
-        (meta("process", "end", "exit"), p, o)
     }
 
     /// Appends the event's ECS JSON object (no newline) to `out`.
@@ -694,16 +693,13 @@ impl Ecs {
         };
         match &ev.body {
             EventBody::Record(Record::Exec(e)) => {
-                let (m, p, o) = self.exec_doc(e);
-                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
+                self.exec_doc(e, &mut doc);
             }
             EventBody::Record(Record::Fork(f)) => {
-                let (m, p, o) = self.fork_doc(f);
-                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
+                self.fork_doc(f, &mut doc);
             }
             EventBody::Record(Record::Exit(x)) => {
-                let (m, p, o) = self.exit_doc(x);
-                (doc.event, doc.process, doc.osprey) = (m, Some(p), o);
+                self.exit_doc(x, &mut doc);
             }
             EventBody::Record(Record::File(f)) => {
                 let (fdoc, fmeta) = file::doc(f);
@@ -712,7 +708,7 @@ impl Ecs {
                 doc.event.dataset = "osprey.file";
                 doc.process = Some(self.base_process(&f.hdr));
                 doc.file = Some(fdoc);
-                doc.osprey = Self::meta(&f.hdr);
+                Self::set_meta(&mut doc.osprey, &f.hdr);
                 doc.osprey.file = Some(fmeta);
             }
             EventBody::Record(Record::Cred(c)) => {
@@ -721,7 +717,7 @@ impl Ecs {
                 doc.event.dataset = "osprey.credentials";
                 doc.process = Some(self.base_process(&c.hdr));
                 doc.user = Some(user);
-                doc.osprey = Self::meta(&c.hdr);
+                Self::set_meta(&mut doc.osprey, &c.hdr);
                 doc.osprey.cred = Some(cmeta);
             }
             EventBody::Record(Record::System(y)) => {
@@ -729,7 +725,7 @@ impl Ecs {
                 doc.event = meta(category, type_, action);
                 doc.event.dataset = "osprey.system";
                 doc.process = Some(self.base_process(&y.hdr));
-                doc.osprey = Self::meta(&y.hdr);
+                Self::set_meta(&mut doc.osprey, &y.hdr);
                 doc.osprey.system = Some(system::system_doc(y, &self.ids));
             }
             EventBody::Record(Record::Net(n)) => {
@@ -743,7 +739,7 @@ impl Ecs {
                     doc.process = Some(self.base_process(&n.hdr));
                 }
                 (doc.source, doc.destination, doc.network) = (src, Some(dst), Some(network));
-                doc.osprey = Self::meta(&n.hdr);
+                Self::set_meta(&mut doc.osprey, &n.hdr);
                 doc.osprey.net = Some(nmeta);
             }
             EventBody::Record(Record::Dns(d)) => {
@@ -754,7 +750,7 @@ impl Ecs {
                     doc.process = Some(self.base_process(&d.hdr));
                 }
                 (doc.source, doc.destination, doc.network, doc.dns) = (Some(src), Some(dst), Some(network), Some(dns));
-                doc.osprey = Self::meta(&d.hdr);
+                Self::set_meta(&mut doc.osprey, &d.hdr);
                 doc.osprey.dns = Some(dmeta);
             }
             EventBody::Loss(lost) => {

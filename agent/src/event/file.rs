@@ -3,6 +3,7 @@
 use agent_common::osprey_file_op as fo;
 use serde::Serialize;
 
+use super::lazy::{IdText, NumText, Octal};
 use crate::decode::File;
 
 #[derive(Serialize)]
@@ -15,13 +16,13 @@ pub struct FileDoc<'a> {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inode: Option<String>,
+    pub inode: Option<NumText>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<Octal>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+    pub uid: Option<IdText>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<String>,
+    pub gid: Option<IdText>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// symlink target
@@ -108,14 +109,10 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
         fo::OSPREY_FILE_LINK => (None, Some(f.path.as_str())),
         _ => (None, None),
     };
-    let mode = match f.op {
-        fo::OSPREY_FILE_CHMOD => Some(format!("{:o}", f.mode & 0o7777)),
-        _ if known => Some(format!("{:o}", f.mode & 0o7777)),
-        _ => None,
-    };
+    let mode = (known || f.op == fo::OSPREY_FILE_CHMOD).then_some(Octal(f.mode & 0o7777));
     // chown(-1) leaves an id unchanged: it is not reported.
     let (uid, gid) = if known || f.op == fo::OSPREY_FILE_CHOWN {
-        ((f.uid != u32::MAX).then(|| f.uid.to_string()), (f.gid != u32::MAX).then(|| f.gid.to_string()))
+        ((f.uid != u32::MAX).then_some(IdText(f.uid)), (f.gid != u32::MAX).then_some(IdText(f.gid)))
     } else {
         (None, None)
     };
@@ -125,7 +122,7 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
         directory,
         extension,
         type_: if known { file_type(f.mode) } else { None },
-        inode: known.then(|| f.ino.to_string()),
+        inode: known.then_some(NumText(f.ino)),
         mode,
         uid,
         gid,

@@ -155,11 +155,41 @@ impl Serialize for AncestryDoc<'_> {
 
 /// A user or group id, printed as ECS has it: a string.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct IdText(pub u32);
+pub(crate) struct IdText(pub u32);
 
 impl Serialize for IdText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(itoa::Buffer::new().format(self.0))
+    }
+}
+
+/// A number ECS has as a string (an inode): printed when serialised.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NumText(pub u64);
+
+impl Serialize for NumText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(itoa::Buffer::new().format(self.0))
+    }
+}
+
+/// A file mode in octal, as ECS has it (`"755"`): printed when serialised.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Octal(pub u32);
+
+impl Serialize for Octal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut digits = [0u8; 11];
+        let (mut at, mut v) = (digits.len(), self.0);
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v & 7) as u8;
+            v >>= 3;
+            if v == 0 {
+                break;
+            }
+        }
+        s.serialize_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
     }
 }
 
@@ -265,6 +295,17 @@ mod tests {
 
     fn id(v: u32, name: Option<&str>) -> Id<'_> {
         Id { id: IdText(v), name }
+    }
+
+    #[test]
+    fn numbers_print_as_the_strings_ecs_has() {
+        for v in [0, 1, 7, 8, 0o644, 0o100755, 0o7777, u32::MAX] {
+            assert_eq!(serde_json::to_value(Octal(v)).unwrap(), format!("{v:o}"));
+            assert_eq!(serde_json::to_value(IdText(v)).unwrap(), v.to_string());
+        }
+        for v in [0, 42, u64::MAX] {
+            assert_eq!(serde_json::to_value(NumText(v)).unwrap(), v.to_string());
+        }
     }
 
     #[test]
