@@ -357,6 +357,12 @@ fn text(data: &[u8], s: osprey_str, field: &'static str) -> Result<String, Decod
     Ok(String::from_utf8_lossy(slice(data, s, field)?).into_owned())
 }
 
+/// True if [`normalize`] would give `path` back as it is (most joined paths: the kernel joins
+/// a clean relative name to the working directory), so it need not be rebuilt.
+fn is_normal(path: &str) -> bool {
+    path == "/" || path.strip_prefix('/').is_some_and(|rest| rest.split('/').all(|c| !matches!(c, "" | "." | "..")))
+}
+
 /// Lexically normalises an absolute path: drops `.` and empty components, applies `..`.
 pub fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -461,7 +467,7 @@ pub fn decode(buf: &[u8]) -> Result<Record, DecodeError> {
         RecordType::File => {
             let f: osprey_file = read(buf)?;
             let data = &buf[size_of::<osprey_file>()..];
-            let joined = |flag: u32, p: String| if f.pflags & flag != 0 { normalize(&p) } else { p };
+            let joined = |flag: u32, p: String| if f.pflags & flag != 0 && !is_normal(&p) { normalize(&p) } else { p };
             let path = joined(ff::OSPREY_FILE_PATH_JOINED, text(data, f.path, "path")?);
             let path2 = if f.path2.len > 0 {
                 Some(joined(ff::OSPREY_FILE_PATH2_JOINED, text(data, f.path2, "path2")?))
@@ -733,6 +739,10 @@ mod tests {
         assert_eq!(normalize("/tmp/d/../x"), "/tmp/x");
         assert_eq!(normalize("/../../etc//passwd"), "/etc/passwd");
         assert_eq!(normalize("/"), "/");
+        let paths = ["/", "/tmp/x", "/tmp/d/./x", "/tmp/d/../x", "//x", "/x/", "/x/.", "/x/..", "/.x/..y/...", "x/y", "", "/a//b"];
+        for p in paths {
+            assert_eq!(is_normal(p), normalize(p) == p, "{p:?}");
+        }
     }
 
     #[test]
