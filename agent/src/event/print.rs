@@ -40,6 +40,12 @@ pub fn fields<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
 
 /// Appends `s` as a JSON string (quoted and escaped) to `out`.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    if b.len() <= SHORT && !any_escaped(b) {
+        // `"s"` in one piece: most values are short and clean.
+        put_framed(out, b"\"", b, b"\"", 1);
+        return;
+    }
     out.push(b'"');
     write_escaped(out, s);
     out.push(b'"');
@@ -112,22 +118,19 @@ fn any_escaped(b: &[u8]) -> bool {
     }
 }
 
-/// Appends `b`: a short one without a call to `memcpy` (most keys and values are short, and
-/// the call costs more than the copy; timestamps and entity ids are 30 and 32 bytes).
-#[inline]
-fn put(out: &mut Vec<u8>, b: &[u8]) {
-    let n = b.len();
-    if n > 32 {
-        out.extend_from_slice(b);
-        return;
-    }
-    out.reserve(32);
-    let len = out.len();
-    let (src, dst) = (b.as_ptr(), out.spare_capacity_mut().as_mut_ptr().cast::<u8>());
-    // SAFETY: `dst` has room for 32 bytes (reserved above) and `src` holds `n` ≤ 32 bytes; each
-    // move reads and writes within those `n` bytes (two overlapping 16-byte blocks cover
-    // 16..=32, two words 8..=15, two halves 4..=7); the `n` bytes written are then initialised,
-    // and only those become part of the vector.
+/// The longest copy done without a call to `memcpy` (most keys and values are short, and the
+/// call costs more than the copy; timestamps and entity ids are 30 and 32 bytes).
+const SHORT: usize = 32;
+
+/// Copies `n` ≤ [`SHORT`] bytes from `src` to `dst`, in at most two moves.
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `n` bytes; they must not overlap.
+#[inline(always)]
+unsafe fn copy_short(dst: *mut u8, src: *const u8, n: usize) {
+    debug_assert!(n <= SHORT);
+    // SAFETY: each move reads and writes within the `n` bytes (two overlapping 16-byte blocks
+    // cover 16..=32, two words 8..=15, two halves 4..=7), which the caller vouches for.
     unsafe {
         match n {
             16.. => {
@@ -148,8 +151,42 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
                 }
             }
         }
-        out.set_len(len + n);
     }
+}
+
+/// Appends the last `keep` bytes of `head`, then `b` (at most [`SHORT`] bytes), then `tail`:
+/// one capacity check and one length update for a key or a short string with its quotes.
+/// `head` and `tail` are at most two bytes.
+#[inline(always)]
+fn put_framed(out: &mut Vec<u8>, head: &[u8], b: &[u8], tail: &[u8], keep: usize) {
+    let (n, head) = (b.len(), &head[head.len() - keep..]);
+    debug_assert!(n <= SHORT && head.len() <= 2 && tail.len() <= 2);
+    out.reserve(SHORT + 4);
+    let len = out.len();
+    // SAFETY: the spare capacity holds SHORT + 4 bytes (reserved above), enough for the at most
+    // 2 + n + 2 bytes written; the sources are the slices' own bytes. Exactly those bytes are
+    // written, so the vector's new length covers initialised bytes only.
+    unsafe {
+        let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        for (i, &c) in head.iter().enumerate() {
+            *dst.add(i) = c;
+        }
+        copy_short(dst.add(head.len()), b.as_ptr(), n);
+        for (i, &c) in tail.iter().enumerate() {
+            *dst.add(head.len() + n + i) = c;
+        }
+        out.set_len(len + head.len() + n + tail.len());
+    }
+}
+
+/// Appends `b`: a short one without a call to `memcpy`.
+#[inline]
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    if b.len() > SHORT {
+        out.extend_from_slice(b);
+        return;
+    }
+    put_framed(out, b"", b, b"", 0);
 }
 
 /// Appends `"key":`, after a comma unless it is the first field. A struct's field names are
@@ -158,14 +195,18 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
 /// keys, which come from data, are escaped.
 #[inline]
 fn put_key(out: &mut Vec<u8>, key: &str, comma: bool) {
-    debug_assert!(!any_escaped(key.as_bytes()), "field name {key:?} needs escaping");
-    out.reserve(key.len() + 4);
-    if comma {
-        out.push(b',');
+    let k = key.as_bytes();
+    debug_assert!(!any_escaped(k), "field name {key:?} needs escaping");
+    if k.len() > SHORT {
+        if comma {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(k);
+        out.extend_from_slice(b"\":");
+        return;
     }
-    out.push(b'"');
-    put(out, key.as_bytes());
-    put(out, b"\":");
+    put_framed(out, b",\"", k, b"\":", 1 + usize::from(comma));
 }
 
 /// `s` escaped as inside a JSON string.
