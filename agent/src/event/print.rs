@@ -193,7 +193,7 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
 /// copied as they are: they are Rust names or `rename`s of the document types, none with a
 /// byte JSON escapes (checked in debug builds, so by every test that prints a document). Map
 /// keys, which come from data, are escaped.
-#[inline]
+#[inline(always)]
 fn put_key(out: &mut Vec<u8>, key: &str, comma: bool) {
     let k = key.as_bytes();
     debug_assert!(!any_escaped(k), "field name {key:?} needs escaping");
