@@ -118,6 +118,8 @@ pub struct Image {
 #[derive(Clone, Copy)]
 struct Ends {
     exe: usize,
+    /// Where the executable's file name starts (after its last `/`).
+    name: usize,
     filename: usize,
     args: usize,
     cwd: usize,
@@ -145,7 +147,8 @@ impl Image {
         text.push_str(cwd);
         let cwd_end = text.len();
         push_args(&mut text, ' ');
-        let ends = Ends { exe: exe_end, filename: filename_end, args: args_end, cwd: cwd_end, nargs: args.len() };
+        let name = exe.rfind('/').map_or(0, |i| i + 1);
+        let ends = Ends { exe: exe_end, name, filename: filename_end, args: args_end, cwd: cwd_end, nargs: args.len() };
         (text.into_boxed_str(), ends)
     }
 
@@ -207,8 +210,7 @@ impl Image {
 
     /// The executable's file name.
     pub fn name(&self) -> &str {
-        let exe = self.exe();
-        exe.rsplit('/').next().unwrap_or(exe)
+        self.part(self.ends.name, self.ends.exe)
     }
 
     pub fn args(&self) -> impl Iterator<Item = &str> + '_ {
@@ -1812,6 +1814,11 @@ mod tests {
         t.apply(&exec(q, "/bin/e", &["éé"], 2 * S));
         let img = t.get(t.key_of(6, S)).unwrap().image().unwrap().clone();
         assert_eq!(img.args_summary(3), "é…");
+        // The name is what follows the executable's last slash.
+        for (exe, name) in [("/usr/bin/python3", "python3"), ("python3", "python3"), ("", ""), ("/opt/dir/", ""), ("/é/ü", "ü")] {
+            let (_, ends) = Image::build(exe, "f", &["a"], "/");
+            assert_eq!(&exe[ends.name..ends.exe], name, "{exe:?}");
+        }
         assert_eq!(Comm::new("abcdefghijklmnopqrstuvwxyz").as_str().len(), 16);
         assert_eq!(Comm::new("ééééééééé").as_str(), "éééééééé");
     }
