@@ -341,9 +341,18 @@ impl std::fmt::Display for Comm {
     }
 }
 
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. The checked conversion first: it has a
+/// fast path for ASCII that the lossy one's chunking lacks, and nearly all kernel text is valid.
+fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    lossy(&bytes[..end])
 }
 
 fn slice<'a>(data: &'a [u8], s: osprey_str, field: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -354,7 +363,7 @@ fn slice<'a>(data: &'a [u8], s: osprey_str, field: &'static str) -> Result<&'a [
 }
 
 fn text(data: &[u8], s: osprey_str, field: &'static str) -> Result<String, DecodeError> {
-    Ok(String::from_utf8_lossy(slice(data, s, field)?).into_owned())
+    Ok(lossy(slice(data, s, field)?))
 }
 
 /// True if [`normalize`] would give `path` back as it is (most joined paths: the kernel joins
@@ -384,7 +393,7 @@ fn split_args(bytes: &[u8]) -> Vec<String> {
     if bytes.is_empty() {
         return Vec::new();
     }
-    bytes.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    bytes.split(|&b| b == 0).map(lossy).collect()
 }
 
 fn header(h: &osprey_hdr, kind: RecordType) -> Header {
@@ -731,6 +740,13 @@ mod tests {
             }
             let _ = decode(&buf);
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_refused() {
+        assert_eq!(lossy(b"/tmp/caf\xc3\xa9"), "/tmp/café");
+        assert_eq!(lossy(b"/tmp/a\xffb"), "/tmp/a\u{fffd}b");
+        assert_eq!(split_args(b"ls\0\xff\0"), ["ls", "\u{fffd}"]);
     }
 
     #[test]
