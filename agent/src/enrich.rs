@@ -7,11 +7,11 @@
 //! When it is not, the event says `hash_pending` and a `hash` event follows with the digest.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -144,12 +144,12 @@ pub struct Enricher {
     users: UserDb,
     cgroups: CgroupResolver,
     hashes: Option<HashPool>,
-    tickets: HashMap<(u32, u64), HashTicket>,
+    tickets: FxHashMap<(u32, u64), HashTicket>,
     depth: usize,
     /// The ancestry last built per parent (its children's ancestry), with the digest of the
     /// chain it was built from: most events come from processes whose ancestors did not change
     /// since their last one, and siblings share one.
-    ancestries: HashMap<ProcKey, CachedAncestry>,
+    ancestries: FxHashMap<ProcKey, CachedAncestry>,
 }
 
 /// Parents whose children's ancestry is kept; past this the cache starts over.
@@ -160,7 +160,7 @@ const ANCESTRIES_CACHED: usize = 8192;
 /// parent's chain.
 fn cached_ancestry(
     table: &ProcessTable,
-    cache: &mut HashMap<ProcKey, CachedAncestry>,
+    cache: &mut FxHashMap<ProcKey, CachedAncestry>,
     key: ProcKey,
     depth: usize,
 ) -> Arc<Ancestry> {
@@ -222,7 +222,7 @@ impl Enricher {
             (None, None)
         };
         let users = UserDb::new("/").with_check_interval(Duration::from_secs(5));
-        let me = Self { table, users, cgroups, hashes, tickets: HashMap::new(), depth: cfg.ancestry_depth, ancestries: HashMap::new() };
+        let me = Self { table, users, cgroups, hashes, tickets: FxHashMap::default(), depth: cfg.ancestry_depth, ancestries: FxHashMap::default() };
         (me, late)
     }
 
