@@ -432,21 +432,24 @@ struct Time(u64);
 impl Time {
     /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, as `humantime::format_rfc3339_nanos` prints it, on
     /// the stack: every document has two to four of these. (A u64 of ns ends in 2554.) The
-    /// date and time of day are kept per thread for the last second printed: a document's
-    /// times and the next document's are mostly of the same second.
+    /// date and time of day of recent seconds are kept per thread, four slots by the second's
+    /// last two bits: a document's times (the event's, the process's and its parent's start)
+    /// and the next document's are mostly of a few seconds.
     fn text(self) -> [u8; 30] {
+        type Slot = std::cell::Cell<(u64, [u8; 19])>;
         thread_local! {
-            static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+            static RECENT: [Slot; 4] = const { [const { std::cell::Cell::new((u64::MAX, [0; 19])) }; 4] };
         }
         let secs = self.0 / 1_000_000_000;
         let nanos = (self.0 % 1_000_000_000) as u32;
         let mut b = *b"0000-00-00T00:00:00.000000000Z";
-        let prefix = match LAST.try_with(std::cell::Cell::get) {
+        let slot = (secs % 4) as usize;
+        let prefix = match RECENT.try_with(|r| r[slot].get()) {
             Ok((s, text)) if s == secs => text,
-            last => {
+            recent => {
                 let text = Self::second(secs);
-                if last.is_ok() {
-                    LAST.set((secs, text));
+                if recent.is_ok() {
+                    RECENT.with(|r| r[slot].set((secs, text)));
                 }
                 text
             }
@@ -982,10 +985,12 @@ mod tests {
     fn times_print_as_humantime_prints_them() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut samples = vec![0, 1, 999_999_999, 1_000_000_000, 951_782_400_000_000_000, 4_107_542_399_999_999_999, u64::MAX];
-        // Runs within a second and across seconds (the thread's last second is reused).
+        // Runs within a second and across seconds (the thread's recent seconds are reused).
         let base = 1_764_000_000_123_456_789;
         samples.extend((0..50).map(|k| base + k * 97_000_000));
         samples.extend([base, base + 5, base - 200_000_000, base + 1]);
+        // Seconds that share a slot, alternating.
+        samples.extend([base, base + 4_000_000_000, base + 2, base + 8_000_000_001, base + 4_000_000_003]);
         for _ in 0..20_000 {
             x ^= x << 13;
             x ^= x >> 7;
