@@ -67,10 +67,18 @@ fn a_five_deep_chain_lists_every_ancestor_then_the_test() {
 
 #[test]
 fn a_process_older_than_the_agent_has_full_ancestry_at_exit() {
-    let mut old = Command::new("/bin/sleep").arg("1.5").spawn().unwrap();
+    // It lives until the agent has seeded its table from /proc (however long loading the
+    // programs takes on this host), then is killed.
+    let mut old = Command::new("/bin/sleep").arg("60").spawn().unwrap();
     let pid = old.id();
     std::thread::sleep(Duration::from_millis(200));
     let mut h = Harness::start(test_config());
+    // The pipeline seeds the table before it handles its first record: wait for one.
+    let mut marker = Command::new("/bin/true").spawn().unwrap();
+    let marker_pid = marker.id();
+    marker.wait().unwrap();
+    assert!(h.wait_for(Duration::from_secs(10), |evs| has_exit(evs, marker_pid)));
+    old.kill().unwrap();
     old.wait().unwrap();
     assert!(h.wait_for(Duration::from_secs(10), |evs| has_exit(evs, pid)));
     let ev = h.events.iter().find(|e| matches!(e.record(), Some(Record::Exit(x)) if x.hdr.pid == pid)).unwrap();
@@ -82,7 +90,7 @@ fn a_process_older_than_the_agent_has_full_ancestry_at_exit() {
     assert!(ctx.ancestry.len() >= 2, "and on up: {:#?}", ctx.ancestry);
     let v = h.ecs.to_value(ev);
     assert_eq!(v["process"]["executable"], canonical("/bin/sleep"));
-    assert_eq!(v["process"]["args"][1], "1.5");
+    assert_eq!(v["process"]["args"][1], "60");
     h.stop();
 }
 
