@@ -93,11 +93,11 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     network: Option<net::NetworkDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dns: Option<net::DnsDoc>,
+    dns: Option<Box<net::DnsDoc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<RuleDoc<'a>>,
+    rule: Option<Box<RuleDoc<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    threat: Option<ThreatDoc>,
+    threat: Option<Box<ThreatDoc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<ContainerDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -357,13 +357,13 @@ struct Osprey<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     process_incomplete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    alert: Option<AlertMeta<'a>>,
+    alert: Option<Box<AlertMeta<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<file::FileMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cred: Option<system::CredMeta>,
+    cred: Option<Box<system::CredMeta>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<system::SystemMeta<'a>>,
+    system: Option<Box<system::SystemMeta<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<&'a crate::respond::Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -721,7 +721,7 @@ impl Ecs {
                 doc.process = Some(self.base_process(&c.hdr));
                 doc.user = Some(user);
                 Self::set_meta(&mut doc.osprey, &c.hdr);
-                doc.osprey.cred = Some(cmeta);
+                doc.osprey.cred = Some(Box::new(cmeta));
             }
             EventBody::Record(Record::System(y)) => {
                 let (category, type_, action) = system::classify(y.op);
@@ -729,7 +729,7 @@ impl Ecs {
                 doc.event.dataset = "osprey.system";
                 doc.process = Some(self.base_process(&y.hdr));
                 Self::set_meta(&mut doc.osprey, &y.hdr);
-                doc.osprey.system = Some(system::system_doc(y, &self.ids));
+                doc.osprey.system = Some(Box::new(system::system_doc(y, &self.ids)));
             }
             EventBody::Record(Record::Net(n)) => {
                 let (type_, outcome) = net::classify(n.op);
@@ -752,7 +752,7 @@ impl Ecs {
                 if !d.owner_unknown() {
                     doc.process = Some(self.base_process(&d.hdr));
                 }
-                (doc.source, doc.destination, doc.network, doc.dns) = (Some(src), Some(dst), Some(network), Some(dns));
+                (doc.source, doc.destination, doc.network, doc.dns) = (Some(src), Some(dst), Some(network), Some(Box::new(dns)));
                 Self::set_meta(&mut doc.osprey, &d.hdr);
                 doc.osprey.dns = Some(dmeta);
             }
@@ -765,9 +765,9 @@ impl Ecs {
                 doc.event.id = Some(a.id.clone());
                 doc.event.dataset = "osprey.alert";
                 doc.event.severity = Some(a.alert.severity());
-                doc.rule = Some(a.rule_doc());
-                doc.threat = a.threat_doc();
-                doc.osprey.alert = Some(a.meta());
+                doc.rule = Some(Box::new(a.rule_doc()));
+                doc.threat = a.threat_doc().map(Box::new);
+                doc.osprey.alert = Some(Box::new(a.meta()));
                 if let Some(ctx) = &a.ctx {
                     doc.process = Some(self.ctx_process(&ctx.process));
                     self.apply_ctx(&mut doc, ctx, false);
@@ -782,7 +782,7 @@ impl Ecs {
                     Verdict::Failed | Verdict::Refused => "failure",
                     Verdict::Would | Verdict::RateLimited => "unknown",
                 });
-                doc.rule = r.rule.as_deref().map(crate::alerting::rule_doc);
+                doc.rule = r.rule.as_deref().map(|r| Box::new(crate::alerting::rule_doc(r)));
                 doc.osprey.response = Some(&r.outcome);
                 if let Some(ctx) = &ev.ctx {
                     doc.process = Some(self.ctx_process(&ctx.process));
