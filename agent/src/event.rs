@@ -236,13 +236,13 @@ impl EventMeta {
 
 #[derive(Serialize)]
 struct Id<'a> {
-    id: lazy::IdText,
+    id: lazy::NumText<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
 }
 
 fn id<'a>(v: u32) -> Id<'a> {
-    Id { id: lazy::IdText(v), name: None }
+    Id { id: lazy::NumText(v), name: None }
 }
 
 #[derive(Serialize, Default)]

@@ -3,7 +3,7 @@
 use agent_common::osprey_file_op as fo;
 use serde::Serialize;
 
-use super::lazy::{IdText, NumText, Octal};
+use super::lazy::{NumText, Octal};
 use crate::decode::File;
 
 #[derive(Serialize)]
@@ -16,13 +16,13 @@ pub struct FileDoc<'a> {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inode: Option<NumText>,
+    pub inode: Option<NumText<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Octal>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<IdText>,
+    pub uid: Option<NumText<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<IdText>,
+    pub gid: Option<NumText<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// symlink target
@@ -112,7 +112,7 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
     let mode = (known || f.op == fo::OSPREY_FILE_CHMOD).then_some(Octal(f.mode & 0o7777));
     // chown(-1) leaves an id unchanged: it is not reported.
     let (uid, gid) = if known || f.op == fo::OSPREY_FILE_CHOWN {
-        ((f.uid != u32::MAX).then_some(IdText(f.uid)), (f.gid != u32::MAX).then_some(IdText(f.gid)))
+        ((f.uid != u32::MAX).then_some(NumText(f.uid)), (f.gid != u32::MAX).then_some(NumText(f.gid)))
     } else {
         (None, None)
     };

@@ -153,21 +153,11 @@ impl Serialize for AncestryDoc<'_> {
     }
 }
 
-/// A user or group id, printed as ECS has it: a string.
+/// A number ECS has as a string (a user or group id, an inode): printed when serialised.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IdText(pub u32);
+pub(crate) struct NumText<T>(pub T);
 
-impl Serialize for IdText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(itoa::Buffer::new().format(self.0))
-    }
-}
-
-/// A number ECS has as a string (an inode): printed when serialised.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NumText(pub u64);
-
-impl Serialize for NumText {
+impl<T: itoa::Integer + Copy> Serialize for NumText<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(itoa::Buffer::new().format(self.0))
     }
@@ -294,14 +284,14 @@ mod tests {
     use super::*;
 
     fn id(v: u32, name: Option<&str>) -> Id<'_> {
-        Id { id: IdText(v), name }
+        Id { id: NumText(v), name }
     }
 
     #[test]
     fn numbers_print_as_the_strings_ecs_has() {
         for v in [0, 1, 7, 8, 0o644, 0o100755, 0o7777, u32::MAX] {
             assert_eq!(serde_json::to_value(Octal(v)).unwrap(), format!("{v:o}"));
-            assert_eq!(serde_json::to_value(IdText(v)).unwrap(), v.to_string());
+            assert_eq!(serde_json::to_value(NumText(v)).unwrap(), v.to_string());
         }
         for v in [0, 42, u64::MAX] {
             assert_eq!(serde_json::to_value(NumText(v)).unwrap(), v.to_string());
