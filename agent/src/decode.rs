@@ -369,7 +369,23 @@ fn text(data: &[u8], s: osprey_str, field: &'static str) -> Result<String, Decod
 /// True if [`normalize`] would give `path` back as it is (most joined paths: the kernel joins
 /// a clean relative name to the working directory), so it need not be rebuilt.
 fn is_normal(path: &str) -> bool {
-    path == "/" || path.strip_prefix('/').is_some_and(|rest| rest.split('/').all(|c| !matches!(c, "" | "." | "..")))
+    let Some(rest) = path.as_bytes().strip_prefix(b"/") else { return false };
+    // A component of `len` bytes, `dots` of them dots, is one normalising drops or applies:
+    // empty, `.` or `..`. One pass over the bytes (no search per component).
+    let dropped = |len: usize, dots: usize| len == 0 || (len == dots && len <= 2);
+    let (mut len, mut dots) = (0, 0);
+    for &b in rest {
+        if b == b'/' {
+            if dropped(len, dots) {
+                return false;
+            }
+            (len, dots) = (0, 0);
+        } else {
+            len += 1;
+            dots += usize::from(b == b'.');
+        }
+    }
+    rest.is_empty() || !dropped(len, dots)
 }
 
 /// Lexically normalises an absolute path: drops `.` and empty components, applies `..`.
@@ -755,9 +771,18 @@ mod tests {
         assert_eq!(normalize("/tmp/d/../x"), "/tmp/x");
         assert_eq!(normalize("/../../etc//passwd"), "/etc/passwd");
         assert_eq!(normalize("/"), "/");
-        let paths = ["/", "/tmp/x", "/tmp/d/./x", "/tmp/d/../x", "//x", "/x/", "/x/.", "/x/..", "/.x/..y/...", "x/y", "", "/a//b"];
+        let paths = ["/", "/tmp/x", "/tmp/d/./x", "/tmp/d/../x", "//x", "/x/", "/x/.", "/x/..", "/.x/..y/...", "x/y", "", "/a//b", "/.", "/..", "/..."];
         for p in paths {
             assert_eq!(is_normal(p), normalize(p) == p, "{p:?}");
+        }
+        // Every path of up to seven of `/`, `.` and `a`.
+        let mut all = vec![String::new()];
+        for _ in 0..7 {
+            let longer: Vec<String> = all.iter().flat_map(|p| ['/', '.', 'a'].map(|c| format!("{p}{c}"))).collect();
+            for p in &longer {
+                assert_eq!(is_normal(p), normalize(p) == *p, "{p:?}");
+            }
+            all = longer;
         }
     }
 
