@@ -1,5 +1,6 @@
 //! The event model and its ECS JSON form (one object per line; DESIGN.md "Event schema").
 
+mod emit;
 mod file;
 mod lazy;
 mod net;
@@ -21,7 +22,10 @@ use crate::{
     decode::{Exec, Exit, Fork, Header, Record},
     enrich::{Context, LateHash, ProcCtx},
     output::Facts,
-    process::{table::Image, EntityIds, Host},
+    process::{
+        table::{Image, PrintedAs},
+        EntityIds, Host,
+    },
 };
 
 /// What flows from the sensor through the pipeline to the outputs.
@@ -73,9 +77,9 @@ pub struct Ecs {
 struct Doc<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: Time,
-    /// `"event":{…}` as printed once for every event of its kind (for [`print`] only: see
+    /// `"event":{…}` as printed once for every event of its kind (for [`Doc::emit`] only: see
     /// [`Doc::printing`]).
-    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     event_printed: Option<&'static str>,
     #[serde(skip_serializing_if = "EventMeta::is_printed")]
     event: EventMeta,
@@ -106,9 +110,10 @@ struct Doc<'a> {
 }
 
 impl Doc<'_> {
-    /// The document as [`print`] prints it: parts printed once for many events (the shared
-    /// ancestry) are copied in as the JSON they already are. Only for that printer (other
-    /// serialisers see raw-JSON tokens, not the fields).
+    /// The document as [`Doc::emit`] prints it: parts printed once for many events (the event
+    /// kind, the host, the images, the shared ancestry, the ids) are copied in as the JSON they
+    /// already are. The fields they replace are cleared, so only [`Doc::emit`] prints the
+    /// document whole from then on (serde would leave those parts out).
     fn printing(&mut self) {
         if let Some(printed) = lazy::printed_event(&self.event) {
             self.event_printed = Some(printed);
@@ -117,14 +122,17 @@ impl Doc<'_> {
         self.host.printed = true;
         if let Some(p) = self.process.as_mut() {
             if let Some(img) = p.image {
-                p.image_printed = Some(img.printed(false, |img| print::fields(&ProcessImage::of(img)).expect("image fields print")));
+                p.image_printed = Some(img.printed(PrintedAs::Process, |img| print::fields(&ProcessImage::of(img)).expect("image fields print")));
                 (p.name, p.executable, p.args, p.args_count, p.command_line, p.working_directory) = Default::default();
             }
             if let Some(par) = p.parent.as_mut() {
                 if let Some(img) = par.image {
-                    par.image_printed = Some(img.printed(true, |img| print::fields(&ParentImage::of(img)).expect("image fields print")));
+                    par.image_printed = Some(img.printed(PrintedAs::Parent, |img| print::fields(&ParentImage::of(img)).expect("image fields print")));
                     (par.executable, par.name, par.args, par.command_line) = Default::default();
                 }
+            }
+            if let Some(prev) = p.previous.as_mut() {
+                prev.printed = Some(prev.image.printed(PrintedAs::Previous, |img| print::fields(&Previous::of(img)).expect("image fields print")));
             }
             if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
                 p.ancestry = Some(lazy::AncestryDoc::Printed(a));
@@ -253,7 +261,7 @@ struct Parent<'a> {
     /// As in [`Process`]: the image the fields from `executable` on are of, and their print.
     #[serde(skip)]
     image: Option<&'a Image>,
-    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     image_printed: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     executable: Option<&'a str>,
@@ -267,8 +275,21 @@ struct Parent<'a> {
 
 #[derive(Serialize)]
 struct Previous<'a> {
+    /// The image before the exec, whose fields these are.
+    #[serde(skip)]
+    image: &'a Image,
+    /// Its fields as the image printed them once (for [`Doc::emit`] only: see
+    /// [`Doc::printing`]).
+    #[serde(skip)]
+    printed: Option<&'a str>,
     executable: &'a str,
     args: lazy::Args<'a>,
+}
+
+impl<'a> Previous<'a> {
+    fn of(img: &'a Image) -> Self {
+        Previous { image: img, printed: None, executable: img.exe(), args: lazy::Args::Image(img) }
+    }
 }
 
 #[derive(Serialize)]
@@ -288,8 +309,9 @@ struct Process<'a> {
     /// The image the fields from `name` to `working_directory` are of, if it is the table's.
     #[serde(skip)]
     image: Option<&'a Image>,
-    /// Those fields as the image printed them once (for [`print`] only: see [`Doc::printing`]).
-    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    /// Those fields as the image printed them once (for [`Doc::emit`] only: see
+    /// [`Doc::printing`]).
+    #[serde(skip)]
     image_printed: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
@@ -315,8 +337,8 @@ struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<Hash<'a>>,
     /// `user` to `real_group` as printed once for every event with the same ids and names
-    /// (for [`print`] only: see [`Doc::printing`]).
-    #[serde(rename = "$osprey::private::RawFields", skip_serializing_if = "Option::is_none")]
+    /// (for [`Doc::emit`] only: see [`Doc::printing`]).
+    #[serde(skip)]
     ids_printed: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<Id<'a>>,
@@ -461,6 +483,13 @@ impl Time {
             pair(&mut b, at, v);
         }
         b
+    }
+
+    /// [`Time::text`] in quotes: a JSON string with nothing to escape.
+    fn quoted(self) -> [u8; 32] {
+        let mut q = [b'"'; 32];
+        q[1..31].copy_from_slice(&self.text());
+        q
     }
 
     /// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch.
@@ -665,7 +694,7 @@ impl Ecs {
     pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
         let mut doc = self.doc(ev);
         doc.printing();
-        print::to_vec(out, &doc)?;
+        doc.emit(out)?;
         Ok(doc.event.facts())
     }
 
@@ -847,7 +876,7 @@ impl Ecs {
                 }
             }
             p.ancestry = Some(lazy::AncestryDoc::List(&ctx.ancestry));
-            p.previous = ctx.previous.as_ref().map(|prev| Previous { executable: prev.exe(), args: lazy::Args::Image(prev) });
+            p.previous = ctx.previous.as_deref().map(Previous::of);
             p.hash = ctx.hash.map(|h| Hash { sha256: lazy::Sha256::Digest(h) });
             for (slot, name) in [(&mut p.user, &ctx.user), (&mut p.group, &ctx.group), (&mut p.real_user, &ctx.real_user)] {
                 if let Some(id) = slot.as_mut() {
@@ -1007,5 +1036,12 @@ mod tests {
     fn quoting() {
         let args: Vec<String> = ["a", "b c", "it's", ""].iter().map(|s| s.to_string()).collect();
         assert_eq!(command_line(&args), r"a 'b c' 'it'\''s' ''");
+        // Quoted exactly when an argument is empty or has whitespace (Unicode's too), a quote,
+        // a backslash, `$` or a backquote.
+        for c in ['a', 'é', '-', '\t', '\n', '\u{b}', '\u{c}', '\r', ' ', '\u{85}', '\u{a0}', '\u{2003}', '\'', '"', '\\', '$', '`'] {
+            let arg = format!("x{c}y");
+            let quoted = c.is_whitespace() || "'\"\\$`".contains(c);
+            assert_eq!(command_line(std::slice::from_ref(&arg)).starts_with('\''), quoted, "{arg:?}");
+        }
     }
 }

@@ -51,7 +51,7 @@ impl fmt::Display for CommandLine<'_> {
                     if i > 0 {
                         f.write_str(" ")?;
                     }
-                    if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                    if !needs_quotes(a) {
                         f.write_str(a)?;
                     } else {
                         f.write_str("'")?;
@@ -71,6 +71,15 @@ impl fmt::Display for CommandLine<'_> {
             CommandLine::Image(img) => f.write_str(img.command_line()),
         }
     }
+}
+
+/// True if a shell would need `a` quoted: empty, or with whitespace, a quote, `\`, `$` or a
+/// backquote. Bytes first (nearly every argument is ASCII); other characters only if there are
+/// any.
+fn needs_quotes(a: &str) -> bool {
+    a.is_empty()
+        || a.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r' | b'\'' | b'"' | b'\\' | b'$' | b'`'))
+        || (!a.is_ascii() && a.chars().any(char::is_whitespace))
 }
 
 impl Serialize for CommandLine<'_> {
@@ -169,17 +178,7 @@ pub(crate) struct Octal(pub u32);
 
 impl Serialize for Octal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut digits = [0u8; 11];
-        let (mut at, mut v) = (digits.len(), self.0);
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (v & 7) as u8;
-            v >>= 3;
-            if v == 0 {
-                break;
-            }
-        }
-        s.serialize_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+        s.serialize_str(self.text(&mut [0; 11]))
     }
 }
 

@@ -6,21 +6,17 @@
 //! - a struct's field names are copied as they are, unchecked: the one difference from
 //!   serde_json, which would escape them (the documents' names need no escaping: debug builds
 //!   check every one they print);
-//! - parts printed once for many events are copied in as they are: a `serde_json` raw value
-//!   (the shared ancestry), and a run of fields a type printed once ([`RAW_FIELDS`]: the
-//!   fields of a process image every event of the process repeats).
+//! - a `serde_json` raw value (JSON printed already) is copied in as it is.
 //!
-//! Only [`to_vec`] knows the raw-fields token: any other serializer would print it as a field,
-//! so documents carry such parts only when they are made for this printer.
+//! The documents of the hot record kinds are printed by hand ([`super::emit`]) with this
+//! module's primitives; this printer does the rest (the rare parts of a document, and the parts
+//! printed once for many documents).
 
 use std::fmt;
 
 use serde::{ser, Serialize};
 use serde_json::Error;
 
-/// The name of a struct field whose value (a string) is a run of printed fields (`"a":1,"b":2`,
-/// or empty) to copy into the struct as they are.
-pub(super) const RAW_FIELDS: &str = "$osprey::private::RawFields";
 /// `serde_json::value::RawValue` serialises as a struct of this name with one field of this name.
 const RAW_VALUE: &str = "$serde_json::private::RawValue";
 
@@ -29,8 +25,8 @@ pub fn to_vec<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(),
     value.serialize(&mut Printer { out, mode: Mode::Value })
 }
 
-/// A struct's fields as they print between its braces (`"a":1,"b":2`): a run of fields for
-/// [`RAW_FIELDS`].
+/// A struct's fields as they print between its braces (`"a":1,"b":2`): a run of fields to
+/// copy into a document printed by hand.
 pub fn fields<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
     let mut out = Vec::with_capacity(256);
     to_vec(&mut out, value)?;
@@ -130,7 +126,8 @@ const SHORT: usize = 32;
 unsafe fn copy_short(dst: *mut u8, src: *const u8, n: usize) {
     debug_assert!(n <= SHORT);
     // SAFETY: each move reads and writes within the `n` bytes (two overlapping 16-byte blocks
-    // cover 16..=32, two words 8..=15, two halves 4..=7), which the caller vouches for.
+    // cover 16..=32, two words 8..=15, two halves 4..=7, three bytes 1..=3), which the caller
+    // vouches for.
     unsafe {
         match n {
             16.. => {
@@ -145,11 +142,32 @@ unsafe fn copy_short(dst: *mut u8, src: *const u8, n: usize) {
                 dst.cast::<u32>().write_unaligned(src.cast::<u32>().read_unaligned());
                 dst.add(n - 4).cast::<u32>().write_unaligned(src.add(n - 4).cast::<u32>().read_unaligned());
             }
-            _ => {
-                for i in 0..n {
-                    *dst.add(i) = *src.add(i);
-                }
+            // The first, middle and last bytes cover 1..=3 (a loop would become a `memcpy` call).
+            1.. => {
+                *dst = *src;
+                *dst.add(n / 2) = *src.add(n / 2);
+                *dst.add(n - 1) = *src.add(n - 1);
             }
+            0 => {}
+        }
+    }
+}
+
+/// Copies `b` (at most two bytes) to `dst`, byte by byte: a loop here would be compiled into a
+/// call to `memcpy`.
+///
+/// # Safety
+/// `dst` must be writable for `b.len()` bytes.
+#[inline(always)]
+unsafe fn copy_tiny(dst: *mut u8, b: &[u8]) {
+    debug_assert!(b.len() <= 2);
+    // SAFETY: the caller vouches for `b.len()` writable bytes at `dst`.
+    unsafe {
+        if let Some(&c) = b.first() {
+            *dst = c;
+        }
+        if let Some(&c) = b.get(1) {
+            *dst.add(1) = c;
         }
     }
 }
@@ -168,20 +186,16 @@ fn put_framed(out: &mut Vec<u8>, head: &[u8], b: &[u8], tail: &[u8], keep: usize
     // written, so the vector's new length covers initialised bytes only.
     unsafe {
         let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        for (i, &c) in head.iter().enumerate() {
-            *dst.add(i) = c;
-        }
+        copy_tiny(dst, head);
         copy_short(dst.add(head.len()), b.as_ptr(), n);
-        for (i, &c) in tail.iter().enumerate() {
-            *dst.add(head.len() + n + i) = c;
-        }
+        copy_tiny(dst.add(head.len() + n), tail);
         out.set_len(len + head.len() + n + tail.len());
     }
 }
 
 /// Appends `b`: a short one without a call to `memcpy`.
 #[inline]
-fn put(out: &mut Vec<u8>, b: &[u8]) {
+pub(super) fn put(out: &mut Vec<u8>, b: &[u8]) {
     if b.len() > SHORT {
         out.extend_from_slice(b);
         return;
@@ -194,7 +208,7 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
 /// byte JSON escapes (checked in debug builds, so by every test that prints a document). Map
 /// keys, which come from data, are escaped.
 #[inline(always)]
-fn put_key(out: &mut Vec<u8>, key: &str, comma: bool) {
+pub(super) fn put_key(out: &mut Vec<u8>, key: &str, comma: bool) {
     let k = key.as_bytes();
     debug_assert!(!any_escaped(k), "field name {key:?} needs escaping");
     if k.len() > SHORT {
@@ -233,7 +247,7 @@ enum Mode {
     Value,
     /// A map key: numbers and booleans are quoted, as serde_json does.
     Key,
-    /// A string to copy as it is (a raw value's or raw fields' text).
+    /// A string to copy as it is (a raw value's text).
     Raw,
 }
 
@@ -490,18 +504,6 @@ impl Compound<'_, '_> {
         if self.raw_value {
             return self.p.with_mode(Mode::Raw, value);
         }
-        if key == RAW_FIELDS {
-            // Printed after a comma that goes again if the run was empty or comes first.
-            let at = self.p.out.len();
-            self.p.out.push(b',');
-            self.p.with_mode(Mode::Raw, value)?;
-            if self.p.out.len() == at + 1 {
-                self.p.out.truncate(at);
-            } else if std::mem::take(&mut self.first) {
-                self.p.out.remove(at);
-            }
-            return Ok(());
-        }
         put_key(self.p.out, key, !std::mem::take(&mut self.first));
         value.serialize(&mut *self.p)
     }
@@ -705,51 +707,5 @@ mod tests {
         assert!(serde_json::to_string(&FloatKeys(floats.clone())).is_err());
         assert!(to_vec(&mut Vec::new(), &FloatKeys(floats)).is_err());
         assert_eq!(printed(&FloatKeys(vec![(1.5, 1)])), serde_json::to_string(&FloatKeys(vec![(1.5, 1)])).unwrap());
-    }
-
-    /// A struct with a run of printed fields among its own.
-    struct WithRaw<'a> {
-        before: Option<u8>,
-        raw: &'a str,
-        after: Option<u8>,
-    }
-
-    impl Serialize for WithRaw<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeStruct;
-            let mut st = s.serialize_struct("WithRaw", 3)?;
-            if let Some(b) = self.before {
-                st.serialize_field("before", &b)?;
-            }
-            st.serialize_field(RAW_FIELDS, self.raw)?;
-            if let Some(a) = self.after {
-                st.serialize_field("after", &a)?;
-            }
-            st.end()
-        }
-    }
-
-    #[test]
-    fn raw_fields_are_copied_in_with_the_commas_they_need() {
-        for before in [None, Some(1)] {
-            for raw in ["", r#""r":"x","s":[1]"#] {
-                for after in [None, Some(2)] {
-                    let text = printed(&WithRaw { before, raw, after });
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-                    let mut want = serde_json::Map::new();
-                    if let Some(b) = before {
-                        want.insert("before".into(), b.into());
-                    }
-                    if !raw.is_empty() {
-                        want.insert("r".into(), "x".into());
-                        want.insert("s".into(), serde_json::json!([1]));
-                    }
-                    if let Some(a) = after {
-                        want.insert("after".into(), a.into());
-                    }
-                    assert_eq!(v, serde_json::Value::Object(want), "{text}");
-                }
-            }
-        }
     }
 }

@@ -183,7 +183,27 @@ pub(crate) mod tests {
     fn the_printed_json_is_the_document() {
         let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
         let mut with_ancestors = 0;
-        for ev in events(&ecs) {
+        let mut evs = events(&ecs);
+        // The events that are not records (an alert naming a process, a late hash, a loss), a
+        // record whose context has its image's hash, and one without a context.
+        let ctx = evs[2].ctx.clone().expect("enriched");
+        let f = crate::protect::tamper::Finding { kind: crate::protect::tamper::Kind::Blinded, summary: "s".into(), wait_seq: None, killed: false };
+        let mut a = crate::protect::alert(&f, None, Vec::new(), Some(Arc::clone(&ctx)), evs[2].wall_ns);
+        a.id = "alert-1".into();
+        let late = crate::enrich::LateHash { process: ctx.process.clone(), sha256: "ab".repeat(32) };
+        let mut hashed = (*ctx).clone();
+        hashed.hash = Some(crate::process::hash::Sha256Digest::of(b"image"));
+        let wall_ns = evs[2].wall_ns;
+        let record = evs[3].body.clone();
+        evs.extend([
+            Event { wall_ns, body: EventBody::Alert(Box::new(a)), ctx: Some(Arc::clone(&ctx)) },
+            Event { wall_ns, body: EventBody::Hash(late), ctx: None },
+            Event { wall_ns, body: EventBody::Loss(vec![(agent_common::RecordType::Exec, 3), (agent_common::RecordType::File, 1)]), ctx: None },
+            Event { wall_ns, body: record, ctx: Some(Arc::new(hashed)) },
+            // An exit with a status (the others end by a signal), of a process the table lacks.
+            Event { wall_ns, body: EventBody::Record(decode(&raw::exit(7, 3 << 8, 70)).unwrap()), ctx: None },
+        ]);
+        for ev in evs {
             let mut text = Vec::new();
             let facts = ecs.encode(&ev, &mut text).unwrap();
             let printed: serde_json::Value = serde_json::from_slice(&text).unwrap();

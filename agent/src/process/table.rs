@@ -94,6 +94,17 @@ pub enum ImageSource {
     Proc,
 }
 
+/// The object of a document an image's fields are printed in ([`Image::printed`]).
+#[derive(Debug, Clone, Copy)]
+pub enum PrintedAs {
+    /// `process`.
+    Process,
+    /// `process.parent`.
+    Parent,
+    /// `process.previous`.
+    Previous,
+}
+
 /// One executable image a process ran: what exec (or /proc) said about it. Shared between a
 /// parent and the children it forked until they exec.
 pub struct Image {
@@ -109,9 +120,9 @@ pub struct Image {
     pub exec_ns: u64,
     pub source: ImageSource,
     hash: OnceLock<Sha256Digest>,
-    /// Its fields as the documents of a process and of a child print them (`event::print`),
-    /// printed once for all of them.
-    printed: [OnceLock<Box<str>>; 2],
+    /// Its fields as the documents of a process, of a child and of a process that exec'd
+    /// from it print them (`event::print`), printed once for all of them.
+    printed: [OnceLock<Box<str>>; 3],
 }
 
 /// Where each part of [`Image::text`] ends, and how many arguments it holds.
@@ -248,10 +259,10 @@ impl Image {
         self.hash.get().copied()
     }
 
-    /// Its fields as the documents of the process (`as_parent` false) or of its children print
-    /// them: `print`'s text, kept from the first call on.
-    pub fn printed(&self, as_parent: bool, print: impl FnOnce(&Self) -> String) -> &str {
-        self.printed[usize::from(as_parent)].get_or_init(|| print(self).into())
+    /// Its fields as the documents print them in the `role`'s object: `print`'s text, kept
+    /// from the first call on.
+    pub fn printed(&self, role: PrintedAs, print: impl FnOnce(&Self) -> String) -> &str {
+        self.printed[role as usize].get_or_init(|| print(self).into())
     }
 
     /// Records the file's hash (once; later calls are ignored). Returns whether it was set.
