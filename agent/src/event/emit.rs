@@ -117,13 +117,8 @@ impl<'o> Obj<'o> {
         }
     }
 
-    fn command_line(&mut self, k: &'static str, c: CommandLine<'_>) -> Result<(), Error> {
-        match c {
-            CommandLine::Image(img) => self.str(k, img.command_line()),
-            // Shell-quoted as it is printed (`Display`), escaped on the way.
-            CommandLine::Record(_) => return self.ser(k, &c),
-        }
-        Ok(())
+    fn command_line(&mut self, k: &'static str, c: CommandLine<'_>) {
+        self.str(k, &c.text());
     }
 
     fn id(&mut self, k: &'static str, id: &Id<'_>) {
@@ -190,7 +185,7 @@ impl Process<'_> {
             o.num("args_count", n);
         }
         if let Some(c) = self.command_line {
-            o.command_line("command_line", c)?;
+            o.command_line("command_line", c);
         }
         o.opt_str("working_directory", self.working_directory);
         o.time("start", self.start);
@@ -263,7 +258,7 @@ impl Parent<'_> {
             o.args("args", a);
         }
         if let Some(c) = self.command_line {
-            o.command_line("command_line", c)?;
+            o.command_line("command_line", c);
         }
         o.close();
         Ok(())

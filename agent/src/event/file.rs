@@ -75,8 +75,14 @@ pub fn classify(op: u32) -> (&'static str, &'static str) {
     }
 }
 
+/// The last `b` in `s`, searched byte by byte from the end: a name is short, and `rfind`'s
+/// searcher costs more to set up than the scan.
+fn last(s: &str, b: u8) -> Option<usize> {
+    s.bytes().rposition(|c| c == b)
+}
+
 fn split(path: &str) -> (&str, &str) {
-    match path.rfind('/') {
+    match last(path, b'/') {
         Some(0) => ("/", &path[1..]),
         Some(i) => (&path[..i], &path[i + 1..]),
         None => ("", path),
@@ -101,7 +107,7 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
         _ => f.path.as_str(),
     };
     let (directory, name) = split(subject);
-    let extension = name.rsplit_once('.').map(|(_, e)| e).filter(|e| !e.is_empty() && !name.starts_with('.'));
+    let extension = last(name, b'.').map(|i| &name[i + 1..]).filter(|e| !e.is_empty() && !name.starts_with('.'));
     let known = f.ino != 0;
     let (orig_dir_name, target) = match f.op {
         fo::OSPREY_FILE_RENAME => (Some(split(&f.path).1), None),
@@ -139,4 +145,28 @@ pub fn doc(f: &File) -> (FileDoc<'_>, FileMeta) {
         folded: f.folded,
     };
     (doc, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_directory_name_and_extension() {
+        for path in ["/", "/a", "/a/b.txt", "a", "", "/a/.hidden", "/a/b.", "/a/b.tar.gz", "/dir.d/x", "/é/ü.tär", "//x"] {
+            let want_split = match path.rfind('/') {
+                Some(0) => ("/", &path[1..]),
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => ("", path),
+            };
+            assert_eq!(split(path), want_split, "{path:?}");
+            let rec = crate::decode::raw::file(1, 1, fo::OSPREY_FILE_CREATE, "/x", None);
+            let crate::decode::Record::File(mut f) = crate::decode::decode(&rec).unwrap() else { panic!() };
+            f.path = path.into();
+            let (d, _) = doc(&f);
+            let name = want_split.1;
+            let want_ext = name.rsplit_once('.').map(|(_, e)| e).filter(|e| !e.is_empty() && !name.starts_with('.'));
+            assert_eq!((d.directory, d.name, d.extension), (want_split.0, name, want_ext), "{path:?}");
+        }
+    }
 }

@@ -54,11 +54,7 @@ fn text(v: Option<&str>) -> FieldValue<'_> {
 }
 
 fn command_line<'a>(c: Option<&CommandLine<'a>>) -> FieldValue<'a> {
-    match c {
-        None => FieldValue::Missing,
-        Some(CommandLine::Image(img)) => text(Some(img.command_line())),
-        Some(c) => FieldValue::One(Scalar::Str(Cow::Owned(c.to_string()))),
-    }
+    c.map_or(FieldValue::Missing, |c| FieldValue::One(Scalar::Str(c.text())))
 }
 
 impl<'a> EcsView<'a> {
