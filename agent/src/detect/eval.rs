@@ -105,20 +105,12 @@ impl<'a> Ctx<'a> {
         if slot.generation != gen {
             slot.generation = gen;
             slot.len = 0;
-            let mut buf = String::new();
             slot.presence = match ev.get(field) {
                 FieldValue::Missing => Presence::Missing,
                 FieldValue::Null => Presence::Null,
                 FieldValue::Other => Presence::Other,
                 v => {
-                    v.for_each(|s| match s {
-                        super::fields::Scalar::Str(x) => fill(&mut slot.texts, &mut slot.len, x),
-                        other => {
-                            buf.clear();
-                            other.write_text(&mut buf);
-                            fill(&mut slot.texts, &mut slot.len, &buf);
-                        }
-                    });
+                    v.for_each(|s| s.with_text(|t| fill(&mut slot.texts, &mut slot.len, t)));
                     Presence::Values
                 }
             };

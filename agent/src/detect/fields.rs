@@ -312,19 +312,18 @@ impl Scalar<'_> {
 
     /// Appends the value as text (numbers in decimal, booleans as `true`/`false`).
     pub fn write_text(&self, out: &mut String) {
-        use std::fmt::Write;
+        self.with_text(|t| out.push_str(t));
+    }
+
+    /// `f` of the value as text: numbers printed on the stack (no `fmt`, no allocation), but
+    /// for floats.
+    pub fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         match self {
-            Scalar::Str(s) => out.push_str(s),
-            Scalar::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Scalar::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
-            Scalar::Float(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Scalar::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Scalar::Str(s) => f(s),
+            Scalar::Int(i) => f(itoa::Buffer::new().format(*i)),
+            Scalar::UInt(u) => f(itoa::Buffer::new().format(*u)),
+            Scalar::Float(x) => f(&x.to_string()),
+            Scalar::Bool(b) => f(if *b { "true" } else { "false" }),
         }
     }
 

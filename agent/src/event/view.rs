@@ -4,11 +4,14 @@
 //! `serde_json::Value`, which is built only when needed — for an alert's trigger, or for a field
 //! or keyword search the rule set's table does not cover.
 
-use std::{borrow::Cow, cell::OnceCell};
+use std::{
+    borrow::Cow,
+    cell::{OnceCell, RefCell},
+};
 
 use serde_json::Value;
 
-use super::{lazy::CommandLine, Doc, Ecs, Event};
+use super::{lazy::CommandLine, Doc, Ecs, Event, EventMeta};
 use crate::detect::{
     flat::{self, Paths},
     json::{any_string_of, field_of},
@@ -31,9 +34,36 @@ impl Ecs {
     pub fn view<'a>(&'a self, ev: &'a Event, rules: &'a RuleSet) -> EcsView<'a> {
         let doc = self.doc(ev);
         let paths = rules.flat_paths();
-        let category = Category::from_ecs(&doc.event.category, &doc.event.type_, doc.event.action);
+        let category = category_of(&doc.event);
         EcsView { doc, paths, values: OnceCell::new(), category, timestamp_ns: ev.wall_ns, json: OnceCell::new() }
     }
+}
+
+/// Event kinds whose category is kept per thread (they are made of the code's static strings).
+const KINDS: usize = 1024;
+
+/// The rules' category of an event of this kind: classified once per thread for each kind, by
+/// the static strings it is made of (matching `event.action` against every category's names
+/// costs a few hundred instructions an event).
+fn category_of(m: &EventMeta) -> Option<Category> {
+    type Key = [(usize, usize); 3];
+    thread_local! {
+        static KNOWN: RefCell<rustc_hash::FxHashMap<Key, Option<Category>>> = RefCell::default();
+    }
+    let at = |s: &'static str| (s.as_ptr() as usize, s.len());
+    let key = [at(m.category[0]), at(m.type_[0]), at(m.action)];
+    let classify = || Category::from_ecs(&m.category, &m.type_, m.action);
+    KNOWN.with(|k| {
+        if let Some(c) = k.borrow().get(&key) {
+            return *c;
+        }
+        let c = classify();
+        let mut k = k.borrow_mut();
+        if k.len() < KINDS {
+            k.insert(key, c);
+        }
+        c
+    })
 }
 
 impl EcsView<'_> {
