@@ -265,7 +265,7 @@ impl Enricher {
             },
             None => ProcCtx {
                 pid: key.pid,
-                entity_id: self.table.entity_id(key).into(),
+                entity_id: self.table.entity_id_text(key).as_str().into(),
                 start_ns: fallback.start_ns,
                 image: None,
                 comm: fallback.comm,

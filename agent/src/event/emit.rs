@@ -64,7 +64,10 @@ impl<'o> Obj<'o> {
     }
 
     fn entity_id(&mut self, k: &'static str, e: &EntityId<'_>) {
-        self.str(k, &e.text());
+        match e {
+            EntityId::Known(s) => self.str(k, s),
+            EntityId::Of { ids, pid, start_ns } => self.str(k, ids.text(*pid, *start_ns).as_str()),
+        }
     }
 
     /// `"k":` and JSON printed already.

@@ -34,6 +34,17 @@ pub struct EntityIds {
     ns_per_tick: u64,
 }
 
+/// An entity id's 32 lower-case hex digits, on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityIdText([u8; 32]);
+
+impl EntityIdText {
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl EntityIds {
     pub fn new(boot_id: &str) -> Self {
         // SAFETY: sysconf has no preconditions.
@@ -56,31 +67,38 @@ impl EntityIds {
     /// `"{boot_id}:{pid}:{ticks}"` in lower-case hex (32 characters), built without `fmt`: it
     /// is asked for on every event whose process the table does not name.
     pub fn entity_id_from_ticks(&self, pid: u32, ticks: u64) -> String {
-        let mut key = Vec::with_capacity(self.boot_id.len() + 32);
-        key.extend_from_slice(self.boot_id.as_bytes());
-        key.push(b':');
-        push_decimal(&mut key, u64::from(pid));
-        key.push(b':');
-        push_decimal(&mut key, ticks);
-        let mut hex = [0u8; 32];
-        super::hash::hex_lower(&xxh3_128(&key).to_be_bytes(), &mut hex);
-        // Hex digits are ASCII.
-        String::from_utf8_lossy(&hex).into_owned()
+        self.text_from_ticks(pid, ticks).as_str().to_owned()
     }
-}
 
-fn push_decimal(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+    /// [`EntityIds::entity_id`] on the stack.
+    pub fn text(&self, pid: u32, start_ns: u64) -> EntityIdText {
+        self.text_from_ticks(pid, self.ticks(start_ns))
     }
-    out.extend_from_slice(&digits[i..]);
+
+    /// [`EntityIds::entity_id_from_ticks`] on the stack: the text hashed is built in a stack
+    /// buffer too (a boot id is 36 bytes), in a vector only for a boot id of over 64.
+    pub fn text_from_ticks(&self, pid: u32, ticks: u64) -> EntityIdText {
+        let (mut pid_digits, mut tick_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let parts = [self.boot_id.as_bytes(), b":", pid_digits.format(pid).as_bytes(), b":", tick_digits.format(ticks).as_bytes()];
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut stack = [0u8; 96];
+        let mut heap = Vec::new();
+        let key: &mut [u8] = match stack.get_mut(..len) {
+            Some(k) => k,
+            None => {
+                heap.resize(len, 0);
+                &mut heap
+            }
+        };
+        let mut at = 0;
+        for p in parts {
+            key[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        let mut hex = [0u8; 32];
+        super::hash::hex_lower(&xxh3_128(key).to_be_bytes(), &mut hex);
+        EntityIdText(hex)
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +118,11 @@ mod tests {
         // The text hashed, and its hex, as the format of earlier versions had them.
         assert_eq!(a, format!("{:032x}", xxh3_128(b"b:100:500")));
         assert_eq!(ids.entity_id_from_ticks(u32::MAX, 0), format!("{:032x}", xxh3_128(format!("b:{}:0", u32::MAX).as_bytes())));
+        assert_eq!(ids.entity_id_from_ticks(u32::MAX, u64::MAX), format!("{:032x}", xxh3_128(format!("b:{}:{}", u32::MAX, u64::MAX).as_bytes())));
+        // A boot id too long for the stack buffer.
+        let long = "x".repeat(100);
+        let ids = EntityIds { boot_id: long.clone(), ns_per_tick: 10_000_000 };
+        assert_eq!(ids.entity_id_from_ticks(7, 9), format!("{:032x}", xxh3_128(format!("{long}:7:9").as_bytes())));
+        assert_eq!(ids.text(7, 90_000_000).as_str(), ids.entity_id_from_ticks(7, 9));
     }
 }

@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use super::{
     hash::{FileKey, HashRequest, Sha256Digest},
-    identity::EntityIds,
+    identity::{EntityIdText, EntityIds},
     procread::{self, Snapshot},
 };
 pub use crate::decode::Comm;
@@ -629,12 +629,17 @@ impl ProcessTable {
 
     /// `process.entity_id` of a key.
     pub fn entity_id(&self, key: ProcKey) -> String {
-        self.ids.entity_id_from_ticks(key.pid, key.ticks)
+        self.entity_id_text(key).as_str().to_owned()
+    }
+
+    /// [`ProcessTable::entity_id`] on the stack.
+    pub fn entity_id_text(&self, key: ProcKey) -> EntityIdText {
+        self.ids.text_from_ticks(key.pid, key.ticks)
     }
 
     /// `process.entity_id` of an entry, computed once and kept with it.
     pub fn entity_id_of<'a>(&self, p: &'a Process) -> &'a Arc<str> {
-        p.entity_id.get_or_init(|| self.entity_id(p.key).into())
+        p.entity_id.get_or_init(|| self.entity_id_text(p.key).as_str().into())
     }
 
     /// The network summary of `key`, created on first use; None for a process not in the table.
