@@ -121,18 +121,23 @@ impl Doc<'_> {
         }
         self.host.printed = true;
         if let Some(p) = self.process.as_mut() {
+            // Printed by the code that prints them when they are not kept (emit.rs), from the
+            // fields the image set.
             if let Some(img) = p.image {
-                p.image_printed = Some(img.printed(PrintedAs::Process, |img| print::fields(&ProcessImage::of(img)).expect("image fields print")));
+                let run = img.printed(PrintedAs::Process, |_| p.image_run());
+                p.image_printed = Some(run);
                 (p.name, p.executable, p.args, p.args_count, p.command_line, p.working_directory) = Default::default();
             }
             if let Some(par) = p.parent.as_mut() {
                 if let Some(img) = par.image {
-                    par.image_printed = Some(img.printed(PrintedAs::Parent, |img| print::fields(&ParentImage::of(img)).expect("image fields print")));
+                    let run = img.printed(PrintedAs::Parent, |_| par.image_run());
+                    par.image_printed = Some(run);
                     (par.executable, par.name, par.args, par.command_line) = Default::default();
                 }
             }
             if let Some(prev) = p.previous.as_mut() {
-                prev.printed = Some(prev.image.printed(PrintedAs::Previous, |img| print::fields(&Previous::of(img)).expect("image fields print")));
+                let run = prev.image.printed(PrintedAs::Previous, |_| prev.run());
+                prev.printed = Some(run);
             }
             if let Some(lazy::AncestryDoc::List(a)) = p.ancestry {
                 p.ancestry = Some(lazy::AncestryDoc::Printed(a));
@@ -148,7 +153,6 @@ impl Doc<'_> {
 }
 
 /// The fields of a process that are its image's, as [`fill_image`] sets them.
-#[derive(Serialize)]
 struct ProcessImage<'a> {
     name: &'a str,
     executable: &'a str,
@@ -172,7 +176,6 @@ impl<'a> ProcessImage<'a> {
 }
 
 /// The fields of a parent that are its image's, as [`Ecs::apply_ctx`] sets them.
-#[derive(Serialize)]
 struct ParentImage<'a> {
     executable: &'a str,
     name: &'a str,

@@ -14,7 +14,7 @@ use serde_json::Error;
 use super::{
     file::{FileDoc, FileMeta},
     lazy::{AncestryDoc, Args, CommandLine, EntityId, Octal, Sha256},
-    print, Doc, ExecMeta, ExitMeta, Id, Osprey, Parent, Process, Time,
+    print, Doc, ExecMeta, ExitMeta, Id, Osprey, Parent, Previous, Process, Time,
 };
 
 /// A JSON object being printed: each field after a comma unless it is the first.
@@ -172,6 +172,14 @@ impl Doc<'_> {
     }
 }
 
+/// A run of fields (no braces) as `f` prints them: what an image keeps printed (at its size:
+/// kept with the image for as long as it lives).
+fn run(f: impl FnOnce(&mut Obj<'_>)) -> Box<str> {
+    let mut out = Vec::with_capacity(256);
+    f(&mut Obj { out: &mut out, first: true });
+    std::str::from_utf8(&out).expect("the printer copies and escapes UTF-8 text only").into()
+}
+
 impl Process<'_> {
     fn emit(&self, mut o: Obj<'_>) -> Result<(), Error> {
         o.num("pid", self.pid);
@@ -179,18 +187,7 @@ impl Process<'_> {
         if let Some(run) = self.image_printed {
             o.raw_fields(run);
         }
-        o.opt_str("name", self.name);
-        o.opt_str("executable", self.executable);
-        if let Some(a) = self.args {
-            o.args("args", a);
-        }
-        if let Some(n) = self.args_count {
-            o.num("args_count", n);
-        }
-        if let Some(c) = self.command_line {
-            o.command_line("command_line", c);
-        }
-        o.opt_str("working_directory", self.working_directory);
+        self.image_fields(&mut o);
         o.time("start", self.start);
         if let Some(t) = &self.thread {
             let mut t_o = o.obj("thread");
@@ -209,10 +206,7 @@ impl Process<'_> {
             let mut p_o = o.obj("previous");
             match prev.printed {
                 Some(run) => p_o.raw_fields(run),
-                None => {
-                    p_o.str("executable", prev.executable);
-                    p_o.args("args", prev.args);
-                }
+                None => prev.fields(&mut p_o),
             }
             p_o.close();
         }
@@ -247,6 +241,30 @@ impl Process<'_> {
     }
 }
 
+impl Process<'_> {
+    /// The fields that are its image's (as many documents print them as there are events of
+    /// the process: see `Doc::printing`).
+    fn image_fields(&self, o: &mut Obj<'_>) {
+        o.opt_str("name", self.name);
+        o.opt_str("executable", self.executable);
+        if let Some(a) = self.args {
+            o.args("args", a);
+        }
+        if let Some(n) = self.args_count {
+            o.num("args_count", n);
+        }
+        if let Some(c) = self.command_line {
+            o.command_line("command_line", c);
+        }
+        o.opt_str("working_directory", self.working_directory);
+    }
+
+    /// [`Process::image_fields`] as a run of fields.
+    pub(super) fn image_run(&self) -> Box<str> {
+        run(|o| self.image_fields(o))
+    }
+}
+
 impl Parent<'_> {
     fn emit(&self, mut o: Obj<'_>) -> Result<(), Error> {
         o.num("pid", self.pid);
@@ -255,6 +273,13 @@ impl Parent<'_> {
         if let Some(run) = self.image_printed {
             o.raw_fields(run);
         }
+        self.image_fields(&mut o);
+        o.close();
+        Ok(())
+    }
+
+    /// As [`Process::image_fields`], for a parent.
+    fn image_fields(&self, o: &mut Obj<'_>) {
         o.opt_str("executable", self.executable);
         o.opt_str("name", self.name);
         if let Some(a) = self.args {
@@ -263,8 +288,22 @@ impl Parent<'_> {
         if let Some(c) = self.command_line {
             o.command_line("command_line", c);
         }
-        o.close();
-        Ok(())
+    }
+
+    pub(super) fn image_run(&self) -> Box<str> {
+        run(|o| self.image_fields(o))
+    }
+}
+
+impl Previous<'_> {
+    fn fields(&self, o: &mut Obj<'_>) {
+        o.str("executable", self.executable);
+        o.args("args", self.args);
+    }
+
+    /// Its fields as a run (all of them are the image's).
+    pub(super) fn run(&self) -> Box<str> {
+        run(|o| self.fields(o))
     }
 }
 

@@ -261,8 +261,8 @@ impl Image {
 
     /// Its fields as the documents print them in the `role`'s object: `print`'s text, kept
     /// from the first call on.
-    pub fn printed(&self, role: PrintedAs, print: impl FnOnce(&Self) -> String) -> &str {
-        self.printed[role as usize].get_or_init(|| print(self).into())
+    pub fn printed(&self, role: PrintedAs, print: impl FnOnce(&Self) -> Box<str>) -> &str {
+        self.printed[role as usize].get_or_init(|| print(self))
     }
 
     /// Records the file's hash (once; later calls are ignored). Returns whether it was set.
