@@ -172,7 +172,7 @@ impl Stages {
             if let Some(d) = &mut self.detector {
                 // As the pipeline does: the rules read the typed document's fields.
                 let rules = Arc::clone(d.rules());
-                d.evaluate(&self.ecs.view(&ev, &rules), &mut self.alerts);
+                self.ecs.with_view(&ev, &rules, |view| d.evaluate(&view, &mut self.alerts));
                 self.alerts.clear();
             }
             n += 1;

@@ -695,7 +695,9 @@ impl Ecs {
     /// Appends the event's ECS JSON object (no newline) to `out` and returns its `event.*`
     /// facts, from the one typed document both are made of.
     pub fn encode(&self, ev: &Event, out: &mut Vec<u8>) -> serde_json::Result<Facts> {
-        let mut doc = self.doc(ev);
+        // Filled where it lies: a document is kilobytes, and moving it costs a memcpy.
+        let mut doc = self.blank();
+        self.fill(ev, &mut doc);
         doc.printing();
         doc.emit(out)?;
         Ok(doc.event.facts())
@@ -708,8 +710,15 @@ impl Ecs {
 
     /// The event's ECS document, typed: what [`Ecs::write`] and [`Ecs::to_value`] serialise.
     fn doc<'a>(&'a self, ev: &'a Event) -> Doc<'a> {
-        let mut doc = Doc {
-            timestamp: Time(ev.wall_ns),
+        let mut doc = self.blank();
+        self.fill(ev, &mut doc);
+        doc
+    }
+
+    /// A document with nothing in it yet (an `events_lost` host event, until filled).
+    fn blank(&self) -> Doc<'_> {
+        Doc {
+            timestamp: Time(0),
             event_printed: None,
             event: meta("host", "info", "events_lost"),
             host: lazy::HostDoc { host: &self.host, json: &self.host_printed, printed: false },
@@ -725,16 +734,21 @@ impl Ecs {
             container: None,
             orchestrator: None,
             osprey: Osprey::default(),
-        };
+        }
+    }
+
+    /// Fills a [`Ecs::blank`] document with the event.
+    fn fill<'a>(&'a self, ev: &'a Event, doc: &mut Doc<'a>) {
+        doc.timestamp = Time(ev.wall_ns);
         match &ev.body {
             EventBody::Record(Record::Exec(e)) => {
-                self.exec_doc(e, &mut doc);
+                self.exec_doc(e, doc);
             }
             EventBody::Record(Record::Fork(f)) => {
-                self.fork_doc(f, &mut doc);
+                self.fork_doc(f, doc);
             }
             EventBody::Record(Record::Exit(x)) => {
-                self.exit_doc(x, &mut doc);
+                self.exit_doc(x, doc);
             }
             EventBody::Record(Record::File(f)) => {
                 let (fdoc, fmeta) = file::doc(f);
@@ -802,7 +816,7 @@ impl Ecs {
                 doc.osprey.alert = Some(Box::new(a.meta()));
                 if let Some(ctx) = &a.ctx {
                     doc.process = Some(self.ctx_process(&ctx.process));
-                    self.apply_ctx(&mut doc, ctx, false);
+                    self.apply_ctx(doc, ctx, false);
                 }
             }
             EventBody::Response(r) => {
@@ -834,9 +848,8 @@ impl Ecs {
         }
         if let Some(ctx) = &ev.ctx {
             let is_exec = matches!(ev.body, EventBody::Record(Record::Exec(_)));
-            self.apply_ctx(&mut doc, ctx, is_exec);
+            self.apply_ctx(doc, ctx, is_exec);
         }
-        doc
     }
 
     /// A process as the table knows it (no record at hand).

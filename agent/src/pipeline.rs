@@ -82,6 +82,33 @@ pub struct Summary {
     pub stalls: u64,
 }
 
+/// The standalone alerts of an event that are raised, with how many repeats each stands for:
+/// a repeat of an alert on the same process within the window is counted, not raised.
+fn not_repeated(alerts: Vec<Alert>, ev: &Event, repeats: &mut Repeats, metrics: &Metrics) -> Vec<(Alert, u64)> {
+    let mut raised = Vec::new();
+    for alert in alerts.into_iter().filter(|a| a.standalone) {
+        // Never held back: alerts whose rule responds (each hit may name another file or
+        // image to act on) and alerts without a process. The key names the process's image
+        // (exec keeps the entity id) and an indicator's value (one list, many indicators).
+        let n = match &ev.ctx {
+            Some(c) if alert.rule.response.is_empty() => {
+                let image = c.process.image.as_ref().map_or("", |i| i.exe());
+                let value = match &alert.kind {
+                    crate::detect::AlertKind::Ioc { value, .. } => value.as_str(),
+                    _ => "",
+                };
+                repeats.check(alert.rule.key(), &[&*c.process.entity_id, image, value], ev.wall_ns)
+            }
+            _ => Some(0),
+        };
+        match n {
+            Some(n) => raised.push((alert, n)),
+            None => metrics.alert_suppressed(alert.rule.key()),
+        }
+    }
+    raised
+}
+
 struct Stage {
     enrich: Enricher,
     net: crate::net::NetState,
@@ -205,37 +232,17 @@ impl Stage {
     /// Runs the rules on an event and emits the alerts it raises.
     fn detect(&mut self, ev: &Event) {
         let rules = Arc::clone(self.detector.rules());
-        let view = self.ecs.view(ev, &rules);
-        self.detector.evaluate(&view, &mut self.alerts);
-        if self.alerts.is_empty() {
-            return;
-        }
-        // A repeat of an alert on the same process within the window is counted, not raised.
-        let mut raised = Vec::new();
-        for alert in std::mem::take(&mut self.alerts).into_iter().filter(|a| a.standalone) {
-            // Never held back: alerts whose rule responds (each hit may name another file or
-            // image to act on) and alerts without a process. The key names the process's image
-            // (exec keeps the entity id) and an indicator's value (one list, many indicators).
-            let repeats = match &ev.ctx {
-                Some(c) if alert.rule.response.is_empty() => {
-                    let image = c.process.image.as_ref().map_or("", |i| i.exe());
-                    let value = match &alert.kind {
-                        crate::detect::AlertKind::Ioc { value, .. } => value.as_str(),
-                        _ => "",
-                    };
-                    self.repeats.check(alert.rule.key(), &[&*c.process.entity_id, image, value], ev.wall_ns)
-                }
-                _ => Some(0),
-            };
-            match repeats {
-                Some(n) => raised.push((alert, n)),
-                None => self.metrics.alert_suppressed(alert.rule.key()),
+        let (detector, alerts, repeats, metrics) = (&mut self.detector, &mut self.alerts, &mut self.repeats, &self.metrics);
+        let found = self.ecs.with_view(ev, &rules, |view| {
+            detector.evaluate(&view, alerts);
+            if alerts.is_empty() {
+                return None;
             }
-        }
-        if raised.is_empty() {
-            return;
-        }
-        let doc = view.into_json();
+            let raised = not_repeated(std::mem::take(alerts), ev, repeats, metrics);
+            // The triggering document, only for alerts that are raised.
+            (!raised.is_empty()).then(|| (view.into_json(), raised))
+        });
+        let Some((doc, raised)) = found else { return };
         for (alert, repeats) in raised {
             let story = ev.ctx.as_ref().map(|c| self.recent.story(&c.process.entity_id, ev.wall_ns)).unwrap_or_default();
             let a = AlertEvent { id: String::new(), alert, trigger: Some(doc.clone()), story, ctx: ev.ctx.clone(), responses: Vec::new(), repeats };

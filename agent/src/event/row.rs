@@ -25,7 +25,8 @@ impl Ecs {
     /// The event's index row handed to `f`, borrowed from the event where it can be (the
     /// recorder packs it straight away).
     pub fn with_index_row<R>(&self, ev: &Event, f: impl FnOnce(&RowRef<'_>) -> R) -> R {
-        let d = self.doc(ev);
+        let mut d = self.blank();
+        self.fill(ev, &mut d);
         let kind = non_empty(Some(d.event.kind)).unwrap_or("event");
         let action = d.event.action;
         let p = d.process.as_ref();

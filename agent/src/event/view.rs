@@ -19,7 +19,7 @@ use crate::detect::{
 };
 
 pub struct EcsView<'a> {
-    doc: Doc<'a>,
+    doc: &'a Doc<'a>,
     paths: &'a Paths,
     /// The rule set's fields, flattened out of the document on the first read (an event no
     /// rule reads a field of costs no walk).
@@ -30,12 +30,13 @@ pub struct EcsView<'a> {
 }
 
 impl Ecs {
-    /// `ev` as `rules` read it.
-    pub fn view<'a>(&'a self, ev: &'a Event, rules: &'a RuleSet) -> EcsView<'a> {
-        let doc = self.doc(ev);
-        let paths = rules.flat_paths();
+    /// `f` of `ev` as `rules` read it. The view borrows a document filled where it lies (a
+    /// document is kilobytes: returning it, or a view holding it, costs a memcpy each).
+    pub fn with_view<R>(&self, ev: &Event, rules: &RuleSet, f: impl FnOnce(EcsView<'_>) -> R) -> R {
+        let mut doc = self.blank();
+        self.fill(ev, &mut doc);
         let category = category_of(&doc.event);
-        EcsView { doc, paths, values: OnceCell::new(), category, timestamp_ns: ev.wall_ns, json: OnceCell::new() }
+        f(EcsView { doc: &doc, paths: rules.flat_paths(), values: OnceCell::new(), category, timestamp_ns: ev.wall_ns, json: OnceCell::new() })
     }
 }
 
@@ -69,7 +70,7 @@ fn category_of(m: &EventMeta) -> Option<Category> {
 impl EcsView<'_> {
     /// The event's ECS JSON, as [`Ecs::to_value`] gives it (built on the first call).
     pub fn json(&self) -> &Value {
-        self.json.get_or_init(|| serde_json::to_value(&self.doc).expect("serialising an event cannot fail"))
+        self.json.get_or_init(|| serde_json::to_value(self.doc).expect("serialising an event cannot fail"))
     }
 
     /// The event's ECS JSON, without copying it if it was built already.
@@ -92,7 +93,7 @@ impl<'a> EcsView<'a> {
     /// of these; it is flattened out of the document). The fields most rules name, so that most
     /// events are matched without walking their document.
     fn direct(&self, k: Known) -> Option<FieldValue<'a>> {
-        let d: &Doc<'a> = &self.doc;
+        let d: &Doc<'a> = self.doc;
         let p = d.process.as_ref();
         let parent = p.and_then(|p| p.parent.as_ref());
         let file = d.file.as_ref();
@@ -140,7 +141,7 @@ impl EventFields for EcsView<'_> {
         }
         let values = self.values.get_or_init(|| {
             let mut values = Vec::new();
-            flat::flatten(&self.doc, self.paths, &mut values);
+            flat::flatten(self.doc, self.paths, &mut values);
             values
         });
         match values.get(field.id().index()) {
@@ -264,21 +265,23 @@ pub(crate) mod tests {
                 .collect();
             let (set, report) = RuleSet::from_sources([("all.yml", rules.as_str())]);
             assert!(report.is_ok(), "{:#?}", report.errors);
-            let view = ecs.view(&ev, &set);
             let je = JsonEvent::new(&json);
-            assert_eq!(view.category(), je.category(), "{json}");
-            assert_eq!(view.timestamp_ns(), je.timestamp_ns());
-            let mut checked = 0;
-            for f in set.fields().fields() {
-                assert!(set.flat_paths().owns(f));
-                assert_eq!(view.get(f), je.get(f), "{} in {json}", f.name());
-                checked += 1;
-            }
-            assert!(checked >= names.len(), "{checked} of {}", names.len());
-            assert_eq!(view.json(), &json);
-            // A field of another table is read from the JSON.
-            let stranger = Field::new(FieldId(0), "process.pid");
-            assert_eq!(view.get(&stranger), je.get(&stranger));
+            ecs.with_view(&ev, &set, |view| {
+                assert_eq!(view.category(), je.category(), "{json}");
+                assert_eq!(view.timestamp_ns(), je.timestamp_ns());
+                let mut checked = 0;
+                for f in set.fields().fields() {
+                    assert!(set.flat_paths().owns(f));
+                    assert_eq!(view.get(f), je.get(f), "{} in {json}", f.name());
+                    checked += 1;
+                }
+                assert!(checked >= names.len(), "{checked} of {}", names.len());
+                assert_eq!(view.json(), &json);
+                // A field of another table is read from the JSON.
+                let stranger = Field::new(FieldId(0), "process.pid");
+                assert_eq!(view.get(&stranger), je.get(&stranger));
+                assert_eq!(view.into_json(), json);
+            });
         }
     }
 }
