@@ -248,6 +248,7 @@ const ID_SETS: usize = 4096;
 /// printed once per thread for each set of ids and names (`None`: a set that shares its hash
 /// with another one kept).
 pub(super) fn printed_ids(ids: [&Id<'_>; 4]) -> Option<Arc<str>> {
+    #[derive(Clone)]
     struct Kept {
         ids: [u32; 4],
         names: [Option<Box<str>>; 4],
@@ -255,16 +256,28 @@ pub(super) fn printed_ids(ids: [&Id<'_>; 4]) -> Option<Arc<str>> {
     }
     thread_local! {
         static PRINTED: RefCell<rustc_hash::FxHashMap<u64, Kept>> = RefCell::default();
+        /// The set printed last: most events are of the same user as the one before.
+        static LAST: RefCell<Option<Kept>> = const { RefCell::new(None) };
+    }
+    let same = |k: &Kept| k.ids.iter().zip(ids).all(|(a, b)| *a == b.id.0) && k.names.iter().zip(ids).all(|(a, b)| a.as_deref() == b.name);
+    if let Ok(Some(text)) = LAST.try_with(|l| l.borrow().as_ref().filter(|k| same(k)).map(|k| Arc::clone(&k.text))) {
+        return Some(text);
     }
     let mut h = rustc_hash::FxHasher::default();
     for id in ids {
         (id.id.0, id.name).hash(&mut h);
     }
     let key = h.finish();
-    let same = |k: &Kept| k.ids.iter().zip(ids).all(|(a, b)| *a == b.id.0) && k.names.iter().zip(ids).all(|(a, b)| a.as_deref() == b.name);
+    let remember = |k: &Kept| {
+        let _ = LAST.try_with(|l| *l.borrow_mut() = Some(k.clone()));
+    };
     PRINTED.with(|p| {
         if let Some(k) = p.borrow().get(&key) {
-            return same(k).then(|| Arc::clone(&k.text));
+            if !same(k) {
+                return None;
+            }
+            remember(k);
+            return Some(Arc::clone(&k.text));
         }
         let mut p = p.borrow_mut();
         if p.len() >= ID_SETS {
@@ -280,6 +293,7 @@ pub(super) fn printed_ids(ids: [&Id<'_>; 4]) -> Option<Arc<str>> {
         let [user, group, real_user, real_group] = ids;
         let text: Arc<str> = print::fields(&Fields { user, group, real_user, real_group }).ok()?.into();
         let kept = Kept { ids: ids.map(|i| i.id.0), names: ids.map(|i| i.name.map(Box::from)), text: Arc::clone(&text) };
+        remember(&kept);
         p.insert(key, kept);
         Some(text)
     })
@@ -320,6 +334,8 @@ mod tests {
             assert_eq!(serde_json::from_str::<serde_json::Value>(&format!("{{{p}}}")).unwrap(), want(s), "{p}");
         }
         assert!(Arc::ptr_eq(&pa, &print(&a)), "a set printed once is kept");
+        assert!(Arc::ptr_eq(&pa, &print(&a)), "and the set printed last");
+        assert!(Arc::ptr_eq(&pb, &print(&b)));
         assert_ne!(pa, pb, "names differing in one letter are another set");
     }
 }
