@@ -289,7 +289,6 @@ impl Enricher {
         let previous = entry.and_then(|p| p.previous_image().cloned());
         let incomplete = entry.is_none_or(|p| p.incomplete);
         let ancestry = cached_ancestry(&self.table, &mut self.ancestries, key, self.depth);
-        self.users.maybe_refresh();
         let (euid, egid, uid) = match entry {
             Some(p) => (p.creds.euid, p.creds.egid, p.creds.uid),
             None => (h.euid, h.egid, h.uid),
@@ -427,8 +426,11 @@ impl Enricher {
         Some(v)
     }
 
-    /// Periodic housekeeping: evicts exited processes past their grace period.
+    /// Periodic housekeeping: evicts exited processes past their grace period, and rereads the
+    /// user and group names if their files changed (at most every 5 s: here, not for every
+    /// record, which would read the clock each time).
     pub fn tick(&mut self, now_boottime_ns: u64) -> usize {
+        self.users.maybe_refresh();
         // Tickets of records that were dropped before leaving the window would pile up.
         if self.tickets.len() > 65_536 {
             self.tickets.clear();
