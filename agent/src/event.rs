@@ -488,11 +488,26 @@ impl Time {
         b
     }
 
-    /// [`Time::text`] in quotes: a JSON string with nothing to escape.
+    /// [`Time::text`] in quotes: a JSON string with nothing to escape. Kept per thread in
+    /// eight slots by a hash of the time: the start times of a process and of its parent are
+    /// printed again with each of the process's events.
     fn quoted(self) -> [u8; 32] {
-        let mut q = [b'"'; 32];
-        q[1..31].copy_from_slice(&self.text());
-        q
+        type Slot = std::cell::Cell<Option<(u64, [u8; 32])>>;
+        thread_local! {
+            static KEPT: [Slot; 8] = const { [const { std::cell::Cell::new(None) }; 8] };
+        }
+        let slot = (self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize;
+        match KEPT.try_with(|k| k[slot].get()) {
+            Ok(Some((ns, q))) if ns == self.0 => q,
+            kept => {
+                let mut q = [b'"'; 32];
+                q[1..31].copy_from_slice(&self.text());
+                if kept.is_ok() {
+                    KEPT.with(|k| k[slot].set(Some((self.0, q))));
+                }
+                q
+            }
+        }
     }
 
     /// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch.
@@ -1045,6 +1060,10 @@ mod tests {
         for ns in samples {
             let want = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string();
             assert_eq!(Time(ns).to_string(), want, "{ns}");
+            // Quoted: printed, then kept (twice), whichever times shared the slot before.
+            for _ in 0..2 {
+                assert_eq!(String::from_utf8_lossy(&Time(ns).quoted()), format!("\"{want}\""), "{ns}");
+            }
         }
     }
 
