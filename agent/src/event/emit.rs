@@ -1,6 +1,6 @@
 //! The documents of the hot record kinds (process, file) printed field by field, without serde:
 //! serde's printer pays, on every field, for the generic plumbing a document does not need
-//! (the printer's modes, the raw-value and raw-fields checks, a call and a result per level).
+//! (the printer's modes, its raw-value check, a call and a result per level).
 //! The parts of a document that are rare on the hot path (DNS, alerts, responses, …) are
 //! printed through serde by the same printer ([`Obj::ser`]).
 //!
