@@ -195,7 +195,7 @@ impl Process<'_> {
             t_o.close();
         }
         if let Some(par) = &self.parent {
-            par.emit(o.obj("parent"))?;
+            par.emit(o.obj("parent"));
         }
         match self.ancestry {
             Some(AncestryDoc::Printed(a)) => o.raw("ancestry", a.json().get()),
@@ -266,7 +266,7 @@ impl Process<'_> {
 }
 
 impl Parent<'_> {
-    fn emit(&self, mut o: Obj<'_>) -> Result<(), Error> {
+    fn emit(&self, mut o: Obj<'_>) {
         o.num("pid", self.pid);
         o.entity_id("entity_id", &self.entity_id);
         o.time("start", self.start);
@@ -275,7 +275,6 @@ impl Parent<'_> {
         }
         self.image_fields(&mut o);
         o.close();
-        Ok(())
     }
 
     /// As [`Process::image_fields`], for a parent.
