@@ -54,7 +54,7 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 op, long r
 	struct osprey_cred *c = reserve(sizeof(*c), OSPREY_REC_CRED);
 	if (!c)
 		return;
-	fill_hdr(&c->hdr, task, OSPREY_REC_CRED, sizeof(*c));
+	fill_hdr_current(&c->hdr, OSPREY_REC_CRED, sizeof(*c));
 	c->op = op;
 	c->ret = ret;
 	c->old_uid = before->uids[0];

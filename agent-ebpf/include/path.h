@@ -28,7 +28,14 @@ struct path_offsets {
 	__u32 mnt_parent;     /* mount.mnt_parent */
 	__u32 mnt_mountpoint; /* mount.mnt_mountpoint */
 	__u32 mnt;            /* mount.mnt */
+	/* d_parent, d_name.len and d_name.name lie in the DENTRY_SPAN bytes from d_lo, the
+	 * pointers 8-aligned from it (every kernel's struct dentry has them side by side): one read
+	 * a step instead of three. */
+	__u32 d_lo;
+	bool d_joint;
 };
+
+#define DENTRY_SPAN 32
 
 static __always_inline void *read_ptr(void *base, __u32 off)
 {
@@ -50,11 +57,40 @@ struct walk_ctx {
 	struct dentry *dentry;
 	struct vfsmount *vmnt;
 	struct mount *mnt;
+	struct dentry *mnt_root; /* vmnt's, read once a mount */
 	struct dentry *root_dentry;
 	struct vfsmount *root_mnt;
 	__u32 depth;
 	bool done;
 };
+
+/* The 8 bytes at `off` (8-aligned, below DENTRY_SPAN) of a span read into `w`. */
+static __always_inline __u64 span_word(const __u64 *w, __u32 off)
+{
+	switch ((off >> 3) & 3) {
+	case 0: return w[0];
+	case 1: return w[1];
+	case 2: return w[2];
+	default: return w[3];
+	}
+}
+
+/* A dentry's parent, name and name length. */
+static __always_inline struct dentry *read_dentry(struct walk_ctx *c, struct dentry *dentry,
+						   const unsigned char **name, __u32 *len)
+{
+	if (!c->o.d_joint) {
+		*name = read_ptr(dentry, c->o.d_name_name);
+		*len = read_u32(dentry, c->o.d_name_len);
+		return read_ptr(dentry, c->o.d_parent);
+	}
+	__u64 w[DENTRY_SPAN / 8] = {};
+	bpf_probe_read_kernel(w, sizeof(w), (void *)dentry + c->o.d_lo);
+	__u32 at = c->o.d_name_len - c->o.d_lo;
+	*name = (const unsigned char *)span_word(w, c->o.d_name_name - c->o.d_lo);
+	*len = (__u32)(span_word(w, at & ~7U) >> ((at & 7) * 8));
+	return (struct dentry *)span_word(w, c->o.d_parent - c->o.d_lo);
+}
 
 /* One step up the tree: records the current component's name, or crosses a mount. */
 static long walk_up(__u64 i, struct walk_ctx *c)
@@ -64,14 +100,15 @@ static long walk_up(__u64 i, struct walk_ctx *c)
 		c->done = true;
 		return 1;
 	}
-	struct dentry *mnt_root = read_ptr(c->vmnt, c->o.mnt_root);
-	struct dentry *parent = read_ptr(dentry, c->o.d_parent);
+	const unsigned char *name;
+	__u32 len;
+	struct dentry *parent = read_dentry(c, dentry, &name, &len);
 	__u32 at = c->depth & (OSPREY_PATH_DEPTH_MAX - 1);
-	if (dentry == mnt_root || dentry == parent) {
-		if (dentry != mnt_root) {
+	if (dentry == c->mnt_root || dentry == parent) {
+		if (dentry != c->mnt_root) {
 			/* pseudo or disconnected dentry: its own name is the path */
-			c->s->names[at] = read_ptr(dentry, c->o.d_name_name);
-			c->s->lens[at] = read_u32(dentry, c->o.d_name_len);
+			c->s->names[at] = name;
+			c->s->lens[at] = len;
 			c->depth++;
 			c->done = true;
 			return 1;
@@ -84,10 +121,11 @@ static long walk_up(__u64 i, struct walk_ctx *c)
 		c->dentry = read_ptr(c->mnt, c->o.mnt_mountpoint);
 		c->mnt = mparent;
 		c->vmnt = (void *)mparent + c->o.mnt;
+		c->mnt_root = read_ptr(c->vmnt, c->o.mnt_root);
 		return 0;
 	}
-	c->s->names[at] = read_ptr(dentry, c->o.d_name_name);
-	c->s->lens[at] = read_u32(dentry, c->o.d_name_len);
+	c->s->names[at] = name;
+	c->s->lens[at] = len;
 	c->depth++;
 	c->dentry = parent;
 	return 0;
@@ -134,20 +172,31 @@ static __always_inline __u32 resolve_path(struct scratch *s, __u32 off, struct d
 					  struct vfsmount *vmnt, struct dentry *root_dentry,
 					  struct vfsmount *root_mnt, bool *trunc)
 {
+	__u32 d_parent = bpf_core_field_offset(struct dentry, d_parent);
+	__u32 d_name_name = bpf_core_field_offset(struct dentry, d_name.name);
+	__u32 d_name_len = bpf_core_field_offset(struct dentry, d_name.len);
+	__u32 lo = d_parent < d_name_name ? d_parent : d_name_name;
+	lo = lo < d_name_len ? lo : d_name_len;
+	__u32 hi = d_parent > d_name_name ? d_parent : d_name_name;
+	bool joint = hi + 8 <= lo + DENTRY_SPAN && d_name_len + 4 <= lo + DENTRY_SPAN &&
+		     !((d_parent - lo) & 7) && !((d_name_name - lo) & 7);
 	struct walk_ctx w = {
 		.o = {
 			.mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root),
-			.d_parent = bpf_core_field_offset(struct dentry, d_parent),
-			.d_name_name = bpf_core_field_offset(struct dentry, d_name.name),
-			.d_name_len = bpf_core_field_offset(struct dentry, d_name.len),
+			.d_parent = d_parent,
+			.d_name_name = d_name_name,
+			.d_name_len = d_name_len,
 			.mnt_parent = bpf_core_field_offset(struct mount, mnt_parent),
 			.mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint),
 			.mnt = bpf_core_field_offset(struct mount, mnt),
+			.d_lo = lo,
+			.d_joint = joint,
 		},
 		.s = s,
 		.dentry = dentry,
 		.vmnt = vmnt,
 		.mnt = real_mount(vmnt),
+		.mnt_root = BPF_CORE_READ(vmnt, mnt_root),
 		.root_dentry = root_dentry,
 		.root_mnt = root_mnt,
 	};

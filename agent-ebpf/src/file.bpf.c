@@ -268,7 +268,7 @@ static __always_inline void file_emit(struct osprey_file *f, struct task_struct 
 	if (file_fold_window() && !(kind & OSPREY_WATCH_PROTECT))
 		st = fold_sent(&file_fold, k, &before);
 	f->folded = (__u32)before;
-	fill_hdr(&f->hdr, task, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
+	fill_hdr_current(&f->hdr, OSPREY_REC_FILE, sizeof(*f) + (len & (SCRATCH_DATA - 1)));
 	if (!emit_scratch(f, sizeof(*f), len, OSPREY_REC_FILE))
 		fold_return(st, before); /* counted lost; the next one carries them */
 }

@@ -269,7 +269,7 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	off += len;
 
 	e->flags = flags;
-	fill_hdr(&e->hdr, task, OSPREY_REC_EXEC, sizeof(*e) + (off & (SCRATCH_DATA - 1)));
+	fill_hdr_current(&e->hdr, OSPREY_REC_EXEC, sizeof(*e) + (off & (SCRATCH_DATA - 1)));
 	emit_scratch(e, sizeof(*e), off, OSPREY_REC_EXEC);
 	return 0;
 }
@@ -291,7 +291,7 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	if (!f)
 		return 0;
 	struct task_struct *current = bpf_get_current_task_btf();
-	fill_hdr(&f->hdr, current, OSPREY_REC_FORK, sizeof(*f));
+	fill_hdr_current(&f->hdr, OSPREY_REC_FORK, sizeof(*f));
 	check_unexpected_root(current);
 	remember_euid(child_tgid, current_euid(current));
 	f->child_pid = child_tgid;
@@ -318,7 +318,7 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 	struct osprey_exit *x = reserve(sizeof(*x), OSPREY_REC_EXIT);
 	if (!x)
 		return 0;
-	fill_hdr(&x->hdr, task, OSPREY_REC_EXIT, sizeof(*x));
+	fill_hdr_current(&x->hdr, OSPREY_REC_EXIT, sizeof(*x));
 	x->exit_code = BPF_CORE_READ(task, exit_code);
 	if (group_dead) {
 		__u32 tgid = BPF_CORE_READ(task, tgid);
