@@ -16,9 +16,10 @@ struct {
 	__type(value, __u32); /* effective uid last seen through a known path */
 } known_euid SEC(".maps");
 
+/* `task`: a BTF pointer (the current task). */
 static __always_inline __u32 current_euid(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, cred, euid.val);
+	return task->cred->euid.val; /* a BTF pointer: direct loads */
 }
 
 static __always_inline void remember_euid(__u32 tgid, __u32 euid)
@@ -84,7 +85,7 @@ static __always_inline void emit_cred(struct task_struct *task, __u32 op, long r
 /* Flags a process that runs as root although the last known euid was not 0. */
 static __always_inline void check_unexpected_root(struct task_struct *task)
 {
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	__u32 *known = bpf_map_lookup_elem(&known_euid, &tgid);
 	if (!known || *known == 0 || current_euid(task) != 0)
 		return;

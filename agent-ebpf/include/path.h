@@ -215,16 +215,22 @@ static __always_inline __u32 resolve_path(struct scratch *s, __u32 off, struct d
 	return c.len;
 }
 
-/* The same for a `struct path` the kernel holds. */
+/* The same for a `struct path` the kernel holds. `task` must be a BTF pointer (the current
+ * task, or a BTF tracepoint's): its root is read by direct loads. */
 static __always_inline __u32 resolve_kpath(struct scratch *s, __u32 off, const struct path *p,
 					   struct task_struct *task, bool *trunc)
 {
 	struct dentry *dentry = BPF_CORE_READ(p, dentry);
 	struct vfsmount *vmnt = BPF_CORE_READ(p, mnt);
-	struct fs_struct *fs = BPF_CORE_READ(task, fs);
-	struct dentry *root_dentry = BPF_CORE_READ(fs, root.dentry);
-	struct vfsmount *root_mnt = BPF_CORE_READ(fs, root.mnt);
-	return resolve_path(s, off, dentry, vmnt, root_dentry, root_mnt, trunc);
+	struct fs_struct *fs = task->fs;
+	return resolve_path(s, off, dentry, vmnt, fs->root.dentry, fs->root.mnt, trunc);
+}
+
+/* The same for the working directory of `task` (a BTF pointer), all by direct loads. */
+static __always_inline __u32 resolve_cwd(struct scratch *s, __u32 off, struct task_struct *task, bool *trunc)
+{
+	struct fs_struct *fs = task->fs;
+	return resolve_path(s, off, fs->pwd.dentry, fs->pwd.mnt, fs->root.dentry, fs->root.mnt, trunc);
 }
 
 #endif /* OSPREY_PATH_H */

@@ -114,17 +114,20 @@ static __always_inline bool take_saved(struct saved_args *out)
 	return true;
 }
 
-/* The struct file behind `fd` in `task`'s table, or NULL. */
+/*
+ * The struct file behind `fd` in `task`'s table, or NULL. `task` must be a BTF pointer
+ * (bpf_get_current_task_btf()): the table is reached by direct loads the verifier checks (a
+ * faulting one reads 0), only the slot itself by a probe read. Every write and close runs this.
+ */
 static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || (__u64)fd >= BPF_CORE_READ(fdt, max_fds))
+	struct fdtable *fdt = task->files->fdt;
+	if (!fdt || (__u64)fd >= fdt->max_fds)
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = 0;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
 	return file;
 }
 

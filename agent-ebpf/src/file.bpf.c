@@ -396,8 +396,7 @@ static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct 
 	if (first != '/') {
 		bool trunc = false;
 		if (dfd == AT_FDCWD) {
-			struct fs_struct *fs = BPF_CORE_READ(task, fs);
-			len = resolve_kpath(s, off, &fs->pwd, task, &trunc);
+			len = resolve_cwd(s, off, task, &trunc);
 		} else {
 			struct file *dir = fd_file(task, dfd);
 			if (dir)

@@ -261,8 +261,7 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	off += alen;
 
 	trunc = false;
-	struct fs_struct *fs = BPF_CORE_READ(task, fs);
-	len = resolve_kpath(s, off, &fs->pwd, task, &trunc);
+	len = resolve_cwd(s, off, task, &trunc);
 	if (trunc)
 		flags |= OSPREY_EXEC_CWD_TRUNC;
 	e->cwd = put_str(off, len);
