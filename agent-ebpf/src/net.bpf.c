@@ -397,6 +397,22 @@ struct ipv6hdr_min {
 	__u8 daddr[16];
 };
 
+/*
+ * Copies `size` (a constant) bytes at `off` of the packet into `to`: straight from its linear
+ * part when they lie there, with no helper call (every packet of every process passes here),
+ * else through bpf_skb_load_bytes. 0 when copied.
+ */
+static __always_inline int skb_read(struct __sk_buff *skb, __u32 off, void *to, __u32 size)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (off <= 64 && data + off + size <= end) {
+		__builtin_memcpy(to, data + off, size);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, size);
+}
+
 /* Copies a DNS message from `skb` when it goes to port 53 (egress) or comes from it (ingress):
  * the client side of DNS. Servers' traffic (to/from their port 53) is left alone. */
 static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
@@ -406,7 +422,7 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	__u8 proto;
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr_min ip;
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+		if (skb_read(skb, 0, &ip, sizeof(ip)))
 			return 1;
 		if (ip.frag_off & bpf_htons(0x1fff))
 			return 1; /* a later fragment: no transport header */
@@ -417,7 +433,7 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 		__builtin_memcpy(raddr, egress ? &ip.daddr : &ip.saddr, 4);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr_min ip6;
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+		if (skb_read(skb, 0, &ip6, sizeof(ip6)))
 			return 1;
 		proto = ip6.nexthdr; /* extension headers: not DNS we follow */
 		l4off = sizeof(ip6);
@@ -431,7 +447,7 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 		return 1;
 	/* The ports first: nearly every packet is not DNS and ends here, one load later. */
 	__be16 ports[2]; /* source, destination: the first 4 bytes of UDP and TCP headers */
-	if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)))
+	if (skb_read(skb, l4off, ports, sizeof(ports)))
 		return 1;
 	__u16 lport = bpf_ntohs(egress ? ports[0] : ports[1]);
 	__u16 rport = bpf_ntohs(egress ? ports[1] : ports[0]);
@@ -440,7 +456,7 @@ static __always_inline int dns_skb(struct __sk_buff *skb, bool egress)
 	__u32 payload = l4off + 8;
 	if (proto == IPPROTO_TCP) {
 		__u8 doff;
-		if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1))
+		if (skb_read(skb, l4off + 12, &doff, 1))
 			return 1;
 		payload = l4off + (doff >> 4) * 4;
 	}
