@@ -81,12 +81,22 @@ static __always_inline bool net_is_agent(void)
 	return cfg && cfg->agent_pid == (__u32)(bpf_get_current_pid_tgid() >> 32);
 }
 
-/* The current task as a socket's owner. */
+/* The current task as a socket's owner: from cgroup programs (no BTF task there). */
 static __always_inline void owner_here(struct sock_owner *o, __u32 flags)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__builtin_memset(o, 0, sizeof(*o));
 	fill_hdr(&o->hdr, task, OSPREY_REC_NET, 0);
+	o->since_ns = o->hdr.ktime_ns;
+	o->flags = flags;
+	o->ignore = net_is_agent();
+}
+
+/* The same from a BTF tracepoint: the header by direct loads (fill_hdr_current). */
+static __always_inline void owner_here_btf(struct sock_owner *o, __u32 flags)
+{
+	__builtin_memset(o, 0, sizeof(*o));
+	fill_hdr_current(&o->hdr, OSPREY_REC_NET, 0);
 	o->since_ns = o->hdr.ktime_ns;
 	o->flags = flags;
 	o->ignore = net_is_agent();
@@ -109,22 +119,24 @@ static __always_inline __u32 owner_hdr(struct osprey_hdr *h, struct sock_owner *
 	return flags;
 }
 
+/* `sk`: net_tcp_state's BTF argument, read by direct loads. */
 static __always_inline void sk_addrs(struct osprey_net *r, struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct sock_common *c = &sk->__sk_common;
+	__u16 family = c->skc_family;
 	r->family = family;
 	if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&r->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&r->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(r->laddr, c->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(r->raddr, c->skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		__be32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 l = c->skc_rcv_saddr;
+		__be32 d = c->skc_daddr;
 		__builtin_memcpy(r->laddr, &l, 4);
 		__builtin_memcpy(r->raddr, &d, 4);
 	}
-	r->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	r->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	r->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	r->lport = c->skc_num;
+	r->rport = bpf_ntohs(c->skc_dport);
+	r->netns = c->skc_net.net->ns.inum;
 }
 
 /*
@@ -171,16 +183,17 @@ static __always_inline struct fold_state *net_fold_check(struct sock *sk, struct
 	__builtin_memset(&k, 0, sizeof(k));
 	k.tgid = o ? o->hdr.pid : 0;
 	k.op = op;
-	k.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	k.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct sock_common *c = &sk->__sk_common; /* a BTF pointer: direct loads */
+	k.netns = c->skc_net.net->ns.inum;
+	k.family = c->skc_family;
 	if ((flags | (o ? o->flags : 0)) & OSPREY_NET_INBOUND)
-		k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		k.port = c->skc_num;
 	else
-		k.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		k.port = bpf_ntohs(c->skc_dport);
 	if (k.family == AF_INET6) {
-		BPF_CORE_READ_INTO(&k.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(k.raddr, c->skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 d = c->skc_daddr;
 		__builtin_memcpy(k.raddr, &d, 4);
 	}
 	return fold_check(&net_fold, &k, cfg->net_fold_ns, OSPREY_REC_NET, before);
@@ -231,7 +244,7 @@ static __always_inline void tcp_emit(struct sock *sk, __u64 cookie, struct sock_
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(net_tcp_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	struct sock_owner here;
@@ -239,16 +252,16 @@ int BPF_PROG(net_tcp_state, struct sock *sk, int oldstate, int newstate)
 
 	switch (newstate) {
 	case TCP_SYN_SENT: /* connect(): process context */
-		owner_here(&here, 0);
+		owner_here_btf(&here, 0);
 		bpf_map_update_elem(&socks, &cookie, &here, BPF_ANY);
 		tcp_emit(sk, cookie, &here, OSPREY_NET_CONNECT, 0);
 		return 0;
 	case TCP_LISTEN: { /* listen(): process context */
-		owner_here(&here, 0);
+		owner_here_btf(&here, 0);
 		bpf_map_update_elem(&socks, &cookie, &here, BPF_ANY);
 		struct listen_key k = {
-			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			.netns = sk->__sk_common.skc_net.net->ns.inum,
+			.port = sk->__sk_common.skc_num,
 		};
 		bpf_map_update_elem(&listeners, &k, &here, BPF_ANY);
 		tcp_emit(sk, cookie, &here, OSPREY_NET_LISTEN, 0);
@@ -258,13 +271,13 @@ int BPF_PROG(net_tcp_state, struct sock *sk, int oldstate, int newstate)
 		if (oldstate == TCP_SYN_SENT) {
 			o = bpf_map_lookup_elem(&socks, &cookie);
 			if (o)
-				o->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+				o->lport = sk->__sk_common.skc_num;
 			tcp_emit(sk, cookie, o, OSPREY_NET_ESTABLISHED, 0);
 		} else if (oldstate == TCP_SYN_RECV) {
 			/* A new child socket, usually in softirq: its owner is the listener's. */
 			struct listen_key k = {
-				.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+				.netns = sk->__sk_common.skc_net.net->ns.inum,
+				.port = sk->__sk_common.skc_num,
 			};
 			o = bpf_map_lookup_elem(&listeners, &k);
 			if (o) {
@@ -282,15 +295,15 @@ int BPF_PROG(net_tcp_state, struct sock *sk, int oldstate, int newstate)
 	case TCP_CLOSE:
 		o = bpf_map_lookup_elem(&socks, &cookie);
 		if (oldstate == TCP_SYN_SENT) {
-			int err = BPF_CORE_READ(sk, sk_err);
+			int err = sk->sk_err;
 			__u32 op = err == ECONNREFUSED ? OSPREY_NET_REFUSED
 				   : err == ETIMEDOUT  ? OSPREY_NET_TIMEOUT
 						       : OSPREY_NET_FAILED;
 			tcp_emit(sk, cookie, o, op, 0);
 		} else if (oldstate == TCP_LISTEN) {
 			struct listen_key k = {
-				.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+				.netns = sk->__sk_common.skc_net.net->ns.inum,
+				.port = sk->__sk_common.skc_num,
 			};
 			bpf_map_delete_elem(&listeners, &k);
 		} else if (oldstate != TCP_SYN_RECV && oldstate != TCP_CLOSE) {
