@@ -80,23 +80,24 @@ static __always_inline bool exec_blocked(struct osprey_inode_key *ik, struct scr
 	return bpf_map_lookup_elem(&block_paths, k) != 0;
 }
 
+/* `task`: a BTF tracepoint's argument, read by a direct load. */
 static __always_inline bool is_kthread(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, flags) & PF_KTHREAD;
+	return task->flags & PF_KTHREAD;
 }
 
 SEC("tp_btf/sched_prepare_exec")
 int BPF_PROG(proc_prepare_exec, struct task_struct *task, struct linux_binprm *bprm)
 {
-	const struct cred *cred = BPF_CORE_READ(task, cred);
+	const struct cred *cred = task->cred; /* BTF pointers: direct loads */
 	struct old_creds old = {
-		.uid = BPF_CORE_READ(cred, uid.val),
-		.euid = BPF_CORE_READ(cred, euid.val),
-		.gid = BPF_CORE_READ(cred, gid.val),
-		.egid = BPF_CORE_READ(cred, egid.val),
+		.uid = cred->uid.val,
+		.euid = cred->euid.val,
+		.gid = cred->gid.val,
+		.egid = cred->egid.val,
 		.cap_effective = cred_cap_effective(cred),
 	};
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	bpf_map_update_elem(&exec_creds, &tgid, &old, BPF_ANY);
 	return 0;
 }
@@ -118,17 +119,18 @@ static __always_inline __u64 inode_ctime_ns(struct inode *inode)
 	       BPF_CORE_READ(iold, i_ctime.tv_nsec);
 }
 
-/* A memfd's file is a pseudo dentry named "memfd:..." on tmpfs or hugetlbfs. */
+/* A memfd's file is a pseudo dentry named "memfd:..." on tmpfs or hugetlbfs. `file`: a BTF
+ * pointer (the exec's), read by direct loads. */
 static __always_inline bool is_memfd(struct file *file)
 {
-	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
-	if (BPF_CORE_READ(d, d_parent) != d)
+	struct dentry *d = file->f_path.dentry;
+	if (d->d_parent != d)
 		return false;
-	unsigned long magic = BPF_CORE_READ(file, f_inode, i_sb, s_magic);
+	unsigned long magic = file->f_inode->i_sb->s_magic;
 	if (magic != TMPFS_MAGIC && magic != HUGETLBFS_MAGIC)
 		return false;
 	char prefix[6] = {};
-	bpf_probe_read_kernel(prefix, sizeof(prefix), BPF_CORE_READ(d, d_name.name));
+	bpf_probe_read_kernel(prefix, sizeof(prefix), d->d_name.name);
 	return prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' && prefix[3] == 'f' &&
 	       prefix[4] == 'd' && prefix[5] == ':';
 }
@@ -191,35 +193,35 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	__u32 flags = 0;
 	bool trunc = false;
 
-	/* the image */
-	struct file *file = BPF_CORE_READ(bprm, file);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	e->exe_ino = BPF_CORE_READ(inode, i_ino);
-	e->exe_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	/* the image (task, bprm and what they point to are BTF pointers: direct loads) */
+	struct file *file = bprm->file;
+	struct inode *inode = file->f_inode;
+	e->exe_ino = inode->i_ino;
+	e->exe_dev = inode->i_sb->s_dev;
 	e->exe_ctime_ns = inode_ctime_ns(inode);
-	e->exe_size = BPF_CORE_READ(inode, i_size);
-	e->exe_mode = BPF_CORE_READ(inode, i_mode);
-	e->exe_uid = BPF_CORE_READ(inode, i_uid.val);
-	e->exe_gid = BPF_CORE_READ(inode, i_gid.val);
+	e->exe_size = inode->i_size;
+	e->exe_mode = inode->i_mode;
+	e->exe_uid = inode->i_uid.val;
+	e->exe_gid = inode->i_gid.val;
 	if (is_memfd(file))
 		flags |= OSPREY_EXEC_MEMFD;
-	else if (BPF_CORE_READ(inode, __i_nlink) == 0)
+	else if (inode->__i_nlink == 0)
 		flags |= OSPREY_EXEC_DELETED;
 
 	/* credentials after the exec, compared with those before it */
-	const struct cred *cred = BPF_CORE_READ(task, cred);
-	__u32 uid = BPF_CORE_READ(cred, uid.val);
-	__u32 euid = BPF_CORE_READ(cred, euid.val);
-	__u32 gid = BPF_CORE_READ(cred, gid.val);
-	__u32 egid = BPF_CORE_READ(cred, egid.val);
+	const struct cred *cred = task->cred;
+	__u32 uid = cred->uid.val;
+	__u32 euid = cred->euid.val;
+	__u32 gid = cred->gid.val;
+	__u32 egid = cred->egid.val;
 	__u64 caps = cred_cap_effective(cred);
-	e->suid = BPF_CORE_READ(cred, suid.val);
-	e->sgid = BPF_CORE_READ(cred, sgid.val);
+	e->suid = cred->suid.val;
+	e->sgid = cred->sgid.val;
 	e->cap_effective = caps;
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	flags |= exec_cred_flags(e, tgid, ((__u64)euid << 32) | uid, ((__u64)egid << 32) | gid, caps);
 	e->old_pid = old_pid;
-	e->argc = BPF_CORE_READ(bprm, argc);
+	e->argc = bprm->argc;
 	remember_euid(tgid, euid);
 
 	/* trailing data: exe path, filename, argv, cwd */
@@ -238,14 +240,14 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	}
 
 	long n = bpf_probe_read_kernel_str(&SCRATCH_DATA_AT(s, off & SCRATCH_MASK), OSPREY_FILENAME_MAX,
-					   BPF_CORE_READ(bprm, filename));
+					   bprm->filename);
 	len = n > 0 ? n - 1 : 0; /* without the NUL */
 	e->filename = put_str(off, len);
 	off += len;
 
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	unsigned long arg_start = BPF_CORE_READ(mm, arg_start);
-	unsigned long arg_end = BPF_CORE_READ(mm, arg_end);
+	struct mm_struct *mm = task->mm;
+	unsigned long arg_start = mm->arg_start;
+	unsigned long arg_end = mm->arg_end;
 	__u64 alen = arg_end > arg_start ? arg_end - arg_start : 0;
 	if (alen > OSPREY_ARGS_MAX) {
 		alen = OSPREY_ARGS_MAX;
@@ -276,8 +278,8 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 child_pid = BPF_CORE_READ(child, pid);
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u32 child_pid = child->pid;
+	__u32 child_tgid = child->tgid;
 	bool thread = child_pid != child_tgid;
 	struct osprey_config *cfg = settings();
 	bool threads = cfg && (cfg->flags & OSPREY_CFG_THREADS);
@@ -295,7 +297,7 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	remember_euid(child_tgid, current_euid(current));
 	f->child_pid = child_tgid;
 	f->child_tid = child_pid;
-	f->child_start_ns = process_start_ns(child);
+	f->child_start_ns = child->group_leader->start_boottime;
 	f->flags = thread ? OSPREY_FORK_THREAD : 0;
 	f->_pad0 = 0;
 	submit(f);
@@ -306,7 +308,7 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(proc_exit, struct task_struct *task)
 {
 	/* signal->live reaches 0 when the last thread of the process exits */
-	bool group_dead = BPF_CORE_READ(task, signal, live.counter) == 0;
+	bool group_dead = task->signal->live.counter == 0;
 	struct osprey_config *cfg = settings();
 	bool threads = cfg && (cfg->flags & OSPREY_CFG_THREADS);
 
@@ -318,9 +320,9 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 	if (!x)
 		return 0;
 	fill_hdr_current(&x->hdr, OSPREY_REC_EXIT, sizeof(*x));
-	x->exit_code = BPF_CORE_READ(task, exit_code);
+	x->exit_code = task->exit_code;
 	if (group_dead) {
-		__u32 tgid = BPF_CORE_READ(task, tgid);
+		__u32 tgid = task->tgid;
 		bpf_map_delete_elem(&known_euid, &tgid);
 	}
 	x->flags = group_dead ? 0 : OSPREY_EXIT_THREAD;
