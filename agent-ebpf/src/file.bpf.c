@@ -137,10 +137,14 @@ static __always_inline void fold_key_start(struct file_fold_key *k, __u32 op, co
 	k->hash = h;
 }
 
-/* Mixes a kernel path (dentry, mount) into the key. */
+/* Mixes a kernel path (dentry, mount) into the key: the struct path in one probe read (its
+ * pointers must be plain numbers to be hashed; the verifier allows no arithmetic on BTF
+ * pointers). */
 static __always_inline void fold_key_path(struct file_fold_key *k, const struct path *p)
 {
-	k->hash = mix(mix(k->hash, (__u64)BPF_CORE_READ(p, dentry)), (__u64)BPF_CORE_READ(p, mnt));
+	struct path v = {};
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	k->hash = mix(mix(k->hash, (__u64)v.dentry), (__u64)v.mnt);
 }
 
 /* Mixes a user name (as read into scratch data at 0) and what it is relative to into the key;
@@ -155,11 +159,7 @@ static __always_inline void fold_key_name(struct file_fold_key *k, struct scratc
 	}
 	if (!verbatim && SCRATCH_DATA_AT(s, 0) != '/') {
 		if (dfd == AT_FDCWD) {
-			/* task->fs by a direct load, the cwd in one probe read: its pointers must be plain
-			 * numbers to be hashed (the verifier allows no arithmetic on BTF pointers) */
-			struct path pwd = {};
-			bpf_probe_read_kernel(&pwd, sizeof(pwd), &task->fs->pwd);
-			k->hash = mix(mix(k->hash, (__u64)pwd.dentry), (__u64)pwd.mnt);
+			fold_key_path(k, &task->fs->pwd); /* task->fs by a direct load */
 		} else {
 			struct file *dir = fd_file(task, dfd);
 			if (dir)
@@ -401,15 +401,23 @@ static __always_inline int on_write(int fd)
 /*
  * Writes `name` (a user pointer) as an absolute path at data offset `off`: as given when it
  * starts with '/', else joined to the directory `dfd` refers to (or the cwd for AT_FDCWD).
+ * *base is the length of that directory's part ("/dir/"), 0 for a name as given; when it is
+ * not 0 on the call, the same directory's part lies at data offset 0 (the first name of a
+ * rename or link relative to the same dfd) and is copied instead of walked again.
  */
 static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct task_struct *task,
 					   int dfd, const char *name, __u32 *pflags,
-					   __u32 joined_flag, __u32 trunc_flag)
+					   __u32 joined_flag, __u32 trunc_flag, __u32 *base)
 {
 	char first = 0;
 	bpf_probe_read_user(&first, 1, name);
 	__u32 len = 0;
-	if (first != '/') {
+	if (first != '/' && *base) {
+		/* masked for the verifier: a base is at most OSPREY_PATH_MAX + 1 bytes */
+		len = *base & (2 * OSPREY_PATH_MAX - 1);
+		bpf_probe_read_kernel(&SCRATCH_DATA_AT(s, off & SCRATCH_MASK), len, &SCRATCH_DATA_AT(s, 0));
+		*pflags |= joined_flag;
+	} else if (first != '/') {
 		bool trunc = false;
 		if (dfd == AT_FDCWD) {
 			len = resolve_cwd(s, off, task, &trunc);
@@ -425,6 +433,9 @@ static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct 
 		SCRATCH_DATA_AT(s, (off + len) & SCRATCH_MASK) = '/';
 		len++;
 		*pflags |= joined_flag;
+		*base = trunc ? 0 : len; /* a truncated base is walked again, to flag it again */
+	} else {
+		*base = 0;
 	}
 	long n = bpf_probe_read_user_str(&SCRATCH_DATA_AT(s, (off + len) & SCRATCH_MASK), OSPREY_PATH_MAX,
 					 name);
@@ -472,6 +483,7 @@ static __always_inline int on_path_exit(long ret)
 	struct osprey_file *f = file_rec(s, op, ret);
 	__u32 pflags = 0;
 	__u32 len;
+	__u32 base = 0; /* the first name's directory part, reused by the second (put_user_path) */
 	if (file) {
 		/* fchmod, fchown, ftruncate: the file behind the fd */
 		bool trunc = false;
@@ -485,7 +497,7 @@ static __always_inline int on_path_exit(long ret)
 		len = n > 0 ? n - 1 : 0;
 	} else {
 		len = put_user_path(s, 0, task, args.dfd, args.name, &pflags, OSPREY_FILE_PATH_JOINED,
-				    OSPREY_FILE_PATH_TRUNC);
+				    OSPREY_FILE_PATH_TRUNC, &base);
 	}
 	if (len > OSPREY_PATH_MAX * 2 + 1)
 		len = OSPREY_PATH_MAX * 2 + 1;
@@ -493,8 +505,10 @@ static __always_inline int on_path_exit(long ret)
 	__u32 off = len;
 	__u32 kind = prefix_kind(s, 0, len);
 	if (args.name2) {
+		if (args.dfd2 != args.dfd)
+			base = 0;
 		__u32 len2 = put_user_path(s, off, task, args.dfd2, args.name2, &pflags,
-					   OSPREY_FILE_PATH2_JOINED, OSPREY_FILE_PATH2_TRUNC);
+					   OSPREY_FILE_PATH2_JOINED, OSPREY_FILE_PATH2_TRUNC, &base);
 		if (len2 > OSPREY_PATH_MAX * 2 + 1)
 			len2 = OSPREY_PATH_MAX * 2 + 1;
 		f->path2.off = off;

@@ -81,15 +81,21 @@ static __always_inline bool net_is_agent(void)
 	return cfg && cfg->agent_pid == (__u32)(bpf_get_current_pid_tgid() >> 32);
 }
 
+/* The rest of an owner whose header is filled. */
+static __always_inline void owner_finish(struct sock_owner *o, __u32 flags)
+{
+	o->since_ns = o->hdr.ktime_ns;
+	o->flags = flags;
+	o->ignore = net_is_agent();
+}
+
 /* The current task as a socket's owner: from cgroup programs (no BTF task there). */
 static __always_inline void owner_here(struct sock_owner *o, __u32 flags)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__builtin_memset(o, 0, sizeof(*o));
 	fill_hdr(&o->hdr, task, OSPREY_REC_NET, 0);
-	o->since_ns = o->hdr.ktime_ns;
-	o->flags = flags;
-	o->ignore = net_is_agent();
+	owner_finish(o, flags);
 }
 
 /* The same from a BTF tracepoint: the header by direct loads (fill_hdr_current). */
@@ -97,9 +103,7 @@ static __always_inline void owner_here_btf(struct sock_owner *o, __u32 flags)
 {
 	__builtin_memset(o, 0, sizeof(*o));
 	fill_hdr_current(&o->hdr, OSPREY_REC_NET, 0);
-	o->since_ns = o->hdr.ktime_ns;
-	o->flags = flags;
-	o->ignore = net_is_agent();
+	owner_finish(o, flags);
 }
 
 /* Sets a record's header from its owner (NULL: unknown, the header names no process). */
