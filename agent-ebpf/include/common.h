@@ -242,7 +242,8 @@ static __always_inline void fill_hdr(struct osprey_hdr *h, struct task_struct *t
 	h->euid = BPF_CORE_READ(cred, euid.val);
 	h->egid = BPF_CORE_READ(cred, egid.val);
 	h->cgroup_id = current_cgroup_id();
-	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	/* read, not bpf_get_current_comm(): cgroup programs may not call that on Linux 6.1 */
+	BPF_CORE_READ_INTO(&h->comm, task, comm);
 }
 
 /*

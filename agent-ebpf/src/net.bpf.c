@@ -75,18 +75,15 @@ struct {
 	__type(value, __u8);
 } udp_peers SEC(".maps");
 
-static __always_inline bool net_is_agent(void)
-{
-	struct osprey_config *cfg = settings();
-	return cfg && cfg->agent_pid == (__u32)(bpf_get_current_pid_tgid() >> 32);
-}
-
-/* The rest of an owner whose header is filled. */
+/* The rest of an owner whose header is filled. Whether it is the agent is judged from the
+ * header's pid, not bpf_get_current_pid_tgid(): cgroup_skb programs may not call that on
+ * Linux 6.1. */
 static __always_inline void owner_finish(struct sock_owner *o, __u32 flags)
 {
+	struct osprey_config *cfg = settings();
 	o->since_ns = o->hdr.ktime_ns;
 	o->flags = flags;
-	o->ignore = net_is_agent();
+	o->ignore = cfg && cfg->agent_pid == o->hdr.pid;
 }
 
 /* The current task as a socket's owner: from cgroup programs (no BTF task there). */
