@@ -221,6 +221,33 @@ static __always_inline __u64 cred_cap_effective(const struct cred *cred)
 	return lo | (hi << 32);
 }
 
+#define PAIR_SPAN 128
+
+/*
+ * The 8 bytes at offsets `a` and `b` (CO-RE field offsets: constants once relocated) of the
+ * kernel object at `p`, in one probe read when they lie within PAIR_SPAN bytes and 8-aligned
+ * from each other (the verifier wants aligned stack loads), in two otherwise. A field narrower
+ * than 8 bytes is the low end of its value (little-endian).
+ */
+static __always_inline void read_pair(const void *p, __u32 a, __u32 b, __u64 *va, __u64 *vb)
+{
+	__u32 lo = a < b ? a : b;
+	__u32 hi = a < b ? b : a;
+	if (hi + 8 - lo <= PAIR_SPAN && !((hi - lo) & 7)) {
+		__u64 w[PAIR_SPAN / 8] = {};
+		bpf_probe_read_kernel(w, hi + 8 - lo, p + lo);
+		/* the lower field is w[0]; the mask keeps the other's index bounded for the verifier */
+		__u64 at_lo = w[0], at_hi = w[((hi - lo) / 8) & (PAIR_SPAN / 8 - 1)];
+		*va = a < b ? at_lo : at_hi;
+		*vb = a < b ? at_hi : at_lo;
+		return;
+	}
+	*va = 0;
+	*vb = 0;
+	bpf_probe_read_kernel(va, 8, p + a);
+	bpf_probe_read_kernel(vb, 8, p + b);
+}
+
 /* Fills the common header from `task`, which must be the current task. */
 static __always_inline void fill_hdr(struct osprey_hdr *h, struct task_struct *task, __u32 type,
 				     __u32 size)

@@ -203,27 +203,35 @@ static __always_inline bool op_enabled(__u32 op)
 static __always_inline __u32 watched(struct file *file)
 {
 	struct super_block *sb = BPF_CORE_READ(file, f_inode, i_sb);
-	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	__u64 dev, magic;
+	read_pair(sb, bpf_core_field_offset(struct super_block, s_dev),
+		  bpf_core_field_offset(struct super_block, s_magic), &dev, &magic);
+	struct dentry *d = 0;
 	__u32 kind = 0;
 	/* /proc/PID/mem of any process */
-	if (BPF_CORE_READ(sb, s_magic) == PROC_SUPER_MAGIC) {
+	if (magic == PROC_SUPER_MAGIC) {
+		d = BPF_CORE_READ(file, f_path.dentry);
 		char name[4] = {};
 		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
 		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 0)
 			kind |= OSPREY_WATCH_READ;
 	}
-	struct osprey_inode_key k = {.dev = BPF_CORE_READ(sb, s_dev)};
+	struct osprey_inode_key k = {.dev = (__u32)dev}; /* dev_t: the low half, little-endian */
 	if (!bpf_map_lookup_elem(&watch_devs, &k.dev))
 		return kind;
+	if (!d)
+		d = BPF_CORE_READ(file, f_path.dentry);
 	for (int i = 0; i < WATCH_ANCESTORS; i++) {
-		k.ino = BPF_CORE_READ(d, d_inode, i_ino);
+		__u64 inode, parent;
+		read_pair(d, bpf_core_field_offset(struct dentry, d_inode),
+			  bpf_core_field_offset(struct dentry, d_parent), &inode, &parent);
+		k.ino = BPF_CORE_READ((struct inode *)inode, i_ino);
 		__u32 *bits = bpf_map_lookup_elem(&watch, &k);
 		if (bits)
 			kind |= *bits;
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (parent == d)
+		if ((struct dentry *)parent == d)
 			break;
-		d = parent;
+		d = (struct dentry *)parent;
 	}
 	return kind;
 }

@@ -2,7 +2,8 @@
 """One operation in a loop, to time Osprey's kernel programs on it (kernel-loops.sh runs this).
 
 usage: kernel-loops.py LOOP N
-Everything happens in a fresh directory under /dev/shm, over 127.0.0.1, or on /bin/true.
+Everything happens in a fresh directory under /dev/shm, over 127.0.0.1, on /bin/true, or
+reads /etc/hostname.
 """
 import os
 import shutil
@@ -42,6 +43,9 @@ def run(kind: str, n: int) -> None:
     elif kind == "open_ro":  # unwatched reads: not events
         for _ in range(n):
             os.close(os.open(f, os.O_RDONLY))
+    elif kind == "open_ro_etc":  # reads on the device of watched files: the ancestors walked
+        for _ in range(n):
+            os.close(os.open("/etc/hostname", os.O_RDONLY))
     elif kind == "write_pipe":  # writes that are not to files
         r, w = os.pipe()
         for i in range(n):
