@@ -410,8 +410,8 @@ pub fn normalize(path: &str) -> String {
 
 /// Splits NUL-separated argv bytes; a trailing NUL does not make an empty last argument.
 /// `argc` (the count the kernel saw, more than were captured when they were cut) sizes the
-/// vector once.
-fn split_args(bytes: &[u8], argc: u32) -> Vec<String> {
+/// vector once (0 when unknown, as for /proc/PID/cmdline).
+pub(crate) fn split_args(bytes: &[u8], argc: u32) -> Vec<String> {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     if bytes.is_empty() {
         return Vec::new();

@@ -10,6 +10,7 @@ use std::{
 use procfs::process::Process as ProcfsProcess;
 
 use super::hash::FileKey;
+use crate::decode::split_args;
 
 /// What `/proc/PID/stat` says about identity and lineage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +65,6 @@ fn read_link(p: &Path) -> Option<String> {
     fs::read_link(p).ok().map(|l| String::from_utf8_lossy(l.as_os_str().as_bytes()).into_owned())
 }
 
-fn split_cmdline(bytes: &[u8]) -> Vec<String> {
-    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    bytes.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
-}
-
 /// Reads everything the table keeps about `pid`. None when the process does not exist.
 /// `cgroup_mount` turns the cgroup path into a cgroup id (the directory's inode).
 pub(crate) fn snapshot(root: &Path, pid: u32, cgroup_mount: Option<&Path>) -> Option<Snapshot> {
@@ -105,7 +98,7 @@ pub(crate) fn snapshot(root: &Path, pid: u32, cgroup_mount: Option<&Path>) -> Op
         }
     }
     let exe_file = exe.as_ref().and_then(|_| fs::metadata(d.join("exe")).ok()).map(|m| FileKey::from_metadata(&m));
-    let args = fs::read(d.join("cmdline")).map(|b| split_cmdline(&b)).unwrap_or_default();
+    let args = fs::read(d.join("cmdline")).map(|b| split_args(&b, 0)).unwrap_or_default();
     let cwd = read_link(&d.join("cwd"));
     let cgroup_path = super::container::proc_cgroup_path(root, pid);
     let cgroup_id = match (cgroup_mount, &cgroup_path) {
@@ -146,7 +139,7 @@ mod tests {
 
     #[test]
     fn cmdline_keeps_empty_arguments() {
-        assert_eq!(split_cmdline(b"a\0\0b\0"), ["a", "", "b"]);
-        assert!(split_cmdline(b"").is_empty());
+        assert_eq!(split_args(b"a\0\0b\0", 0), ["a", "", "b"]);
+        assert!(split_args(b"", 0).is_empty());
     }
 }
