@@ -256,6 +256,25 @@ struct linux_binprm {
 } __attribute__((preserve_access_index));
 
 #define PF_KTHREAD 0x00200000
+/* A task's saved user registers (bpf_task_pt_regs): a syscall's arguments until it returns. */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+} __attribute__((preserve_access_index));
+#elif defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+} __attribute__((preserve_access_index));
+struct pt_regs {
+	struct user_pt_regs user_regs;
+	__u64 orig_x0; /* x0 is the return value by the syscall's exit */
+} __attribute__((preserve_access_index));
+#endif
+
 #define FMODE_WRITE 0x2        /* fmode_t: open for writing */
 #define FMODE_CREATED 0x100000 /* fmode_t: the open created the file */
 #define O_ACCMODE 00000003

@@ -73,15 +73,6 @@ static __always_inline int put_saved(const struct saved_args *a)
 	return 0;
 }
 
-static __always_inline int save2(__u32 op, int dfd, const char *name, int dfd2, const char *name2,
-				 __u32 flags)
-{
-	struct saved_args a = {
-		.op = op, .dfd = dfd, .name = name, .dfd2 = dfd2, .name2 = name2, .flags = flags, .fd = -1,
-	};
-	return put_saved(&a);
-}
-
 static __always_inline int save(__u32 op, int dfd, const char *name, __u32 flags, __u32 mode)
 {
 	struct saved_args a = {.op = op, .dfd = dfd, .name = name, .flags = flags, .mode = mode, .fd = -1};

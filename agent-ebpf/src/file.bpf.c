@@ -454,13 +454,117 @@ static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct 
 	return len;
 }
 
-/* Name-based operations (unlink, rmdir, rename, chmod, chown, truncate, link, symlink). */
-static __always_inline int on_path_exit(long ret)
+/* Syscall numbers of the name-based operations (the architecture's own table). */
+#if defined(__TARGET_ARCH_x86)
+enum {
+	NR_truncate = 76, NR_ftruncate = 77, NR_rename = 82, NR_rmdir = 84, NR_link = 86,
+	NR_unlink = 87, NR_symlink = 88, NR_chmod = 90, NR_fchmod = 91, NR_chown = 92,
+	NR_fchown = 93, NR_lchown = 94, NR_fchownat = 260, NR_unlinkat = 263, NR_renameat = 264,
+	NR_linkat = 265, NR_symlinkat = 266, NR_fchmodat = 268, NR_renameat2 = 316,
+	NR_fchmodat2 = 452,
+};
+#define SYSCALL_ARGS(r, a) do { a[0] = r->di; a[1] = r->si; a[2] = r->dx; a[3] = r->r10; a[4] = r->r8; } while (0)
+#elif defined(__TARGET_ARCH_arm64)
+/* asm-generic numbers; the calls arm64 lacks (chmod, rename, ...) get numbers no call has */
+enum {
+	NR_unlinkat = 35, NR_symlinkat = 36, NR_linkat = 37, NR_truncate = 45, NR_ftruncate = 46,
+	NR_fchmod = 52, NR_fchmodat = 53, NR_fchownat = 54, NR_fchown = 55, NR_renameat2 = 276,
+	NR_fchmodat2 = 452,
+	NR_renameat = -2, NR_rename = -3, NR_rmdir = -4, NR_link = -5, NR_unlink = -6,
+	NR_symlink = -7, NR_chmod = -8, NR_chown = -9, NR_lchown = -10,
+};
+#define SYSCALL_ARGS(r, a) do { a[0] = r->orig_x0; a[1] = r->user_regs.regs[1]; a[2] = r->user_regs.regs[2]; \
+				a[3] = r->user_regs.regs[3]; a[4] = r->user_regs.regs[4]; } while (0)
+#else
+#error "name-based file operations: no syscall table for this architecture"
+#endif
+
+/*
+ * The arguments of the name-based syscall `nr` that is returning, read from the current task's
+ * saved user registers (direct loads: bpf_task_pt_regs gives a BTF pointer), in the form the
+ * rest of the exit path takes. False for a syscall that is not one of them.
+ */
+static __always_inline bool args_at_exit(long nr, struct saved_args *a)
 {
-	struct saved_args args;
-	if (!take_saved(&args))
-		return 0;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 x[5];
+	SYSCALL_ARGS(r, x);
+	__builtin_memset(a, 0, sizeof(*a));
+	a->dfd = AT_FDCWD;
+	a->dfd2 = AT_FDCWD;
+	a->fd = -1;
+	switch (nr) {
+	case NR_unlinkat:
+		a->op = OSPREY_FILE_UNLINK, a->dfd = x[0], a->name = (void *)x[1], a->flags = x[2];
+		break;
+	case NR_unlink:
+		a->op = OSPREY_FILE_UNLINK, a->name = (void *)x[0];
+		break;
+	case NR_rmdir:
+		a->op = OSPREY_FILE_UNLINK, a->name = (void *)x[0], a->flags = AT_REMOVEDIR;
+		break;
+	case NR_renameat2:
+		a->flags = x[4];
+		/* fall through */
+	case NR_renameat:
+		a->op = OSPREY_FILE_RENAME, a->dfd = x[0], a->name = (void *)x[1], a->dfd2 = x[2],
+		a->name2 = (void *)x[3];
+		break;
+	case NR_rename:
+		a->op = OSPREY_FILE_RENAME, a->name = (void *)x[0], a->name2 = (void *)x[1];
+		break;
+	case NR_linkat:
+		a->op = OSPREY_FILE_LINK, a->dfd = x[0], a->name = (void *)x[1], a->dfd2 = x[2],
+		a->name2 = (void *)x[3], a->flags = x[4];
+		break;
+	case NR_link:
+		a->op = OSPREY_FILE_LINK, a->name = (void *)x[0], a->name2 = (void *)x[1];
+		break;
+	case NR_symlinkat:
+		a->op = OSPREY_FILE_SYMLINK, a->name = (void *)x[0], a->dfd2 = x[1], a->name2 = (void *)x[2];
+		break;
+	case NR_symlink:
+		a->op = OSPREY_FILE_SYMLINK, a->name = (void *)x[0], a->name2 = (void *)x[1];
+		break;
+	case NR_chmod:
+		a->op = OSPREY_FILE_CHMOD, a->name = (void *)x[0], a->mode = x[1];
+		break;
+	case NR_fchmodat:
+	case NR_fchmodat2:
+		a->op = OSPREY_FILE_CHMOD, a->dfd = x[0], a->name = (void *)x[1], a->mode = x[2];
+		break;
+	case NR_fchmod:
+		a->op = OSPREY_FILE_CHMOD, a->fd = x[0], a->mode = x[1];
+		break;
+	case NR_chown:
+	case NR_lchown:
+		a->op = OSPREY_FILE_CHOWN, a->name = (void *)x[0], a->uid = x[1], a->gid = x[2];
+		break;
+	case NR_fchownat:
+		a->op = OSPREY_FILE_CHOWN, a->dfd = x[0], a->name = (void *)x[1], a->uid = x[2], a->gid = x[3];
+		break;
+	case NR_fchown:
+		a->op = OSPREY_FILE_CHOWN, a->fd = x[0], a->uid = x[1], a->gid = x[2];
+		break;
+	case NR_truncate:
+		a->op = OSPREY_FILE_TRUNCATE, a->name = (void *)x[0], a->size = x[1];
+		break;
+	case NR_ftruncate:
+		a->op = OSPREY_FILE_TRUNCATE, a->fd = x[0], a->size = x[1];
+		break;
+	default:
+		return false;
+	}
+	return true;
+}
+
+/* Name-based operations (unlink, rmdir, rename, chmod, chown, truncate, link, symlink). */
+static __always_inline int on_path_exit(long nr, long ret)
+{
 	if (ret < 0)
+		return 0;
+	struct saved_args args;
+	if (!args_at_exit(nr, &args))
 		return 0;
 	__u32 op = args.op;
 	if (op == OSPREY_FILE_UNLINK && (args.flags & AT_REMOVEDIR))
@@ -589,148 +693,32 @@ int file_close(struct sys_enter_ctx *ctx)
 	return 0;
 }
 
-/* name-based operations: enter saves, one shared exit program reports */
+/*
+ * Name-based operations: one exit program on every such syscall, which reads the call's
+ * arguments from the task's saved user registers (they are the syscall's arguments until it
+ * returns) by its number. No enter program: one program a call instead of two, and nothing
+ * to hand over between them. An operation whose syscall this architecture lacks (chmod on
+ * arm64, fchmodat2 before 6.6) has no tracepoint, and is skipped at attach.
+ */
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
-int file_path_x(struct sys_exit_ctx *ctx) { return on_path_exit(ctx->ret); }
+int file_path_x(struct sys_exit_ctx *ctx) { return on_path_exit(ctx->nr, ctx->ret); }
 #define PATH_OP_EXIT(sys) ATTACH_ALSO(file_path_x, "syscalls", sys_exit_##sys)
-
-SEC("tracepoint/syscalls/sys_enter_unlinkat")
-int file_unlinkat(struct sys_enter_ctx *ctx)
-{
-	return save(OSPREY_FILE_UNLINK, ctx->args[0], (void *)ctx->args[1], ctx->args[2], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_unlink")
-int file_unlink(struct sys_enter_ctx *ctx)
-{
-	return save(OSPREY_FILE_UNLINK, AT_FDCWD, (void *)ctx->args[0], 0, 0);
-}
-SEC("tracepoint/syscalls/sys_enter_rmdir")
-int file_rmdir(struct sys_enter_ctx *ctx)
-{
-	return save(OSPREY_FILE_UNLINK, AT_FDCWD, (void *)ctx->args[0], AT_REMOVEDIR, 0);
-}
 PATH_OP_EXIT(unlink)
 PATH_OP_EXIT(rmdir)
-
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int file_renameat2(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_RENAME, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
-		     (void *)ctx->args[3], ctx->args[4]);
-}
-SEC("tracepoint/syscalls/sys_enter_renameat")
-int file_renameat(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_RENAME, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
-		     (void *)ctx->args[3], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_rename")
-int file_rename(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_RENAME, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD,
-		     (void *)ctx->args[1], 0);
-}
 PATH_OP_EXIT(renameat2)
 PATH_OP_EXIT(renameat)
 PATH_OP_EXIT(rename)
-
-SEC("tracepoint/syscalls/sys_enter_linkat")
-int file_linkat(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_LINK, ctx->args[0], (void *)ctx->args[1], ctx->args[2],
-		     (void *)ctx->args[3], ctx->args[4]);
-}
-SEC("tracepoint/syscalls/sys_enter_link")
-int file_link(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_LINK, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD, (void *)ctx->args[1], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_symlinkat")
-int file_symlinkat(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_SYMLINK, AT_FDCWD, (void *)ctx->args[0], ctx->args[1],
-		     (void *)ctx->args[2], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_symlink")
-int file_symlink(struct sys_enter_ctx *ctx)
-{
-	return save2(OSPREY_FILE_SYMLINK, AT_FDCWD, (void *)ctx->args[0], AT_FDCWD,
-		     (void *)ctx->args[1], 0);
-}
 PATH_OP_EXIT(linkat)
 PATH_OP_EXIT(link)
 PATH_OP_EXIT(symlinkat)
 PATH_OP_EXIT(symlink)
-
-static __always_inline int save_attr(__u32 op, int dfd, const char *name, int fd, __u32 mode,
-				     __u32 uid, __u32 gid, __u64 size)
-{
-	struct saved_args a = {
-		.op = op, .dfd = dfd, .name = name, .fd = fd,
-		.mode = mode, .uid = uid, .gid = gid, .size = size,
-	};
-	return put_saved(&a);
-}
-
-SEC("tracepoint/syscalls/sys_enter_chmod")
-int file_chmod(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHMOD, AT_FDCWD, (void *)ctx->args[0], -1, ctx->args[1], 0, 0, 0);
-}
-SEC("tracepoint/syscalls/sys_enter_fchmodat")
-int file_fchmodat(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHMOD, ctx->args[0], (void *)ctx->args[1], -1, ctx->args[2], 0, 0, 0);
-}
-SEC("tracepoint/syscalls/sys_enter_fchmodat2")
-int file_fchmodat2(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHMOD, ctx->args[0], (void *)ctx->args[1], -1, ctx->args[2], 0, 0, 0);
-}
-SEC("tracepoint/syscalls/sys_enter_fchmod")
-int file_fchmod(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHMOD, AT_FDCWD, 0, ctx->args[0], ctx->args[1], 0, 0, 0);
-}
 PATH_OP_EXIT(chmod)
 PATH_OP_EXIT(fchmodat)
 PATH_OP_EXIT(fchmodat2)
 PATH_OP_EXIT(fchmod)
-
-SEC("tracepoint/syscalls/sys_enter_chown")
-int file_chown(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, (void *)ctx->args[0], -1, 0, ctx->args[1], ctx->args[2], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_lchown")
-int file_lchown(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, (void *)ctx->args[0], -1, 0, ctx->args[1], ctx->args[2], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_fchownat")
-int file_fchownat(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHOWN, ctx->args[0], (void *)ctx->args[1], -1, 0, ctx->args[2], ctx->args[3], 0);
-}
-SEC("tracepoint/syscalls/sys_enter_fchown")
-int file_fchown(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_CHOWN, AT_FDCWD, 0, ctx->args[0], 0, ctx->args[1], ctx->args[2], 0);
-}
 PATH_OP_EXIT(chown)
 PATH_OP_EXIT(lchown)
 PATH_OP_EXIT(fchownat)
 PATH_OP_EXIT(fchown)
-
-SEC("tracepoint/syscalls/sys_enter_truncate")
-int file_truncate(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_TRUNCATE, AT_FDCWD, (void *)ctx->args[0], -1, 0, 0, 0, ctx->args[1]);
-}
-SEC("tracepoint/syscalls/sys_enter_ftruncate")
-int file_ftruncate(struct sys_enter_ctx *ctx)
-{
-	return save_attr(OSPREY_FILE_TRUNCATE, AT_FDCWD, 0, ctx->args[0], 0, 0, 0, ctx->args[1]);
-}
 PATH_OP_EXIT(truncate)
 PATH_OP_EXIT(ftruncate)
