@@ -22,7 +22,8 @@ struct sys_exit_ctx {
 	__s64 ret;
 };
 
-/* What an enter program keeps for its exit program. */
+/* A syscall's arguments as an exit program takes them: kept by an enter program (opens, the
+ * system calls) or read at exit from the saved registers (name-based file operations). */
 struct saved_args {
 	__u32 op;
 	__s32 dfd;
