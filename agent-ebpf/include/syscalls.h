@@ -22,8 +22,8 @@ struct sys_exit_ctx {
 	__s64 ret;
 };
 
-/* A syscall's arguments as an exit program takes them: kept by an enter program (opens, the
- * system calls) or read at exit from the saved registers (name-based file operations). */
+/* A syscall's arguments as an exit program takes them: kept by an enter program (the system
+ * calls) or read at exit from the saved registers (the file operations). */
 struct saved_args {
 	__u32 op;
 	__s32 dfd;
@@ -72,12 +72,6 @@ static __always_inline int put_saved(const struct saved_args *a)
 		p->set = 1;
 	}
 	return 0;
-}
-
-static __always_inline int save(__u32 op, int dfd, const char *name, __u32 flags, __u32 mode)
-{
-	struct saved_args a = {.op = op, .dfd = dfd, .name = name, .flags = flags, .mode = mode, .fd = -1};
-	return put_saved(&a);
 }
 
 /* What this thread's enter program saved and nobody took yet, left in place; or NULL. */

@@ -328,14 +328,75 @@ static __always_inline int report_file(struct file *file, __u32 op, long ret, __
 	return 1;
 }
 
-static __always_inline int on_open_exit(long ret)
+/* Syscall numbers of the file operations read at exit (the architecture's own table), and the
+ * saved user registers that hold their first five arguments. */
+#if defined(__TARGET_ARCH_x86)
+enum {
+	NR_truncate = 76, NR_ftruncate = 77, NR_rename = 82, NR_rmdir = 84, NR_link = 86,
+	NR_unlink = 87, NR_symlink = 88, NR_chmod = 90, NR_fchmod = 91, NR_chown = 92,
+	NR_fchown = 93, NR_lchown = 94, NR_fchownat = 260, NR_unlinkat = 263, NR_renameat = 264,
+	NR_linkat = 265, NR_symlinkat = 266, NR_fchmodat = 268, NR_renameat2 = 316,
+	NR_fchmodat2 = 452, NR_open = 2, NR_creat = 85, NR_openat = 257, NR_openat2 = 437,
+};
+#define SYSCALL_ARGS(r, a) do { a[0] = r->di; a[1] = r->si; a[2] = r->dx; a[3] = r->r10; a[4] = r->r8; } while (0)
+#elif defined(__TARGET_ARCH_arm64)
+/* asm-generic numbers; the calls arm64 lacks (chmod, rename, ...) get numbers no call has */
+enum {
+	NR_unlinkat = 35, NR_symlinkat = 36, NR_linkat = 37, NR_truncate = 45, NR_ftruncate = 46,
+	NR_fchmod = 52, NR_fchmodat = 53, NR_fchownat = 54, NR_fchown = 55, NR_renameat2 = 276,
+	NR_fchmodat2 = 452,
+	NR_renameat = -2, NR_rename = -3, NR_rmdir = -4, NR_link = -5, NR_unlink = -6,
+	NR_symlink = -7, NR_chmod = -8, NR_chown = -9, NR_lchown = -10,
+	NR_openat = 56, NR_openat2 = 437, NR_open = -11, NR_creat = -12,
+};
+#define SYSCALL_ARGS(r, a) do { a[0] = r->orig_x0; a[1] = r->user_regs.regs[1]; a[2] = r->user_regs.regs[2]; \
+				a[3] = r->user_regs.regs[3]; a[4] = r->user_regs.regs[4]; } while (0)
+#else
+#error "name-based file operations: no syscall table for this architecture"
+#endif
+
+/* The returning syscall's first five arguments, from the current task's saved user registers
+ * (direct loads: bpf_task_pt_regs gives a BTF pointer). */
+static __always_inline void syscall_args(__u64 x[5])
 {
-	struct saved_args a;
-	if (!take_saved(&a))
-		return 0;
-	__u32 flags = a.flags;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	SYSCALL_ARGS(r, x);
+}
+
+/* The open flags of the open-family syscall `nr` that is returning; false for another. */
+static __always_inline bool open_flags_at_exit(long nr, __u32 *flags)
+{
+	__u64 x[5];
+	syscall_args(x);
+	switch (nr) {
+	case NR_openat:
+		*flags = x[2];
+		return true;
+	case NR_open:
+		*flags = x[1];
+		return true;
+	case NR_creat:
+		*flags = O_CREAT | O_WRONLY | O_TRUNC;
+		return true;
+	case NR_openat2: {
+		__u64 how = 0; /* struct open_how { u64 flags; ... } */
+		bpf_probe_read_user(&how, sizeof(how), (void *)x[2]);
+		*flags = how;
+		return true;
+	}
+	default:
+		return false;
+	}
+}
+
+static __always_inline int on_open_exit(long nr, long ret)
+{
 	if (ret < 0)
 		return 0;
+	__u32 flags;
+	if (!open_flags_at_exit(nr, &flags))
+		return 0;
+	struct saved_args a = {.flags = flags}; /* what a read's fold key takes */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *file = fd_file(task, ret);
 	if (!file)
@@ -454,41 +515,14 @@ static __always_inline __u32 put_user_path(struct scratch *s, __u32 off, struct 
 	return len;
 }
 
-/* Syscall numbers of the name-based operations (the architecture's own table). */
-#if defined(__TARGET_ARCH_x86)
-enum {
-	NR_truncate = 76, NR_ftruncate = 77, NR_rename = 82, NR_rmdir = 84, NR_link = 86,
-	NR_unlink = 87, NR_symlink = 88, NR_chmod = 90, NR_fchmod = 91, NR_chown = 92,
-	NR_fchown = 93, NR_lchown = 94, NR_fchownat = 260, NR_unlinkat = 263, NR_renameat = 264,
-	NR_linkat = 265, NR_symlinkat = 266, NR_fchmodat = 268, NR_renameat2 = 316,
-	NR_fchmodat2 = 452,
-};
-#define SYSCALL_ARGS(r, a) do { a[0] = r->di; a[1] = r->si; a[2] = r->dx; a[3] = r->r10; a[4] = r->r8; } while (0)
-#elif defined(__TARGET_ARCH_arm64)
-/* asm-generic numbers; the calls arm64 lacks (chmod, rename, ...) get numbers no call has */
-enum {
-	NR_unlinkat = 35, NR_symlinkat = 36, NR_linkat = 37, NR_truncate = 45, NR_ftruncate = 46,
-	NR_fchmod = 52, NR_fchmodat = 53, NR_fchownat = 54, NR_fchown = 55, NR_renameat2 = 276,
-	NR_fchmodat2 = 452,
-	NR_renameat = -2, NR_rename = -3, NR_rmdir = -4, NR_link = -5, NR_unlink = -6,
-	NR_symlink = -7, NR_chmod = -8, NR_chown = -9, NR_lchown = -10,
-};
-#define SYSCALL_ARGS(r, a) do { a[0] = r->orig_x0; a[1] = r->user_regs.regs[1]; a[2] = r->user_regs.regs[2]; \
-				a[3] = r->user_regs.regs[3]; a[4] = r->user_regs.regs[4]; } while (0)
-#else
-#error "name-based file operations: no syscall table for this architecture"
-#endif
-
 /*
- * The arguments of the name-based syscall `nr` that is returning, read from the current task's
- * saved user registers (direct loads: bpf_task_pt_regs gives a BTF pointer), in the form the
- * rest of the exit path takes. False for a syscall that is not one of them.
+ * The arguments of the name-based syscall `nr` that is returning (syscall_args), in the form
+ * the rest of the exit path takes. False for a syscall that is not one of them.
  */
 static __always_inline bool args_at_exit(long nr, struct saved_args *a)
 {
-	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	__u64 x[5];
-	SYSCALL_ARGS(r, x);
+	syscall_args(x);
 	__builtin_memset(a, 0, sizeof(*a));
 	a->dfd = AT_FDCWD;
 	a->dfd2 = AT_FDCWD;
@@ -646,31 +680,9 @@ static __always_inline int on_path_exit(long nr, long ret)
 	return 0;
 }
 
-/* opens */
-SEC("tracepoint/syscalls/sys_enter_openat")
-int file_openat(struct sys_enter_ctx *ctx)
-{
-	return save(0, ctx->args[0], (void *)ctx->args[1], ctx->args[2], ctx->args[3]);
-}
-SEC("tracepoint/syscalls/sys_enter_open")
-int file_open(struct sys_enter_ctx *ctx)
-{
-	return save(0, AT_FDCWD, (void *)ctx->args[0], ctx->args[1], ctx->args[2]);
-}
-SEC("tracepoint/syscalls/sys_enter_creat")
-int file_creat(struct sys_enter_ctx *ctx)
-{
-	return save(0, AT_FDCWD, (void *)ctx->args[0], O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1]);
-}
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int file_openat2(struct sys_enter_ctx *ctx)
-{
-	__u64 how[2] = {}; /* struct open_how { u64 flags; u64 mode; ... } */
-	bpf_probe_read_user(how, sizeof(how), (void *)ctx->args[2]);
-	return save(0, ctx->args[0], (void *)ctx->args[1], how[0], how[1]);
-}
+/* opens: the exit program reads the flags from the saved registers (open_flags_at_exit) */
 SEC("tracepoint/syscalls/sys_exit_openat")
-int file_open_x(struct sys_exit_ctx *ctx) { return on_open_exit(ctx->ret); }
+int file_open_x(struct sys_exit_ctx *ctx) { return on_open_exit(ctx->nr, ctx->ret); }
 ATTACH_ALSO(file_open_x, "syscalls", sys_exit_open)
 ATTACH_ALSO(file_open_x, "syscalls", sys_exit_creat)
 ATTACH_ALSO(file_open_x, "syscalls", sys_exit_openat2)

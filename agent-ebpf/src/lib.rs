@@ -67,7 +67,11 @@ mod tests {
     fn the_table_lists_the_process_hooks() {
         let find = |n: &str| PROGRAMS.iter().find(|p| p.name == n).map(|p| p.hook);
         assert_eq!(find("proc_exec"), Some(Hook::TpBtf("sched_process_exec")));
-        assert_eq!(find("file_openat"), Some(Hook::TracePoint("syscalls", "sys_enter_openat")));
+        let has = |n: &str, h: Hook| PROGRAMS.iter().any(|p| p.name == n && p.hook == h);
+        assert!(has("file_write", Hook::TracePoint("syscalls", "sys_enter_write")));
+        // opens and name-based operations: one exit program, no enter program
+        assert!(has("file_open_x", Hook::TracePoint("syscalls", "sys_exit_openat")));
+        assert!(!PROGRAMS.iter().any(|p| p.name.starts_with("file_") && matches!(p.hook, Hook::TracePoint(_, h) if h.starts_with("sys_enter_open") || h == "sys_enter_chmod")));
         assert!(PROGRAMS.len() > 40, "{}", PROGRAMS.len());
         // one program, several hooks
         let path_hooks: Vec<Hook> = PROGRAMS.iter().filter(|p| p.name == "file_path_x").map(|p| p.hook).collect();
