@@ -352,7 +352,7 @@ enum {
 #define SYSCALL_ARGS(r, a) do { a[0] = r->orig_x0; a[1] = r->user_regs.regs[1]; a[2] = r->user_regs.regs[2]; \
 				a[3] = r->user_regs.regs[3]; a[4] = r->user_regs.regs[4]; } while (0)
 #else
-#error "name-based file operations: no syscall table for this architecture"
+#error "file operations read at exit: no syscall table for this architecture"
 #endif
 
 /* The returning syscall's first five arguments, from the current task's saved user registers

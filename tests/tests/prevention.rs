@@ -70,26 +70,24 @@ fn the_agent_chooses_and_reports_the_prevention_mode_this_kernel_allows() {
             assert!(text.contains(&line), "{line} in:\n{}", text.lines().filter(|l| l.contains("prevention")).collect::<Vec<_>>().join("\n"));
         }
     }
-    // The report of which hooks this kernel gave us (the VM run prints it).
-    let skipped: Vec<String> = h.probes.iter().filter(|p| !p.attached).map(|p| format!("{}@{}", p.program, p.hook)).collect();
-    let attached = h.probes.iter().filter(|p| p.attached).count();
+    // The report of which hooks this kernel gave us (the VM run prints it), and why each
+    // skipped one was. An optional hook may be skipped only where this kernel lacks its attach
+    // point (a syscall or tracepoint newer than it); one the kernel has must load: a verifier
+    // refusal is a bug.
+    let skipped: Vec<_> = h.probes.iter().filter(|p| !p.attached).collect();
+    let names: Vec<String> = skipped.iter().map(|p| format!("{}@{}", p.program, p.hook)).collect();
     println!("OSPREY-HOOKS: {}", state.summary());
-    println!("OSPREY-HOOKS: sensor attached {attached} hooks, skipped {}: {}", skipped.len(), skipped.join(" "));
-    for p in h.probes.iter().filter(|p| !p.attached) {
-        // the end of the reason: a verifier log ends with what it refused
+    println!("OSPREY-HOOKS: sensor attached {} hooks, skipped {}: {}", h.probes.len() - skipped.len(), skipped.len(), names.join(" "));
+    let mut refused = Vec::new();
+    for (p, name) in skipped.iter().zip(&names) {
         let why = p.reason.as_deref().unwrap_or("");
+        // the end of the reason: a verifier log ends with what it refused
         let tail: String = why.chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
-        println!("OSPREY-HOOKS: {}@{} skipped: …{}", p.program, p.hook, tail.replace('\n', " | "));
+        println!("OSPREY-HOOKS: {name} skipped: …{}", tail.replace('\n', " | "));
+        if !why.contains("No such file or directory") && !why.contains("unknown BTF type") {
+            refused.push(format!("{name}: {why}"));
+        }
     }
-    // An optional hook may be skipped only where this kernel lacks its attach point (a syscall
-    // or tracepoint newer than it); one the kernel has must load: a verifier refusal is a bug.
-    let refused: Vec<String> = h
-        .probes
-        .iter()
-        .filter(|p| !p.attached)
-        .filter(|p| p.reason.as_deref().is_none_or(|why| !why.contains("No such file or directory") && !why.contains("unknown BTF type")))
-        .map(|p| format!("{}@{}: {}", p.program, p.hook, p.reason.as_deref().unwrap_or("")))
-        .collect();
     assert!(refused.is_empty(), "hooks this kernel has did not load:\n{}", refused.join("\n"));
     h.stop();
 }
