@@ -6,9 +6,10 @@
 //! (`rules/tests/*.jsonl`), varied per event, spread over 100 hosts. Insert is what the
 //! clickhouse sink's thread does per event once it has the event's index columns (the agent
 //! takes them from the typed event: `recorder_row` in the pipeline bench; here, from fixtures,
-//! they are read from the JSON before the clock starts): append a RowBinary row, and POST a
-//! batch every 20,000 events (the sink's default), one request at a time — and the server's
-//! work on the same 2 cores.
+//! they are read from the JSON before the clock starts): append a RowBinary row, and hand a
+//! batch of 20,000 events (the sink's default) to the sink's `Inserter`, which keeps up to
+//! `inflight` INSERTs out at once (the sink's default; `OSPREY_FLEET_INFLIGHT` sets it) — and
+//! the server's work on the same 2 cores.
 //!
 //!     OSPREY_FLEET_EVENTS=10000000 cargo bench -p agent --bench fleet
 
@@ -16,10 +17,15 @@
 #[allow(dead_code)]
 mod clickhouse;
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{self, BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    time::{Duration, Instant},
+};
 
 use agent::{
     fleet::{history::FleetHistory, hunt, schema, Fleet},
+    output::clickhouse::{ClickHouseConfig, Inserter},
     recorder::{
         hunt::Hunt,
         story::{Story, Subject},
@@ -28,6 +34,8 @@ use agent::{
 use serde_json::Value;
 
 const BATCH: u64 = 20_000;
+/// Events made between timed stretches.
+const CHUNK: u64 = 10 * BATCH;
 
 #[path = "support/events.rs"]
 mod events;
@@ -41,6 +49,86 @@ fn doc(t: &[Value], i: u64, base_ns: u64) -> Vec<u8> {
     serde_json::to_vec(&d).unwrap()
 }
 
+struct Inserted {
+    /// The timed stretches: encoding and inserting.
+    wall: Duration,
+    encode: Duration,
+    /// What `cpu` (the server's CPU time) grew by during them.
+    server: Duration,
+    bytes: u64,
+    body_bytes: u64,
+}
+
+/// The sink's work on `n` events into `url`: columns + RowBinary per event, a batch every BATCH
+/// events, posted by its `Inserter` (`inflight` INSERTs out at once while the next batch is
+/// encoded). Documents are made a chunk at a time with the clock stopped and nothing in flight.
+fn insert_all(url: &str, inflight: usize, n: u64, t: &[Value], base_ns: u64, cpu: impl Fn() -> Duration) -> Inserted {
+    let cfg = ClickHouseConfig { batch_events: BATCH as usize, timeout: Duration::from_secs(300), max_retries: 0, inflight, ..ClickHouseConfig::new(url) };
+    let mut out = Inserted { wall: Duration::ZERO, encode: Duration::ZERO, server: Duration::ZERO, bytes: 0, body_bytes: 0 };
+    let mut i = 0;
+    let mut body = Vec::with_capacity(64 << 20);
+    while i < n {
+        let end = (i + CHUNK).min(n);
+        let docs: Vec<Vec<u8>> = (i..end).map(|j| doc(t, j, base_ns)).collect();
+        let rows: Vec<_> = docs.iter().map(|d| agent::recorder::index::row(d, None).unwrap()).collect();
+        out.bytes += docs.iter().map(|d| d.len() as u64).sum::<u64>();
+        let (start, cpu0) = (Instant::now(), cpu());
+        let mut inserter = Inserter::new(cfg.clone()).unwrap();
+        for (rs, ds) in rows.chunks(BATCH as usize).zip(docs.chunks(BATCH as usize)) {
+            let e = Instant::now();
+            for (r, d) in rs.iter().zip(ds) {
+                agent::output::clickhouse::encode(&mut body, &r.as_ref(), d);
+            }
+            out.encode += e.elapsed();
+            out.body_bytes += body.len() as u64;
+            let (r, next) = inserter.insert(std::mem::take(&mut body), rs.len() as u64);
+            r.unwrap();
+            body = next;
+        }
+        inserter.finish();
+        out.wall += start.elapsed();
+        out.server += cpu() - cpu0;
+        assert_eq!(inserter.counts(), (end - i, 0), "every row delivered");
+        i = end;
+    }
+    out
+}
+
+/// An HTTP server on 127.0.0.1 that reads each request's body and answers 200, a thread per
+/// connection: the sink's cost without ClickHouse's.
+fn discarding_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::with_capacity(1 << 20, c.try_clone().unwrap());
+                let mut w = c;
+                let mut line = String::new();
+                loop {
+                    let mut len = 0;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    io::copy(&mut (&mut r).take(len), &mut io::sink()).unwrap();
+                    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    url
+}
+
 fn main() {
     // cargo bench passes `--bench`; anything else (cargo test --benches) gets a quick run.
     let full = std::env::args().any(|a| a == "--bench");
@@ -51,37 +139,24 @@ fn main() {
     let t = templates();
     let base_ns = 1_790_000_000_000_000_000u64;
 
-    // The sink thread's work: columns + RowBinary per event, one POST per batch.
-    let query = format!("INSERT INTO {} {} FORMAT RowBinary", fleet.table(), schema::column_list());
-    let agent_http: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(300))).build().into();
-    let (mut insert, mut encode) = (Duration::ZERO, Duration::ZERO);
-    let (mut bytes, mut body_bytes) = (0u64, 0u64);
-    let mut i = 0;
-    let mut body = Vec::with_capacity(32 << 20);
-    while i < n {
-        let docs: Vec<Vec<u8>> = (i..(i + BATCH).min(n)).map(|j| doc(&t, j, base_ns)).collect();
-        let rows: Vec<_> = docs.iter().map(|d| agent::recorder::index::row(d, None).unwrap()).collect();
-        bytes += docs.iter().map(|d| d.len() as u64).sum::<u64>();
-        let start = Instant::now();
-        body.clear();
-        for (r, d) in rows.iter().zip(&docs) {
-            agent::output::clickhouse::encode(&mut body, &r.as_ref(), d);
-        }
-        encode += start.elapsed();
-        body_bytes += body.len() as u64;
-        let resp = agent_http.post(&ch.url()).query("query", &query).send(&body[..]).unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        insert += start.elapsed();
-        i += docs.len() as u64;
-    }
+    let inflight = std::env::var("OSPREY_FLEET_INFLIGHT").ok().and_then(|s| s.parse().ok()).unwrap_or(ClickHouseConfig::new("").inflight);
+    // The sink alone: the same inserts into a server that reads each body and answers 200.
+    let alone = insert_all(&discarding_server(), inflight, n, &t, base_ns, || Duration::ZERO);
+    println!("fleet insert into a discarding server: {:.0} events/s (the sink's own limit)", n as f64 / alone.wall.as_secs_f64());
+    let server_cpu = || {
+        let st = procfs::process::Process::new(ch.pid().unwrap() as i32).unwrap().stat().unwrap();
+        Duration::from_secs_f64((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
+    };
+    let Inserted { wall, encode, server, bytes, body_bytes } = insert_all(&ch.url(), inflight, n, &t, base_ns, server_cpu);
     let rows = ch.count("SELECT count() FROM osprey.events");
     assert_eq!(rows, n);
     let disk = ch.count("SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'osprey' AND active");
     println!(
-        "fleet insert: {n} events, {:.0} events/s from one sink thread ({:.2} s; encoding {:.0}% of it), {:.0} B/doc, {:.0} B/row sent, {:.1} MiB on disk ({:.0} B/event)",
-        n as f64 / insert.as_secs_f64(),
-        insert.as_secs_f64(),
-        100.0 * encode.as_secs_f64() / insert.as_secs_f64(),
+        "fleet insert: {n} events, {:.0} events/s from one sink, {inflight} INSERTs in flight ({:.2} s; encoding {:.0}% of it; the server's CPU {:.1} µs/event), {:.0} B/doc, {:.0} B/row sent, {:.1} MiB on disk ({:.0} B/event)",
+        n as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64(),
+        100.0 * encode.as_secs_f64() / wall.as_secs_f64(),
+        server.as_secs_f64() * 1e6 / n as f64,
         bytes as f64 / n as f64,
         body_bytes as f64 / n as f64,
         disk as f64 / 1048576.0,

@@ -7,13 +7,20 @@
 //! tokenising of every document), and it carries addresses as the 16-byte keys the schema
 //! stores. The queue, batching, retry with backoff and drop accounting are the HTTP sink's.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        mpsc::{self, Receiver, SyncSender},
+        Arc, Mutex, PoisonError,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     http::expand_env,
-    queue::{Backoff, Doc, Stop, Writer},
+    queue::{Backoff, Doc, ErrorLog, Stop, Writer},
     OutputError,
 };
 use crate::{
@@ -52,6 +59,11 @@ pub struct ClickHouseConfig {
     pub initial_backoff: Duration,
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// INSERTs posted at once, each from a thread of its own, while the next batch fills. The
+    /// server works on each in parallel; memory holds up to this many batches plus the one
+    /// filling. 1: the sink's thread posts each batch itself and waits.
+    #[serde(default = "default_inflight")]
+    pub inflight: usize,
 }
 
 fn default_database() -> String {
@@ -78,6 +90,9 @@ fn default_initial_backoff() -> Duration {
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
+fn default_inflight() -> usize {
+    2
+}
 
 impl ClickHouseConfig {
     pub fn new(url: impl Into<String>) -> Self {
@@ -93,6 +108,7 @@ impl ClickHouseConfig {
             max_retries: default_retries(),
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
+            inflight: default_inflight(),
         }
     }
 
@@ -102,6 +118,9 @@ impl ClickHouseConfig {
         fleet::check_ident("clickhouse.table", &self.table)?;
         if self.batch_events == 0 || self.batch_events > 1_000_000 {
             return Err("clickhouse.batch_events: 1 to 1000000".into());
+        }
+        if !(1..=8).contains(&self.inflight) {
+            return Err("clickhouse.inflight: 1 to 8".into());
         }
         if self.flush_interval.is_zero() || self.timeout.is_zero() || self.initial_backoff.is_zero() {
             return Err("clickhouse: flush_interval, timeout and initial_backoff must be more than 0".into());
@@ -129,36 +148,18 @@ enum Outcome {
     Fatal(String),
 }
 
-pub(crate) struct ClickHouseWriter {
+/// What posts a batch, with its retries and accounting: the writer's, or shared by its senders.
+struct Poster {
     cfg: ClickHouseConfig,
     query: String,
     password: Option<String>,
     agent: ureq::Agent,
-    body: Vec<u8>,
-    count: u64,
-    since: Option<Instant>,
     m: OutputMetrics,
     stop: Stop,
 }
 
-impl ClickHouseWriter {
-    pub fn new(cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
-        cfg.validate().map_err(OutputError::Config)?;
-        let password = cfg.password.as_deref().map(expand_env).transpose().map_err(OutputError::Config)?;
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(cfg.timeout))
-            .http_status_as_error(false)
-            .user_agent(concat!("osprey/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections(2)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .build()
-            .into();
-        let query = format!("INSERT INTO {}.{} {} FORMAT RowBinary", cfg.database, cfg.table, fleet::schema::column_list());
-        Ok(Self { query, password, agent, body: Vec::with_capacity(1 << 20), count: 0, since: None, cfg, m, stop })
-    }
-
-    fn post(&self) -> Outcome {
+impl Poster {
+    fn post(&self, body: &[u8]) -> Outcome {
         let mut req = self.agent.post(&self.cfg.url).query("query", &self.query);
         if let Some(u) = &self.cfg.user {
             req = req.header("X-ClickHouse-User", u);
@@ -166,7 +167,7 @@ impl ClickHouseWriter {
         if let Some(p) = &self.password {
             req = req.header("X-ClickHouse-Key", p);
         }
-        let mut resp = match req.header("Content-Type", "application/octet-stream").send(&self.body[..]) {
+        let mut resp = match req.header("Content-Type", "application/octet-stream").send(body) {
             Ok(r) => r,
             Err(e) => return Outcome::Retry(format!("INSERT into {}: {e}", self.cfg.url)),
         };
@@ -183,18 +184,15 @@ impl ClickHouseWriter {
         }
     }
 
-    /// Sends the batch, retrying as configured; whatever cannot be delivered is counted dropped.
-    fn send(&mut self) -> Result<(), OutputError> {
-        if self.count == 0 {
-            self.since = None;
-            return Ok(());
-        }
+    /// Sends a batch of `count` events, retrying as configured; whatever cannot be delivered is
+    /// counted dropped.
+    fn deliver(&self, body: &[u8], count: u64) -> Result<(), OutputError> {
         let mut backoff = Backoff::new(self.cfg.initial_backoff, self.cfg.max_backoff);
         let mut tries = 0u32;
         let result = loop {
-            match self.post() {
+            match self.post(body) {
                 Outcome::Done => {
-                    self.m.written.inc_by(self.count);
+                    self.m.written.inc_by(count);
                     break Ok(());
                 }
                 Outcome::Fatal(msg) => {
@@ -215,12 +213,149 @@ impl ClickHouseWriter {
             }
         };
         if result.is_err() {
-            self.m.dropped.inc_by(self.count);
+            self.m.dropped.inc_by(count);
         }
-        self.body.clear();
-        self.count = 0;
-        self.since = None;
         result
+    }
+}
+
+struct Batch {
+    body: Vec<u8>,
+    count: u64,
+}
+
+/// `inflight` threads, each posting one batch at a time; emptied bodies come back for reuse.
+struct Senders {
+    tx: Option<SyncSender<Batch>>,
+    spare: Receiver<Vec<u8>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Senders {
+    fn spawn(poster: &Arc<Poster>, n: usize) -> Result<Self, OutputError> {
+        // A rendezvous: a full batch waits for a free sender, as it would for the server.
+        let (tx, rx) = mpsc::sync_channel::<Batch>(0);
+        let rx = Arc::new(Mutex::new(rx));
+        let (spare_tx, spare) = mpsc::sync_channel(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (rx, spare_tx, poster) = (rx.clone(), spare_tx.clone(), poster.clone());
+            let t = std::thread::Builder::new().name(format!("clickhouse-{i}")).spawn(move || {
+                let mut log = ErrorLog::new("clickhouse");
+                loop {
+                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok(mut b) = next else { return };
+                    log.check(poster.deliver(&b.body, b.count));
+                    b.body.clear();
+                    let _ = spare_tx.try_send(b.body);
+                }
+            });
+            threads.push(t.map_err(|source| OutputError::Io { what: "starting a clickhouse sender".into(), source })?);
+        }
+        Ok(Self { tx: Some(tx), spare, threads })
+    }
+
+    /// Waits for a free sender, hands it the batch, and returns an empty body to fill next.
+    fn hand_off(&mut self, batch: Batch) -> Vec<u8> {
+        if let Some(tx) = &self.tx {
+            // The threads only end when `tx` is gone: a send cannot fail.
+            let _ = tx.send(batch);
+        }
+        self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(1 << 20))
+    }
+
+    /// Lets the senders finish what they hold (each gives up at the stop deadline).
+    fn finish(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Batches into one server: posted by the caller (`inflight` 1), or handed to sender threads.
+pub struct Inserter {
+    poster: Arc<Poster>,
+    senders: Option<Senders>,
+}
+
+impl Inserter {
+    pub(crate) fn with(cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
+        cfg.validate().map_err(OutputError::Config)?;
+        let password = cfg.password.as_deref().map(expand_env).transpose().map_err(OutputError::Config)?;
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(cfg.timeout))
+            .http_status_as_error(false)
+            .user_agent(concat!("osprey/", env!("CARGO_PKG_VERSION")))
+            .max_idle_connections(cfg.inflight + 1)
+            .max_idle_connections_per_host(cfg.inflight + 1)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .build()
+            .into();
+        let query = format!("INSERT INTO {}.{} {} FORMAT RowBinary", cfg.database, cfg.table, fleet::schema::column_list());
+        let inflight = cfg.inflight;
+        let poster = Arc::new(Poster { query, password, agent, cfg, m, stop });
+        let senders = if inflight > 1 { Some(Senders::spawn(&poster, inflight)?) } else { None };
+        Ok(Self { poster, senders })
+    }
+
+    /// An inserter of its own (benches, tools): its own counters, no stop deadline.
+    pub fn new(cfg: ClickHouseConfig) -> Result<Self, OutputError> {
+        Self::with(cfg, crate::metrics::Metrics::new().output("clickhouse"), Stop::default())
+    }
+
+    /// Inserts `body`, `count` rows of [`encode`]: posted here, or handed to a free sender (its
+    /// outcome is counted and logged there). Returns an empty buffer to fill next.
+    pub fn insert(&mut self, mut body: Vec<u8>, count: u64) -> (Result<(), OutputError>, Vec<u8>) {
+        match &mut self.senders {
+            Some(s) => (Ok(()), s.hand_off(Batch { body, count })),
+            None => {
+                let r = self.poster.deliver(&body, count);
+                body.clear();
+                (r, body)
+            }
+        }
+    }
+
+    /// Waits for the batches in flight (each gives up at the stop deadline).
+    pub fn finish(&mut self) {
+        if let Some(s) = &mut self.senders {
+            s.finish();
+        }
+    }
+
+    /// Rows delivered and rows dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.poster.m.written.get(), self.poster.m.dropped.get())
+    }
+}
+
+pub(crate) struct ClickHouseWriter {
+    inserter: Inserter,
+    body: Vec<u8>,
+    count: u64,
+    since: Option<Instant>,
+}
+
+impl ClickHouseWriter {
+    pub fn new(cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
+        Ok(Self { inserter: Inserter::with(cfg, m, stop)?, body: Vec::with_capacity(1 << 20), count: 0, since: None })
+    }
+
+    fn cfg(&self) -> &ClickHouseConfig {
+        &self.inserter.poster.cfg
+    }
+
+    fn send(&mut self) -> Result<(), OutputError> {
+        let count = std::mem::take(&mut self.count);
+        self.since = None;
+        if count == 0 {
+            return Ok(());
+        }
+        let (r, body) = self.inserter.insert(std::mem::take(&mut self.body), count);
+        self.body = body;
+        r
     }
 }
 
@@ -285,7 +420,7 @@ impl Writer for ClickHouseWriter {
         doc.ecs.with_index_row(doc.event, |r| encode(&mut self.body, r, doc.json));
         self.count += 1;
         self.since.get_or_insert_with(Instant::now);
-        if self.count >= self.cfg.batch_events as u64 {
+        if self.count >= self.cfg().batch_events as u64 {
             return self.send();
         }
         Ok(())
@@ -293,17 +428,19 @@ impl Writer for ClickHouseWriter {
 
     fn idle(&mut self) -> Result<(), OutputError> {
         match self.since {
-            Some(t) if t.elapsed() >= self.cfg.flush_interval => self.send(),
+            Some(t) if t.elapsed() >= self.cfg().flush_interval => self.send(),
             _ => Ok(()),
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.since.map(|t| t + self.cfg.flush_interval)
+        self.since.map(|t| t + self.cfg().flush_interval)
     }
 
     fn close(&mut self) -> Result<(), OutputError> {
-        self.send()
+        let r = self.send();
+        self.inserter.finish();
+        r
     }
 }
 
@@ -311,8 +448,8 @@ impl Writer for ClickHouseWriter {
 mod tests {
     use std::{
         io::{BufRead, BufReader, Read, Write},
-        net::TcpListener,
-        sync::{Arc, Mutex},
+        net::{TcpListener, TcpStream},
+        sync::Condvar,
     };
 
     use super::*;
@@ -326,10 +463,37 @@ mod tests {
     /// Each request's target (path and query) and body.
     type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-    fn server(answers: Vec<(u16, &'static str)>) -> (String, Seen) {
+    fn no_proxy() {
         for v in ["ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"] {
             std::env::remove_var(v);
         }
+    }
+
+    /// One request's target (path and query) and body; None when the client hung up.
+    fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        Some((target, body))
+    }
+
+    fn server(answers: Vec<(u16, &'static str)>) -> (String, Seen) {
+        no_proxy();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -339,28 +503,10 @@ mod tests {
                 let Ok(c) = c else { return };
                 let mut r = BufReader::new(c.try_clone().unwrap());
                 let mut w = c;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        if h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
+                while let Some(req) = read_request(&mut r) {
                     let n = {
                         let mut s = seen2.lock().unwrap();
-                        s.push((target, body));
+                        s.push(req);
                         s.len() - 1
                     };
                     let (status, text) = answers[n.min(answers.len() - 1)];
@@ -386,6 +532,7 @@ mod tests {
     fn fast(url: &str) -> ClickHouseConfig {
         ClickHouseConfig {
             batch_events: 10,
+            inflight: 1,
             max_retries: 2,
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(20),
@@ -428,6 +575,49 @@ mod tests {
     }
 
     #[test]
+    fn batches_are_posted_in_parallel() {
+        // A server that answers no INSERT until two have arrived (or 10 s have passed): with
+        // `inflight` 2 the first two batches are out at once.
+        no_proxy();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let state = Arc::new((Mutex::new((0usize, Vec::<Vec<u8>>::new())), Condvar::new()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    while let Some((_, body)) = read_request(&mut r) {
+                        let (lock, cv) = &*st;
+                        let mut g = lock.lock().unwrap();
+                        g.0 += 1;
+                        g.1.push(body);
+                        cv.notify_all();
+                        let (g, _) = cv.wait_timeout_while(g, Duration::from_secs(10), |g| g.0 < 2).unwrap();
+                        drop(g);
+                        write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+                    }
+                });
+            }
+        });
+        let m = Metrics::new().output("fleet");
+        let mut w = ClickHouseWriter::new(ClickHouseConfig { inflight: 2, ..fast(&url) }, m.clone(), Stop::default()).unwrap();
+        let start = Instant::now();
+        assert!(feed(&mut w, 25).iter().all(Result::is_ok));
+        w.close().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(8), "the first two batches waited for each other: {:?}", start.elapsed());
+        let g = state.0.lock().unwrap();
+        assert_eq!(g.1.len(), 3, "two full batches and the rest at close");
+        let mut sizes: Vec<usize> = g.1.iter().map(Vec::len).collect();
+        sizes.sort_unstable();
+        assert!(sizes[0] * 10 < sizes[1] * 6, "5, 10 and 10 events: {sizes:?}");
+        assert_eq!((m.written.get(), m.dropped.get(), m.errors.get()), (25, 0, 0));
+    }
+
+    #[test]
     fn rows_and_config() {
         let doc = br#"{"@timestamp":"2026-11-22T00:00:01Z","event":{"kind":"alert","action":"alert","id":"a1","severity":73},"host":{"id":"h1"},"process":{"pid":7,"entity_id":"e7"},"rule":{"id":"r1"}}"#;
         let mut out = Vec::new();
@@ -439,6 +629,9 @@ mod tests {
 
         let mut c = ClickHouseConfig::new("http://127.0.0.1:8123");
         assert!(c.validate().is_ok());
+        c.inflight = 9;
+        assert!(c.validate().unwrap_err().contains("clickhouse.inflight"));
+        c.inflight = 2;
         c.table = "x; DROP".into();
         assert!(c.validate().unwrap_err().contains("clickhouse.table"));
         let err = serde_yaml_ng::from_str::<ClickHouseConfig>("url: http://x\nbatch: 3\n").unwrap_err().to_string();
