@@ -1,7 +1,7 @@
 //! Per-event evaluation state: each field an event is asked for is fetched and lowercased at most
 //! once per event, whatever the number of rules that test it. Buffers are reused across events.
 
-use super::fields::{EventFields, Field, FieldId, FieldValue};
+use super::fields::{EventFields, Field, FieldId, FieldValue, Scalar};
 use super::pattern::lower_into;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +116,27 @@ impl<'a> Ctx<'a> {
             };
         }
         (slot.presence, slot.texts.get(..slot.len).unwrap_or(&[]))
+    }
+
+    /// `f` on each of the field's values as the prefilter scans them (with automata that ignore
+    /// ASCII case): as they are when they are all ASCII, no copy made; lowercased otherwise
+    /// (non-ASCII letters can lowercase to ASCII ones: the Kelvin sign to `k`), and then kept
+    /// for the matchers.
+    pub fn scan_texts(&mut self, id: FieldId, mut f: impl FnMut(&str)) {
+        if let Some(slot) = self.scratch.slots.get(id.index()) {
+            if slot.generation == self.scratch.generation {
+                slot.texts.get(..slot.len).unwrap_or(&[]).iter().for_each(|t| f(t));
+                return;
+            }
+        }
+        let Some(field) = self.fields.get(id.index()) else { return };
+        let v = self.ev.get(field);
+        if !v.any(|s| matches!(s, Scalar::Str(t) if !t.is_ascii())) {
+            v.for_each(|s| s.with_text(&mut f));
+            return;
+        }
+        drop(v);
+        self.lowered(id).1.iter().for_each(|t| f(t));
     }
 
     /// The field's values as text, case preserved.

@@ -2,8 +2,9 @@
 //! (field, literal) pairs one of which must occur for the rule to match (`Image|endswith: /nc`
 //! and `CommandLine|contains: [' -e ', ' -c ']` give two clauses). For each field that any clause
 //! names, one Aho-Corasick automaton holds all those literals. An event is scanned once per such
-//! field (its lowercased text, shared with the matchers); a rule is evaluated only if every one of
-//! its clauses was hit, or if it has no clauses.
+//! field (ignoring ASCII case: its text as it is when all ASCII, else lowercased and shared with
+//! the matchers); a rule is evaluated only if every one of its clauses was hit, or if it has no
+//! clauses.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use std::collections::HashMap;
@@ -90,7 +91,10 @@ impl Prefilter {
         fields.sort_by_key(|(f, _)| *f);
         for (field, (pats, _, owners)) in fields {
             let kind = if pats.len() <= 2_000 { Some(AhoCorasickKind::DFA) } else { None };
-            match AhoCorasick::builder().match_kind(MatchKind::Standard).kind(kind).build(&pats) {
+            // The literals are lowercase; ASCII text is scanned as it is (Ctx::scan_texts).
+            let mut b = AhoCorasick::builder();
+            b.match_kind(MatchKind::Standard).kind(kind).ascii_case_insensitive(true);
+            match b.build(&pats) {
                 Ok(ac) => pf.scans.push(Scan { field, ac, owners }),
                 // Too large to build: the clauses of this field count as always hit.
                 Err(_) => pf.preset.extend(owners.into_iter().flatten()),
@@ -115,8 +119,8 @@ impl Prefilter {
             }
         }
         for scan in &self.scans {
-            for text in ctx.lowered(scan.field).1 {
-                for m in scan.ac.find_overlapping_iter(text.as_str()) {
+            ctx.scan_texts(scan.field, |text| {
+                for m in scan.ac.find_overlapping_iter(text) {
                     for &c in scan.owners.get(m.pattern().as_usize()).map_or(&[][..], Vec::as_slice) {
                         set(&mut tmp.clauses, c as usize);
                         if let Some(&r) = self.clause_rule.get(c as usize) {
@@ -124,7 +128,7 @@ impl Prefilter {
                         }
                     }
                 }
-            }
+            });
         }
         for (w, word) in tmp.touched.iter().enumerate() {
             let mut word = *word;

@@ -112,6 +112,9 @@ fn rules_with_several_required_literals_need_all_of_them() {
     assert_eq!(inner.candidate_count(&JsonEvent::new(&doc), &mut scratch), 0);
     let doc = exec(json!({"process": {"executable": "/usr/bin/gcore", "command_line": "/usr/bin/gcore 42"}}));
     assert_eq!(inner.candidate_count(&JsonEvent::new(&doc), &mut scratch), 1);
+    // ASCII text is scanned as it is, its case ignored.
+    let upper = exec(json!({"process": {"executable": "/usr/bin/gcore", "command_line": "/USR/BIN/GCORE 42"}}));
+    assert_eq!(inner.candidate_count(&JsonEvent::new(&upper), &mut scratch), 1);
     let (mut got, mut iocs) = (Vec::new(), Vec::new());
     inner.match_event(&JsonEvent::new(&doc), &mut scratch, &mut got, &mut iocs);
     assert_eq!(got.len(), 1);
