@@ -232,7 +232,7 @@ struct Senders {
 }
 
 impl Senders {
-    fn spawn(poster: &Arc<Poster>, n: usize) -> Result<Self, OutputError> {
+    fn spawn(sink: &'static str, poster: &Arc<Poster>, n: usize) -> Result<Self, OutputError> {
         // A rendezvous: a full batch waits for a free sender, as it would for the server.
         let (tx, rx) = mpsc::sync_channel::<Batch>(0);
         let rx = Arc::new(Mutex::new(rx));
@@ -241,7 +241,7 @@ impl Senders {
         for i in 0..n {
             let (rx, spare_tx, poster) = (rx.clone(), spare_tx.clone(), poster.clone());
             let t = std::thread::Builder::new().name(format!("clickhouse-{i}")).spawn(move || {
-                let mut log = ErrorLog::new("clickhouse");
+                let mut log = ErrorLog::new(sink);
                 loop {
                     let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     let Ok(mut b) = next else { return };
@@ -280,7 +280,8 @@ pub struct Inserter {
 }
 
 impl Inserter {
-    pub(crate) fn with(cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
+    /// `sink`: the name its senders log failures under.
+    pub(crate) fn with(sink: &'static str, cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
         cfg.validate().map_err(OutputError::Config)?;
         let password = cfg.password.as_deref().map(expand_env).transpose().map_err(OutputError::Config)?;
         let agent = ureq::Agent::config_builder()
@@ -296,13 +297,13 @@ impl Inserter {
         let query = format!("INSERT INTO {}.{} {} FORMAT RowBinary", cfg.database, cfg.table, fleet::schema::column_list());
         let inflight = cfg.inflight;
         let poster = Arc::new(Poster { query, password, agent, cfg, m, stop });
-        let senders = if inflight > 1 { Some(Senders::spawn(&poster, inflight)?) } else { None };
+        let senders = if inflight > 1 { Some(Senders::spawn(sink, &poster, inflight)?) } else { None };
         Ok(Self { poster, senders })
     }
 
     /// An inserter of its own (benches, tools): its own counters, no stop deadline.
     pub fn new(cfg: ClickHouseConfig) -> Result<Self, OutputError> {
-        Self::with(cfg, crate::metrics::Metrics::new().output("clickhouse"), Stop::default())
+        Self::with("clickhouse", cfg, crate::metrics::Metrics::new().output("clickhouse"), Stop::default())
     }
 
     /// Inserts `body`, `count` rows of [`encode`]: posted here, or handed to a free sender (its
@@ -339,8 +340,8 @@ pub(crate) struct ClickHouseWriter {
 }
 
 impl ClickHouseWriter {
-    pub fn new(cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
-        Ok(Self { inserter: Inserter::with(cfg, m, stop)?, body: Vec::with_capacity(1 << 20), count: 0, since: None })
+    pub fn new(sink: &'static str, cfg: ClickHouseConfig, m: OutputMetrics, stop: Stop) -> Result<Self, OutputError> {
+        Ok(Self { inserter: Inserter::with(sink, cfg, m, stop)?, body: Vec::with_capacity(1 << 20), count: 0, since: None })
     }
 
     fn cfg(&self) -> &ClickHouseConfig {
@@ -544,7 +545,7 @@ mod tests {
     fn retries_server_errors_and_gives_up_on_bad_batches() {
         let (url, seen) = server(vec![(503, "Code: 252, e.displayText() = DB::Exception: Too many parts"), (200, "")]);
         let m = Metrics::new().output("fleet");
-        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        let mut w = ClickHouseWriter::new("fleet", fast(&url), m.clone(), Stop::default()).unwrap();
         assert!(feed(&mut w, 10).iter().all(Result::is_ok));
         {
             let seen = seen.lock().unwrap();
@@ -558,7 +559,7 @@ mod tests {
         // A syntax or type error will not go away: dropped at once.
         let (url, seen) = server(vec![(500, "Code: 62, e.displayText() = DB::Exception: Syntax error")]);
         let m = Metrics::new().output("fleet");
-        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        let mut w = ClickHouseWriter::new("fleet", fast(&url), m.clone(), Stop::default()).unwrap();
         let r = feed(&mut w, 10);
         assert!(r[9].as_ref().unwrap_err().to_string().contains("Syntax error"));
         assert_eq!(seen.lock().unwrap().len(), 1);
@@ -567,7 +568,7 @@ mod tests {
         // A server that stays down: retried, then given up and counted.
         let (url, seen) = server(vec![(500, "Code: 210, e.displayText() = DB::NetException: Connection refused")]);
         let m = Metrics::new().output("fleet");
-        let mut w = ClickHouseWriter::new(fast(&url), m.clone(), Stop::default()).unwrap();
+        let mut w = ClickHouseWriter::new("fleet", fast(&url), m.clone(), Stop::default()).unwrap();
         let r = feed(&mut w, 10);
         assert!(r[9].as_ref().unwrap_err().to_string().contains("gave up after 3 tries"));
         assert_eq!(seen.lock().unwrap().len(), 3);
@@ -604,7 +605,7 @@ mod tests {
             }
         });
         let m = Metrics::new().output("fleet");
-        let mut w = ClickHouseWriter::new(ClickHouseConfig { inflight: 2, ..fast(&url) }, m.clone(), Stop::default()).unwrap();
+        let mut w = ClickHouseWriter::new("fleet", ClickHouseConfig { inflight: 2, ..fast(&url) }, m.clone(), Stop::default()).unwrap();
         let start = Instant::now();
         assert!(feed(&mut w, 25).iter().all(Result::is_ok));
         w.close().unwrap();

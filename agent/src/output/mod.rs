@@ -177,6 +177,8 @@ pub fn build_sinks(output: &OutputSection, metrics: Arc<Metrics>) -> Result<Vec<
 fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError> {
     let name = cfg.name().map_err(OutputError::Config)?;
     let m = metrics.output(&name);
+    // Sink names are few and live as long as the agent; `Sink::name` hands out &'static str.
+    let name: &'static str = Box::leak(name.into_boxed_str());
     let stop = queue::Stop::default();
     let writer: Box<dyn queue::Writer> = if let Some(f) = &cfg.file {
         Box::new(file::FileWriter::open(f.clone(), m.clone())?)
@@ -185,12 +187,10 @@ fn build_one(cfg: &SinkConfig, metrics: &Metrics) -> Result<Queued, OutputError>
     } else if let Some(h) = &cfg.http {
         Box::new(http::HttpWriter::new(h.clone(), m.clone(), stop.clone())?)
     } else if let Some(c) = &cfg.clickhouse {
-        Box::new(clickhouse::ClickHouseWriter::new(c.clone(), m.clone(), stop.clone())?)
+        Box::new(clickhouse::ClickHouseWriter::new(name, c.clone(), m.clone(), stop.clone())?)
     } else {
         stdout::StdoutWriter::boxed(m.clone())
     };
-    // Sink names are few and live as long as the agent; `Sink::name` hands out &'static str.
-    let name: &'static str = Box::leak(name.into_boxed_str());
     let mut q = Queued::spawn(name, cfg.queue, cfg.filter.clone(), cfg.drain_timeout, m, stop, writer)?;
     q.direct = match (&cfg.file, &cfg.syslog, &cfg.http) {
         (Some(f), _, _) => Some(queue::Direct::File(f.path.clone())),
