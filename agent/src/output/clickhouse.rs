@@ -255,13 +255,15 @@ impl Senders {
         Ok(Self { tx: Some(tx), spare, threads })
     }
 
-    /// Waits for a free sender, hands it the batch, and returns an empty body to fill next.
-    fn hand_off(&mut self, batch: Batch) -> Vec<u8> {
-        if let Some(tx) = &self.tx {
-            // The threads only end when `tx` is gone: a send cannot fail.
-            let _ = tx.send(batch);
+    /// Waits for a free sender, hands it the batch, and returns an empty body to fill next; the
+    /// batch back if no sender is left to take it (they end only when `tx` is gone, or by a
+    /// panic).
+    fn hand_off(&mut self, batch: Batch) -> Result<Vec<u8>, Batch> {
+        match &self.tx {
+            Some(tx) => tx.send(batch).map_err(|e| e.0)?,
+            None => return Err(batch),
         }
-        self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(1 << 20))
+        Ok(self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(1 << 20)))
     }
 
     /// Lets the senders finish what they hold (each gives up at the stop deadline).
@@ -310,7 +312,14 @@ impl Inserter {
     /// outcome is counted and logged there). Returns an empty buffer to fill next.
     pub fn insert(&mut self, mut body: Vec<u8>, count: u64) -> (Result<(), OutputError>, Vec<u8>) {
         match &mut self.senders {
-            Some(s) => (Ok(()), s.hand_off(Batch { body, count })),
+            Some(s) => match s.hand_off(Batch { body, count }) {
+                Ok(next) => (Ok(()), next),
+                Err(mut lost) => {
+                    self.poster.m.dropped.inc_by(count);
+                    lost.body.clear();
+                    (Err(OutputError::Http(format!("no sender left for an INSERT of {count} events: dropped"))), lost.body)
+                }
+            },
             None => {
                 let r = self.poster.deliver(&body, count);
                 body.clear();
