@@ -147,6 +147,14 @@ static __always_inline void fold_key_path(struct file_fold_key *k, const struct 
 	k->hash = mix(mix(k->hash, (__u64)v.dentry), (__u64)v.mnt);
 }
 
+/* The key of `op` on an open file: its open flags and its path. */
+static __always_inline void fold_key_file(struct file_fold_key *k, __u32 op, __u32 flags, struct file *file)
+{
+	struct saved_args a = {.flags = flags};
+	fold_key_start(k, op, &a);
+	fold_key_path(k, &file->f_path);
+}
+
 /* Mixes a user name (as read into scratch data at 0) and what it is relative to into the key;
  * `verbatim`: a symlink target, relative to nothing. */
 static __always_inline void fold_key_name(struct file_fold_key *k, struct scratch *s, struct task_struct *task,
@@ -302,10 +310,8 @@ static __always_inline void file_emit(struct osprey_file *f, struct task_struct 
 static __always_inline int report_file(struct file *file, __u32 op, long ret, __u32 flags,
 				       __u32 kind)
 {
-	struct saved_args a = {.flags = flags};
 	struct file_fold_key k;
-	fold_key_start(&k, op, &a);
-	fold_key_path(&k, &file->f_path);
+	fold_key_file(&k, op, flags, file);
 	if (file_folds(&k))
 		return 1;
 	struct scratch *s = scratch_of_this_cpu();
@@ -396,7 +402,6 @@ static __always_inline int on_open_exit(long nr, long ret)
 	__u32 flags;
 	if (!open_flags_at_exit(nr, &flags))
 		return 0;
-	struct saved_args a = {.flags = flags}; /* what a read's fold key takes */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *file = fd_file(task, ret);
 	if (!file)
@@ -407,8 +412,7 @@ static __always_inline int on_open_exit(long nr, long ret)
 		if (!(kind & OSPREY_WATCH_READ) || !op_enabled(OSPREY_FILE_READ))
 			return 0; /* unwatched reads are not events: not counted either */
 		struct file_fold_key k;
-		fold_key_start(&k, OSPREY_FILE_READ, &a);
-		fold_key_path(&k, &file->f_path);
+		fold_key_file(&k, OSPREY_FILE_READ, flags, file);
 		if (file_folds(&k))
 			return 0;
 		struct scratch *s = scratch_of_this_cpu();
