@@ -23,7 +23,7 @@ use crate::{
     enrich::{Context, LateHash, ProcCtx},
     output::Facts,
     process::{
-        table::{Image, PrintedAs},
+        table::{Image, ImageSource, PrintedAs},
         EntityIds, Host,
     },
 };
@@ -886,6 +886,11 @@ impl Ecs {
         if let Some(p) = doc.process.as_mut() {
             if !is_exec {
                 fill_image(p, &ctx.process);
+            } else if let Some(img) =
+                ctx.process.image.as_deref().filter(|i| i.source == ImageSource::Exec && Some(i.exec_ns) == doc.osprey.ktime_ns)
+            {
+                // The table's image of this very exec: the same command line, made already.
+                p.command_line = Some(lazy::CommandLine::Image(img));
             }
             // The table's id of the subject is the one the record's pid and start would give.
             if let lazy::EntityId::Of { pid, start_ns, .. } = p.entity_id {

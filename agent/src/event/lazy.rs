@@ -10,7 +10,10 @@ use serde_json::value::RawValue;
 use super::{print, EventMeta, Id};
 use crate::{
     enrich::Ancestry,
-    process::{table::Image, EntityIds, Host},
+    process::{
+        table::{push_command_line, Image},
+        EntityIds, Host,
+    },
 };
 
 /// A process's arguments: an exec record's, or a process image's.
@@ -36,7 +39,7 @@ impl Serialize for Args<'_> {
 }
 
 /// A process's command line: an exec record's arguments shell-quoted (`a 'b c'`), or a process
-/// image's joined by spaces.
+/// image's (quoted the same way when it was made).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum CommandLine<'a> {
     Record(&'a [String]),
@@ -44,33 +47,14 @@ pub(super) enum CommandLine<'a> {
 }
 
 impl<'a> CommandLine<'a> {
-    /// The command line: an image's as it is, a record's built (arguments with spaces or quotes
-    /// single-quoted, as a shell would need). Built by hand: through `fmt` it cost a few
-    /// thousand instructions an exec.
+    /// The command line: an image's as it is, a record's built the same way
+    /// ([`push_command_line`]).
     pub(super) fn text(&self) -> Cow<'a, str> {
         match *self {
             CommandLine::Image(img) => Cow::Borrowed(img.command_line()),
             CommandLine::Record(args) => {
                 let mut line = String::with_capacity(args.iter().map(|a| a.len() + 3).sum());
-                for (i, a) in args.iter().enumerate() {
-                    if i > 0 {
-                        line.push(' ');
-                    }
-                    if !needs_quotes(a) {
-                        line.push_str(a);
-                        continue;
-                    }
-                    line.push('\'');
-                    let mut parts = a.split('\'');
-                    if let Some(first) = parts.next() {
-                        line.push_str(first);
-                    }
-                    for p in parts {
-                        line.push_str("'\\''");
-                        line.push_str(p);
-                    }
-                    line.push('\'');
-                }
+                push_command_line(&mut line, args.iter().map(String::as_str));
                 Cow::Owned(line)
             }
         }
@@ -81,15 +65,6 @@ impl fmt::Display for CommandLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text())
     }
-}
-
-/// True if a shell would need `a` quoted: empty, or with whitespace, a quote, `\`, `$` or a
-/// backquote. Bytes first (nearly every argument is ASCII); other characters only if there are
-/// any.
-fn needs_quotes(a: &str) -> bool {
-    a.is_empty()
-        || a.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r' | b'\'' | b'"' | b'\\' | b'$' | b'`'))
-        || (!a.is_ascii() && a.chars().any(char::is_whitespace))
 }
 
 impl Serialize for CommandLine<'_> {

@@ -207,6 +207,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_process_prints_one_command_line() {
+        // Its exec's document (from the table's image of that exec) and its later events' agree.
+        let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
+        let docs: Vec<serde_json::Value> = events(&ecs).iter().map(|ev| ecs.to_value(ev)).collect();
+        let curl: Vec<&serde_json::Value> =
+            docs.iter().filter(|v| v["process"]["pid"] == 101 && v["process"]["executable"] == "/usr/bin/curl").collect();
+        assert_eq!(curl[0]["event"]["action"], "exec");
+        assert!(curl.len() >= 5, "{}", curl.len());
+        for v in curl {
+            assert_eq!(v["process"]["command_line"], "curl -s 'http://x/y z' -o /tmp/p", "{}", v["event"]["action"]);
+        }
+    }
+
+    #[test]
     fn the_printed_json_is_the_document() {
         let ecs = Ecs::new(Host { hostname: "h".into(), id: "m".into(), boot_id: "b".into() }, 1_700_000_000_000_000_000);
         let mut with_ancestors = 0;

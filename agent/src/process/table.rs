@@ -108,8 +108,8 @@ pub enum PrintedAs {
 /// One executable image a process ran: what exec (or /proc) said about it. Shared between a
 /// parent and the children it forked until they exec.
 pub struct Image {
-    /// exe, filename, NUL-joined args, cwd, and the args joined by spaces (the command line every
-    /// document of the process prints), in one allocation.
+    /// exe, filename, NUL-joined args, cwd, and the command line ([`push_command_line`]), in one
+    /// allocation.
     text: Box<str>,
     ends: Ends,
     /// argc as the kernel counted it (args may be truncated).
@@ -137,27 +137,58 @@ struct Ends {
     nargs: usize,
 }
 
+/// Appends the command line of `args`: joined by spaces, an argument single-quoted as a shell
+/// would need it (`a 'b c' 'it'\''s'`), so that it can be read back into its arguments. Every
+/// document of a process prints this one.
+pub fn push_command_line<'s>(line: &mut String, args: impl IntoIterator<Item = &'s str>) {
+    for (i, a) in args.into_iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        if !needs_quotes(a) {
+            line.push_str(a);
+            continue;
+        }
+        line.push('\'');
+        let mut parts = a.split('\'');
+        if let Some(first) = parts.next() {
+            line.push_str(first);
+        }
+        for p in parts {
+            line.push_str("'\\''");
+            line.push_str(p);
+        }
+        line.push('\'');
+    }
+}
+
+/// True if a shell would need `a` quoted: empty, or with whitespace, a quote, `\`, `$` or a
+/// backquote. Bytes first (nearly every argument is ASCII); other characters only if there are
+/// any.
+fn needs_quotes(a: &str) -> bool {
+    a.is_empty()
+        || a.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r' | b'\'' | b'"' | b'\\' | b'$' | b'`'))
+        || (!a.is_ascii() && a.chars().any(char::is_whitespace))
+}
+
 impl Image {
     fn build(exe: &str, filename: &str, args: &[impl AsRef<str>], cwd: &str) -> (Box<str>, Ends) {
         let args_len: usize = args.iter().map(|a| a.as_ref().len() + 1).sum();
-        let mut text = String::with_capacity(exe.len() + filename.len() + 2 * args_len + cwd.len());
+        let mut text = String::with_capacity(exe.len() + filename.len() + 2 * args_len + 2 * args.len() + cwd.len());
         text.push_str(exe);
         let exe_end = text.len();
         text.push_str(filename);
         let filename_end = text.len();
-        let push_args = |text: &mut String, sep: char| {
-            for (i, a) in args.iter().enumerate() {
-                if i > 0 {
-                    text.push(sep);
-                }
-                text.push_str(a.as_ref());
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                text.push('\0');
             }
-        };
-        push_args(&mut text, '\0');
+            text.push_str(a.as_ref());
+        }
         let args_end = text.len();
         text.push_str(cwd);
         let cwd_end = text.len();
-        push_args(&mut text, ' ');
+        push_command_line(&mut text, args.iter().map(AsRef::as_ref));
         let name = exe.rfind('/').map_or(0, |i| i + 1);
         let ends = Ends { exe: exe_end, name, filename: filename_end, args: args_end, cwd: cwd_end, nargs: args.len() };
         (text.into_boxed_str(), ends)
@@ -237,7 +268,8 @@ impl Image {
         self.args().map(str::to_owned).collect()
     }
 
-    /// The arguments joined by spaces: a document's command line, made once per image.
+    /// The arguments joined as [`push_command_line`] joins them: the command line every
+    /// document of the process prints, its exec's included, made once per image.
     pub fn command_line(&self) -> &str {
         self.part(self.ends.cwd, self.text.len())
     }
@@ -1848,6 +1880,19 @@ mod tests {
         assert_eq!(t.get(t.key_of(9, S)).unwrap().image().unwrap().args().count(), 0);
         t.apply(&exec(p, "/bin/y", &[""], S + 2));
         assert_eq!(t.get(t.key_of(9, S)).unwrap().image().unwrap().args_vec(), [""]);
+    }
+
+    #[test]
+    fn an_images_command_line_is_quoted_as_its_exec_event_prints_it() {
+        let mut t = table(10, Duration::ZERO);
+        let p = root(&mut t, 5, S, "/bin/sh");
+        let args = ["sh", "-c", "echo 'hi there'", "", "$HOME"];
+        t.apply(&exec(p, "/bin/sh", &args, 2 * S));
+        let img = t.get(t.key_of(5, S)).unwrap().image().unwrap().clone();
+        assert_eq!(img.command_line(), r"sh -c 'echo '\''hi there'\''' '' '$HOME'");
+        let owned: Vec<String> = args.map(String::from).to_vec();
+        assert_eq!(img.command_line(), crate::event::command_line(&owned));
+        assert_eq!(img.args_vec(), owned);
     }
 
     #[test]
