@@ -23,7 +23,7 @@ use crate::{
         container::{CgroupInfo, CgroupResolver},
         hash::{HashConfig, HashDone, HashPool, HashRequest, HashTicket, Sha256Digest},
         identity::EntityIds,
-        table::{Ancestor, Comm, Image, ProcKey, ProcessTable, TableConfig},
+        table::{Ancestor, Comm, Image, ImageSource, ProcKey, ProcessTable, TableConfig},
         users::UserDb,
     },
 };
@@ -81,6 +81,12 @@ impl ProcCtx {
             Some(n) if !n.is_empty() => n,
             _ => self.comm.as_str(),
         }
+    }
+
+    /// Its image if the table made it from the exec record of `ktime_ns`: what that record's
+    /// arguments would give again (the shell-quoted command line), made already.
+    pub fn image_of_exec(&self, ktime_ns: u64) -> Option<&Image> {
+        self.image.as_deref().filter(|i| i.source == ImageSource::Exec && i.exec_ns == ktime_ns)
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{
     enrich::{Context, LateHash, ProcCtx},
     output::Facts,
     process::{
-        table::{Image, ImageSource, PrintedAs},
+        table::{Image, PrintedAs},
         EntityIds, Host,
     },
 };
@@ -886,10 +886,7 @@ impl Ecs {
         if let Some(p) = doc.process.as_mut() {
             if !is_exec {
                 fill_image(p, &ctx.process);
-            } else if let Some(img) =
-                ctx.process.image.as_deref().filter(|i| i.source == ImageSource::Exec && Some(i.exec_ns) == doc.osprey.ktime_ns)
-            {
-                // The table's image of this very exec: the same command line, made already.
+            } else if let Some(img) = doc.osprey.ktime_ns.and_then(|t| ctx.process.image_of_exec(t)) {
                 p.command_line = Some(lazy::CommandLine::Image(img));
             }
             // The table's id of the subject is the one the record's pid and start would give.

@@ -172,7 +172,7 @@ impl Stage {
     /// Keeps what a process did for the stories of later alerts.
     fn remember(&mut self, ev: &Event) {
         let (Some(ctx), EventBody::Record(rec)) = (&ev.ctx, &ev.body) else { return };
-        let (action, object) = summary(rec);
+        let (action, object) = summary(rec, ctx);
         self.recent.push(Recent {
             wall_ns: ev.wall_ns,
             entity_id: Arc::clone(&ctx.process.entity_id),
@@ -422,9 +422,12 @@ impl Stage {
 }
 
 /// (action, object) of a record, for stories.
-fn summary(rec: &Record) -> (&'static str, String) {
+fn summary(rec: &Record, ctx: &crate::enrich::Context) -> (&'static str, String) {
     match rec {
-        Record::Exec(e) => ("exec", crate::event::command_line(&e.args)),
+        Record::Exec(e) => {
+            let line = ctx.process.image_of_exec(e.hdr.ktime_ns);
+            ("exec", line.map_or_else(|| crate::event::command_line(&e.args), |img| img.command_line().to_owned()))
+        }
         Record::Fork(f) => ("fork", f.child_pid.to_string()),
         Record::Exit(x) => ("exit", x.exit_status().map_or_else(|| format!("signal {}", x.signal().unwrap_or(0)), |c| c.to_string())),
         Record::File(f) => {
@@ -642,4 +645,35 @@ pub async fn run(
     let counters = stage.poll_loss(sensor).unwrap_or_default();
     stage.flush();
     Ok(Summary { events: stage.events, counters, late: reorder.late(), stalls: reorder.stalls() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        decode::{decode, raw},
+        enrich::{Enricher, ProcessSection},
+        process::identity::EntityIds,
+    };
+
+    #[test]
+    fn an_execs_story_step_is_its_command_line_whichever_image_the_context_holds() {
+        let cfg = ProcessSection { hash: false, ..Default::default() };
+        let (mut e, _late) = Enricher::new(&cfg, EntityIds::new("b"));
+        let mut apply = |r: Vec<u8>| {
+            let rec = decode(&r).unwrap();
+            e.on_arrival(&rec);
+            let ctx = e.apply(&rec);
+            (rec, ctx)
+        };
+        let (curl, ctx) = apply(raw::exec(100, 10, "/usr/bin/curl", &["curl", "-s", "http://x/y z"], "/tmp"));
+        assert!(ctx.process.image_of_exec(10).is_some(), "the table's image of this exec");
+        assert_eq!(summary(&curl, &ctx), ("exec", "curl -s 'http://x/y z'".to_owned()));
+        // The process has run something else since: the record's own arguments are joined.
+        let (_, later) = apply(raw::exec(100, 20, "/usr/bin/env", &["env", "a b"], "/tmp"));
+        assert!(later.process.image_of_exec(10).is_none());
+        assert_eq!(summary(&curl, &later), ("exec", "curl -s 'http://x/y z'".to_owned()));
+        let (_, file) = apply(raw::file(100, 30, agent_common::osprey_file_op::OSPREY_FILE_CREATE, "/tmp/o", None));
+        assert!(file.process.image_of_exec(30).is_none(), "a file record's time is no exec's");
+    }
 }
